@@ -1,0 +1,323 @@
+"""The modelled kernel: memory, allocator, direct map, TLBs, counters and the event trace in one object.
+
+Methods named after kernel functions stand for them and say so. Each returns what the kernel returns (0, a
+value, or a negative errno) and appends the events the kernel's work would produce to :attr:`Kernel.trace`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .arm64 import Arm64LinearMap
+from .counters import Counters
+from .errors import Errno, ModelInputError
+from .folio import Folio
+from .pagetable import DEFAULT, MAPPED, RW, VALID
+from .physmem import MemoryMap, PageAllocator
+from .tlb import TLB
+from .trace import event
+from .units import PAGE_SHIFT, PAGE_SIZE
+from .x86 import X86DirectMap
+
+ARCHES = ("x86", "arm64")
+
+
+class Kernel:
+    """One machine: ``arch`` is ``"x86"`` or ``"arm64"``; ``mode`` is the arm64 mode or x86 ``"4-level"``,
+    ``"5-level"``, ``"nogbpages"``; ``memory`` is a size (a PC-like map) or a :class:`MemoryMap`."""
+
+    def __init__(self, arch: str = "x86", mode: str | None = None, memory="4G", cpus: int = 2, seed: int = 0,
+                 reserved_pages: int = 64, trace: bool = True):
+        if arch not in ARCHES:
+            raise ModelInputError(f"unknown arch {arch!r}; choose x86 or arm64")
+        if not isinstance(cpus, int) or not 1 <= cpus <= 64:
+            raise ModelInputError(f"cpus must be an integer from 1 to 64, not {cpus!r}")
+        memmap = memory if isinstance(memory, MemoryMap) else MemoryMap.pc(memory)
+        self.arch = arch
+        self.ncpus = cpus
+        self.memmap = memmap
+        self.counters = Counters()
+        self.trace_enabled = trace
+        self.trace: list = []
+        self.system_running = False
+        self.current_cpu = 0
+        self.tlbs = [TLB(c) for c in range(cpus)]
+        self.pgtable_pfns: list[int] = []
+        self.fail_pgtable_allocs = 0  # fault injection: the next N page-table allocations fail
+        if arch == "x86":
+            levels, gbpages = 4, True
+            for word in (mode or "4-level").replace(",", " ").split():
+                if word in ("4-level", "5-level"):
+                    levels = int(word[0])
+                elif word == "nogbpages":
+                    gbpages = False
+                else:
+                    raise ModelInputError(f"unknown x86 mode {word!r}; use 4-level, 5-level, nogbpages")
+            self.dmap = X86DirectMap(self, memmap, levels=levels, gbpages=gbpages)
+        else:
+            self.dmap = Arm64LinearMap(self, memmap, mode=mode or "rodata-full")
+        self.alloc = PageAllocator(memmap, seed=seed, reserved=reserved_pages)
+        self.system_running = True  # boot is over: from here splits count in /proc/vmstat
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def emit(self, kind: str, **args) -> None:
+        if self.trace_enabled:
+            self.trace.append(event(kind, **args))
+
+    def warn(self, what: str) -> None:
+        """``WARN_ON_ONCE()`` fired: counted and traced, execution goes on as in the kernel."""
+        self.counters["warns"] += 1
+        self.emit("warn", what=what)
+
+    # -- addresses --------------------------------------------------------------------------------------------
+    def page_address(self, pfn: int) -> int:
+        """``page_address()`` / ``pfn_to_kaddr()``: the direct-map virtual address of ``pfn``."""
+        self._check_pfn(pfn)
+        return self.dmap.page_offset() + (pfn << PAGE_SHIFT)
+
+    def virt_to_pfn(self, addr: int) -> int:
+        """``virt_to_pfn()`` for a direct-map address; anything else is bad input."""
+        off = addr - self.dmap.page_offset()
+        if not isinstance(addr, int) or off < 0 or off % PAGE_SIZE or (off >> PAGE_SHIFT) >= self.memmap.end_pfn:
+            raise ModelInputError(f"{addr!r} is not a page-aligned direct-map address")
+        return off >> PAGE_SHIFT
+
+    def _check_pfn(self, pfn, npages: int = 1) -> None:
+        if not isinstance(pfn, int) or not isinstance(npages, int) or isinstance(pfn, bool):
+            raise ModelInputError(f"PFN and page count must be integers, not {pfn!r}, {npages!r}")
+        if npages < 1 or pfn < 0 or pfn + npages > self.memmap.end_pfn:
+            raise ModelInputError(f"PFN range {pfn:#x}+{npages} is outside memory (end {self.memmap.end_pfn:#x})")
+
+    # -- page allocator -------------------------------------------------------------------------------------
+    def alloc_pgtable(self) -> int:
+        """``pagetable_alloc(GFP_KERNEL, 0)`` for a split; a PFN or ``-ENOMEM``."""
+        if self.fail_pgtable_allocs:
+            self.fail_pgtable_allocs -= 1
+            self.emit("error", what="pagetable_alloc", ret="ENOMEM")
+            return -Errno.ENOMEM
+        pfn = self.alloc.alloc(0)
+        if pfn < 0:
+            self.emit("error", what="pagetable_alloc", ret="ENOMEM")
+            return pfn
+        self.pgtable_pfns.append(pfn)
+        self.counters["pgtable_pages"] += 1
+        return pfn
+
+    def free_pgtable(self) -> None:
+        """Free a page-table page released by a collapse."""
+        self.alloc.free(self.pgtable_pfns.pop(), 0)
+        self.counters["pgtable_pages"] -= 1
+
+    def folio_alloc(self, order: int = 0, zero: bool = False, name: str = "") -> Folio | int:
+        """``folio_alloc(gfp, order)``; ``zero`` is ``__GFP_ZERO`` (the allocator clears the pages through the
+        direct map before handing them out). Returns a Folio or ``-ENOMEM``."""
+        pfn = self.alloc.alloc(order)
+        if pfn < 0:
+            return pfn
+        folio = Folio(pfn, order, name=name)
+        self.emit("alloc", pfn=pfn, order=order)
+        if zero:
+            self.folio_zero(folio)
+        return folio
+
+    def folio_get(self, folio: Folio) -> None:
+        """``folio_get()``."""
+        if folio.refcount <= 0:
+            raise ModelInputError(f"folio_get on a freed folio {folio!r}")
+        folio.refcount += 1
+
+    def folio_put(self, folio: Folio, refs: int = 1) -> None:
+        """``folio_put_refs()``: at zero the folio goes back to the page allocator. A folio whose direct map
+        is still invalid is freed anyway, as the kernel would; that is what invariant (b) watches for."""
+        if refs < 1 or folio.refcount < refs:
+            raise ModelInputError(f"folio_put({refs}) on {folio!r}: refcount would go below zero")
+        folio.refcount -= refs
+        if folio.refcount:
+            return
+        invalid = self.first_invalid(folio.pfn, folio.nr_pages)
+        if invalid is not None:
+            self.counters["freed_unmapped"] += 1
+        self.alloc.free(folio.pfn, folio.order)
+        self.emit("free", pfn=folio.pfn, order=folio.order, unmapped=invalid is not None)
+
+    # -- direct map -----------------------------------------------------------------------------------------
+    def can_set_direct_map(self) -> bool:
+        """``can_set_direct_map()``."""
+        return self.dmap.can_set_direct_map()
+
+    def first_invalid(self, pfn: int, npages: int) -> int | None:
+        """First PFN in the range whose direct-map entry is mapped but not valid, or None."""
+        pt = self.dmap.pt
+        for p in range(pfn, pfn + npages):
+            prot = pt.prot(p)
+            if prot & MAPPED and not prot & VALID:
+                return p
+        return None
+
+    def _change(self, pfn: int, npages: int, valid: bool) -> int:
+        if not self.can_set_direct_map():
+            return 0  # arm64 set_direct_map_*: "if (!can_set_direct_map()) return 0;"
+        set_mask, clear_mask = (VALID | RW, 0) if valid else (0, VALID | RW)
+        if self.arch == "x86":
+            ret = self.dmap.apply_range(pfn, npages, set_mask, clear_mask)
+        else:
+            ret = self.dmap.update_range_prot(pfn, npages, set_mask, clear_mask)
+        self.emit("restore" if valid else "zap", pfn=pfn, pages=npages, ret=_ret(ret))
+        return ret
+
+    def set_direct_map_invalid_noflush(self, addr: int) -> int:
+        """``set_direct_map_invalid_noflush()``: one page not present; no TLB flush on any arch."""
+        return self._change(self.virt_to_pfn(addr), 1, False)
+
+    def set_direct_map_default_noflush(self, addr: int) -> int:
+        """``set_direct_map_default_noflush()``: one page present and writable again; no TLB flush."""
+        return self._change(self.virt_to_pfn(addr), 1, True)
+
+    def set_direct_map_valid_noflush(self, addr: int, numpages: int, valid: bool) -> int:
+        """``set_direct_map_valid_noflush()``. x86: ``__set_pages_p/np`` with no flush of the final change (a
+        split still does ``flush_tlb_all()``). arm64: ``set_memory_valid()``, which *does* flush the range when
+        invalidating (``__change_memory_common()``) and not when only setting PTE_VALID."""
+        pfn = self.virt_to_pfn(addr)
+        self._check_pfn(pfn, numpages)
+        if not isinstance(valid, bool):
+            raise ModelInputError(f"valid must be True or False, not {valid!r}")
+        ret = self._change(pfn, numpages, valid)
+        if self.arch == "arm64" and not valid and self.can_set_direct_map():
+            self._flush_range(pfn, numpages, reason="set_memory_valid")
+        return ret
+
+    def folio_zap_direct_map(self, folio: Folio) -> int:
+        """``folio_zap_direct_map()`` (v12 02/16): -EINVAL for a large folio; otherwise
+        ``set_direct_map_valid_noflush(addr, nr, false)`` and then, whatever it returned,
+        ``flush_tlb_kernel_range()`` over the folio. Returns the set call's result."""
+        if folio.order and not getattr(self, "allow_large_zap", False):
+            self.emit("error", what="folio_zap_direct_map", ret="EINVAL")
+            return -Errno.EINVAL
+        addr = self.page_address(folio.pfn)
+        ret = self.set_direct_map_valid_noflush(addr, folio.nr_pages, False)
+        if ret == 0:
+            self.counters["zaps"] += 1
+        self.flush_tlb_kernel_range(addr, addr + folio.size)
+        return ret
+
+    def folio_restore_direct_map(self, folio: Folio, granule_pages: int | None = None) -> None:
+        """``folio_restore_direct_map()``: ``WARN_ON_ONCE(set_direct_map_valid_noflush(addr, nr, true))``, no
+        flush. ``granule_pages`` (break-it) restores in pieces of that many pages instead of all at once."""
+        step = granule_pages or folio.nr_pages
+        failed = False
+        for off in range(0, folio.nr_pages, step):
+            addr = self.page_address(folio.pfn + off)
+            if self.set_direct_map_valid_noflush(addr, min(step, folio.nr_pages - off), True):
+                failed = True
+        if failed:
+            self.warn("folio_restore_direct_map: set_direct_map_valid_noflush failed")
+        else:
+            self.counters["restores"] += 1
+
+    # -- TLB ------------------------------------------------------------------------------------------------
+    def flush_tlb_kernel_range(self, start: int, end: int) -> None:
+        """``flush_tlb_kernel_range()``. x86: above ``tlb_single_page_flush_ceiling`` (33) pages a full flush,
+        else INVLPG per page on every CPU by IPI. arm64: above ``MAX_DVM_OPS`` (512) pages ``flush_tlb_all()``,
+        else one broadcast ``TLBI VAALE1IS`` per page, no IPIs."""
+        pfn = self.virt_to_pfn(start)
+        if not isinstance(end, int) or end <= start or (end - start) % PAGE_SIZE:
+            raise ModelInputError(f"bad flush range {start:#x}..{end!r}")
+        npages = (end - start) >> PAGE_SHIFT
+        self._check_pfn(pfn, npages)
+        self._flush_range(pfn, npages, reason="flush_tlb_kernel_range")
+
+    def _flush_range(self, pfn: int, npages: int, reason: str) -> None:
+        if getattr(self, "skip_flush", False):
+            self.emit("flush", pfn=pfn, pages=npages, skipped=True)
+            return
+        if npages > self.dmap.flush_ceiling():
+            self.flush_tlb_all(reason=reason)
+            return
+        for tlb in self.tlbs:
+            tlb.invalidate_range(pfn, npages)
+        self.counters["tlb_flushes"] += 1
+        self.emit("flush", pfn=pfn, pages=npages)
+        if self.arch == "x86":
+            self.counters["tlb_page_invalidations"] += npages * self.ncpus
+            self._ipi(reason)
+        else:
+            self.counters["tlb_page_invalidations"] += npages
+
+    def flush_tlb_all(self, reason: str = "") -> None:
+        """``flush_tlb_all()``: every CPU drops every kernel translation (x86: by IPI; arm64: TLBI VMALLE1IS)."""
+        for tlb in self.tlbs:
+            tlb.flush_all()
+        self.counters["tlb_full_flushes"] += 1
+        self.emit("flush_all", reason=reason)
+        if self.arch == "x86":
+            self._ipi(reason)
+
+    def _ipi(self, reason: str) -> None:
+        if self.ncpus > 1:
+            self.counters["ipis"] += self.ncpus - 1
+            self.emit("ipi", cpus=self.ncpus - 1, reason=reason)
+
+    # -- kernel accesses through the direct map ---------------------------------------------------------------
+    def kernel_access(self, pfn: int, cpu: int | None = None, write: bool = False, what: str = "read") -> str:
+        """The kernel touches ``pfn`` through the direct map on ``cpu``: ``"ok"``, ``"stale"`` (served by a TLB
+        entry whose page-table entry is no longer valid) or ``"oops"`` (not present: a kernel page fault)."""
+        self._check_pfn(pfn)
+        cpu = self.current_cpu if cpu is None else cpu
+        if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
+            raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
+        tlb = self.tlbs[cpu]
+        valid = self.dmap.pt.is_valid(pfn)
+        if tlb.lookup(pfn) is not None:
+            if valid:
+                self.emit("access", cpu=cpu, pfn=pfn, what=what)
+                return "ok"
+            self.counters["stale_reads"] += 1
+            self.emit("stale", cpu=cpu, pfn=pfn, what=what)
+            return "stale"
+        if not valid:
+            self.counters["oops"] += 1
+            self.emit("oops", cpu=cpu, pfn=pfn, what=what)
+            return "oops"
+        first, span = self.dmap.tlb_span(pfn)
+        tlb.fill(first, span)
+        self.emit("access", cpu=cpu, pfn=pfn, what=what)
+        return "ok"
+
+    def folio_zero(self, folio: Folio, cpu: int | None = None) -> str:
+        """``clear_highpage()`` / ``folio_zero_segment()``: the kernel writes zeroes through the direct map.
+        Returns the worst access result over the folio's pages."""
+        worst = "ok"
+        for p in range(folio.pfn, folio.pfn + folio.nr_pages):
+            got = self.kernel_access(p, cpu=cpu, write=True, what="zero")
+            if got != "ok" and worst != "oops":
+                worst = got
+        if worst != "oops":
+            folio.content = "zero"
+        self.counters["zeroings"] += 1
+        self.emit("zero", pfn=folio.pfn, pages=folio.nr_pages, result=worst)
+        return worst
+
+    def tlb_holders(self, pfn: int, npages: int = 1) -> list[int]:
+        """CPUs whose TLB holds an entry overlapping the range."""
+        return [t.cpu for t in self.tlbs if t.holds(pfn, npages)]
+
+    # -- whole-state operations ---------------------------------------------------------------------------------
+    def snapshot(self) -> tuple:
+        """Everything that defines this machine's state, comparable with ``==`` (trace length included)."""
+        return (self.arch, self.dmap.snapshot(), self.alloc.snapshot(), tuple(t.snapshot() for t in self.tlbs),
+                tuple(sorted(self.counters.items())), tuple(self.pgtable_pfns), len(self.trace),
+                self.fail_pgtable_allocs, self.current_cpu)
+
+    def clone(self) -> Kernel:
+        return copy.deepcopy(self)
+
+    def leaf_counts(self) -> dict:
+        """``direct_pages_count[]`` as ``{"4K": n, "2M": n, "1G": n}``."""
+        return {"4K": self.dmap.count[1], "2M": self.dmap.count[512], "1G": self.dmap.count[512 * 512]}
+
+
+def _ret(ret: int) -> str:
+    return "0" if ret == 0 else Errno(-ret).name
+
+
+__all__ = ["Kernel", "ARCHES", "DEFAULT"]

@@ -1,0 +1,106 @@
+"""The storage both direct-map models share: a three-level table of leaves over PFNs.
+
+``top`` maps a 1 GiB slot (``pfn >> 18``) to either a leaf (an ``int`` of protection bits) or a PMD table; a
+PMD table is a list of 512 entries, each a leaf or a PTE table; a PTE table is a ``bytearray`` of 512 leaves.
+The upper levels (PGD, P4D) never hold leaves in the direct map, so they are not stored; ``levels`` only
+changes the addresses and the walk a reader sees. A leaf value of 0 is an empty entry (``pte_none``).
+"""
+
+from __future__ import annotations
+
+from .units import PAGES_1G, PAGES_2M
+
+MAPPED = 8   # the entry exists (not pte_none); the PFN it maps is implied by its position
+VALID = 1    # x86 _PAGE_PRESENT / arm64 PTE_VALID
+RW = 2       # x86 _PAGE_RW / arm64 PTE_WRITE (and !PTE_RDONLY)
+CONT = 4     # arm64 PTE_CONT: one of 16 entries mapped by one TLB entry
+DEFAULT = MAPPED | VALID | RW
+
+LEVEL_1G, LEVEL_2M, LEVEL_4K = PAGES_1G, PAGES_2M, 1
+LEVEL_NAMES = {LEVEL_1G: "1G", LEVEL_2M: "2M", LEVEL_4K: "4K"}
+
+
+def translate_table(set_mask: int, clear_mask: int) -> bytes:
+    """A ``bytes.translate`` table applying ``(v & ~clear) | set`` to every mapped entry, leaving 0 alone."""
+    return bytes(((v & ~clear_mask) | set_mask) if v & MAPPED else v for v in range(256))
+
+
+class PageTable:
+    """Leaves over PFN space; callers decide what a split or a protection change means on their arch."""
+
+    def __init__(self):
+        self.top: dict[int, int | list] = {}
+
+    # -- lookup -------------------------------------------------------------------------------------------
+    def leaf(self, pfn: int) -> tuple[int, int, int]:
+        """``(level, first_pfn, prot)`` of the leaf mapping ``pfn``; prot 0 where nothing is mapped."""
+        e = self.top.get(pfn >> 18, 0)
+        if type(e) is int:
+            return LEVEL_1G, pfn & ~(PAGES_1G - 1), e
+        e2 = e[(pfn >> 9) & 511]
+        if type(e2) is int:
+            return LEVEL_2M, pfn & ~(PAGES_2M - 1), e2
+        return LEVEL_4K, pfn, e2[pfn & 511]
+
+    def prot(self, pfn: int) -> int:
+        return self.leaf(pfn)[2]
+
+    def is_valid(self, pfn: int) -> bool:
+        return bool(self.leaf(pfn)[2] & VALID)
+
+    # -- structure changes --------------------------------------------------------------------------------
+    def split_1g(self, pfn: int, child_prot: int) -> None:
+        """Replace the 1G leaf holding ``pfn`` by a PMD table of 512 2M leaves of ``child_prot``."""
+        self.top[pfn >> 18] = [child_prot] * 512
+
+    def split_2m(self, pfn: int, child_prot: int) -> None:
+        """Replace the 2M leaf holding ``pfn`` by a PTE table of 512 4K leaves of ``child_prot``."""
+        self.top[pfn >> 18][(pfn >> 9) & 511] = bytearray([child_prot]) * 512
+
+    def set_leaf(self, level: int, pfn: int, prot: int) -> None:
+        if level == LEVEL_1G:
+            self.top[pfn >> 18] = prot
+        elif level == LEVEL_2M:
+            self.top[pfn >> 18][(pfn >> 9) & 511] = prot
+        else:
+            self.top[pfn >> 18][(pfn >> 9) & 511][pfn & 511] = prot
+
+    def pte_table(self, pfn: int) -> bytearray:
+        return self.top[pfn >> 18][(pfn >> 9) & 511]
+
+    # -- walks ----------------------------------------------------------------------------------------------
+    def leaves(self, start: int = 0, end: int | None = None):
+        """Yield ``(level, first_pfn, prot)`` for every mapped leaf overlapping ``[start, end)``, in order."""
+        for slot in sorted(self.top):
+            base = slot << 18
+            if end is not None and base >= end:
+                break
+            if base + PAGES_1G <= start:
+                continue
+            e = self.top[slot]
+            if type(e) is int:
+                if e:
+                    yield LEVEL_1G, base, e
+                continue
+            for i, e2 in enumerate(e):
+                b2 = base + i * PAGES_2M
+                if b2 + PAGES_2M <= start or (end is not None and b2 >= end):
+                    continue
+                if type(e2) is int:
+                    if e2:
+                        yield LEVEL_2M, b2, e2
+                    continue
+                for j, v in enumerate(e2):
+                    p = b2 + j
+                    if v and p >= start and (end is None or p < end):
+                        yield LEVEL_4K, p, v
+
+    def snapshot(self) -> tuple:
+        out = []
+        for slot in sorted(self.top):
+            e = self.top[slot]
+            if type(e) is int:
+                out.append((slot, e))
+            else:
+                out.append((slot, tuple(x if type(x) is int else bytes(x) for x in e)))
+        return tuple(out)

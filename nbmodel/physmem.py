@@ -1,0 +1,171 @@
+"""Physical memory: RAM ranges with holes, and a deterministic page allocator.
+
+The allocator stands for the buddy allocator plus its per-CPU lists, reduced to what the direct map cares
+about: *which* PFNs a folio gets. Order-0 pages are carved from a randomly chosen free 2 MiB pageblock
+(seeded), and freed order-0 pages are reused last-in first-out, as the per-CPU lists do; order-9 folios take a
+whole free pageblock. So guest memory lands at realistic, scattered PFNs, and the same seed gives the same PFNs.
+Modelling choice: freed order-0 pages are not merged back into order-9 blocks until a 2M allocation needs them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .errors import Errno, ModelInputError
+from .units import PAGES_1G, PAGES_2M, parse_size, pages
+
+_NOT_RAM, _FREE, _USED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class MemoryMap:
+    """RAM as sorted, non-overlapping ``(start_pfn, end_pfn)`` ranges (end exclusive), like the e820 map."""
+
+    ranges: tuple
+
+    @classmethod
+    def of(cls, ranges) -> MemoryMap:
+        clean = []
+        for start, end in ranges:
+            if not (isinstance(start, int) and isinstance(end, int)) or start < 0 or end <= start:
+                raise ModelInputError(f"bad RAM range ({start}, {end})")
+            clean.append((start, end))
+        clean.sort()
+        for (_, e1), (s2, _) in zip(clean, clean[1:]):
+            if s2 < e1:
+                raise ModelInputError(f"RAM ranges overlap at PFN {s2:#x}")
+        return cls(tuple(clean))
+
+    @classmethod
+    def pc(cls, size) -> MemoryMap:
+        """A PC-like map of ``size`` bytes of RAM: page 0 and the legacy 640K-1M hole reserved, and for more
+        than 3 GiB the PCI hole from 3 GiB to 4 GiB with the rest of RAM above 4 GiB."""
+        total = pages(parse_size(size))
+        if total < 2 * PAGES_2M:
+            raise ModelInputError("a PC memory map needs at least 4M of RAM")
+        low_end = min(total, 3 * PAGES_1G)
+        ranges = [(1, 0x9F), (0x100, low_end)]
+        rest = total - low_end
+        if rest:
+            ranges.append((4 * PAGES_1G, 4 * PAGES_1G + rest))
+        return cls.of(ranges)
+
+    @classmethod
+    def flat(cls, size, start=0) -> MemoryMap:
+        """One RAM range of ``size`` bytes starting at PFN ``start`` (no holes): small, easy to read."""
+        n = pages(parse_size(size))
+        if n == 0:
+            raise ModelInputError("memory size must be positive")
+        return cls.of([(start, start + n)])
+
+    @property
+    def end_pfn(self) -> int:
+        return self.ranges[-1][1]
+
+    @property
+    def total_pages(self) -> int:
+        return sum(e - s for s, e in self.ranges)
+
+    def is_ram(self, pfn: int) -> bool:
+        return any(s <= pfn < e for s, e in self.ranges)
+
+
+class PageAllocator:
+    """Hands out order-0 and order-9 blocks of PFNs, deterministically for a given seed."""
+
+    def __init__(self, memmap: MemoryMap, seed: int = 0, reserved: int = 0):
+        self.memmap = memmap
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._state = bytearray(memmap.end_pfn)
+        for s, e in memmap.ranges:
+            self._state[s:e] = bytes([_FREE]) * (e - s)
+        nblocks = (memmap.end_pfn + PAGES_2M - 1) // PAGES_2M
+        self._block_free = [self._state[b * PAGES_2M:(b + 1) * PAGES_2M].count(_FREE) for b in range(nblocks)]
+        # Whole free pageblocks (order-9 candidates) and partial ones (order-0 only), in PFN order.
+        self._whole = [b for b in range(nblocks) if self._block_free[b] == PAGES_2M]
+        self._partial = [b for b in range(nblocks) if 0 < self._block_free[b] < PAGES_2M]
+        self._carve: list[int] = []   # PFNs left in the pageblock being carved, next one last
+        self._pcp: list[int] = []     # freed order-0 PFNs, reused LIFO
+        self._orders: dict[int, int] = {}
+        self.free_pages = memmap.total_pages
+        # The kernel image, initial page tables and friends: taken at boot, never freed.
+        for _ in range(reserved):
+            self.alloc(0)
+
+    # -- queries ------------------------------------------------------------------------------------------
+    def is_allocated(self, pfn: int) -> bool:
+        return pfn in self._orders
+
+    def order_of(self, pfn: int) -> int:
+        return self._orders[pfn]
+
+    def snapshot(self) -> tuple:
+        return (bytes(self._state), tuple(self._whole), tuple(self._partial), tuple(self._carve),
+                tuple(self._pcp), tuple(sorted(self._orders.items())), self._rng.getstate())
+
+    # -- allocation ---------------------------------------------------------------------------------------
+    def alloc(self, order: int) -> int:
+        """Allocate ``2**order`` pages; returns the first PFN or ``-ENOMEM`` (``__alloc_pages``, order 0 or 9)."""
+        if order not in (0, 9):
+            raise ModelInputError(f"the model allocates order 0 or 9 folios, not order {order}")
+        pfn = self._alloc_order0() if order == 0 else self._alloc_order9()
+        if pfn < 0:
+            return pfn
+        n = 1 << order
+        self._state[pfn:pfn + n] = bytes([_USED]) * n
+        self._block_free[pfn // PAGES_2M] -= n
+        self._orders[pfn] = order
+        self.free_pages -= n
+        return pfn
+
+    def _alloc_order0(self) -> int:
+        if self._pcp:
+            return self._pcp.pop()
+        if not self._carve:
+            block = self._take_block(allow_partial=True)
+            if block is None:
+                return -Errno.ENOMEM
+            base = block * PAGES_2M
+            self._carve = [p for p in range(base + PAGES_2M - 1, base - 1, -1) if self._state[p] == _FREE]
+        return self._carve.pop()
+
+    def _alloc_order9(self) -> int:
+        block = self._take_block(allow_partial=False)
+        if block is None:
+            block = self._reclaim_whole_block()
+            if block is None:
+                return -Errno.ENOMEM
+        return block * PAGES_2M
+
+    def _take_block(self, allow_partial: bool):
+        pool = self._whole if self._whole or not allow_partial else self._partial
+        if not pool:
+            return None
+        i = self._rng.randrange(len(pool))
+        pool[i], pool[-1] = pool[-1], pool[i]
+        return pool.pop()
+
+    def _reclaim_whole_block(self):
+        """Merge freed order-0 pages back into a whole free pageblock (the buddy allocator's coalescing)."""
+        candidates = sorted({p // PAGES_2M for p in self._pcp if self._block_free[p // PAGES_2M] == PAGES_2M})
+        if not candidates:
+            return None
+        block = candidates[0]
+        self._pcp = [p for p in self._pcp if p // PAGES_2M != block]
+        return block
+
+    def free(self, pfn: int, order: int) -> None:
+        """Return a block to the allocator (``__free_pages``). Freeing what is not allocated is bad input."""
+        if self._orders.get(pfn) != order:
+            raise ModelInputError(f"PFN {pfn:#x} is not an allocated order-{order} block (double free?)")
+        n = 1 << order
+        del self._orders[pfn]
+        self._state[pfn:pfn + n] = bytes([_FREE]) * n
+        self._block_free[pfn // PAGES_2M] += n
+        self.free_pages += n
+        if order == 0:
+            self._pcp.append(pfn)
+        else:
+            self._whole.append(pfn // PAGES_2M)

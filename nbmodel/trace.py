@@ -1,0 +1,58 @@
+"""Events: what one model step did, in the order the kernel would do it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Every event kind the model emits, with what it means to a reader.
+EVENT_KINDS = {
+    "alloc": "a folio or page-table page taken from the page allocator",
+    "free": "pages returned to the page allocator",
+    "zero": "the kernel zeroed a folio through the direct map",
+    "zap": "direct-map entries made invalid (set_direct_map_*_noflush with valid=false)",
+    "restore": "direct-map entries made valid again",
+    "split": "a large direct-map leaf split into a table of smaller leaves",
+    "collapse": "a table of identical small leaves merged back into one large leaf",
+    "flush": "a TLB flush of a kernel range (per-page invalidations)",
+    "flush_all": "a full TLB flush on every CPU",
+    "ipi": "inter-processor interrupts sent to run a flush on other CPUs",
+    "insert": "a folio stored in a page cache (xarray)",
+    "delete": "a folio removed from a page cache (xarray)",
+    "free_folio": "the mapping's ->free_folio callback ran",
+    "access": "a CPU touched a page through the direct map and the MMU allowed it",
+    "stale": "a CPU read a page through a stale TLB entry after its direct-map entry was invalidated",
+    "oops": "a CPU touched a page whose direct-map entry is not present: kernel page fault (oops)",
+    "warn": "a WARN_ON fired in the kernel",
+    "error": "a kernel function returned an error",
+    "invalidate": "KVM invalidation of guest mappings (invalidate_begin/end, arch invalidate)",
+    "prepare": "guest_memfd prepared a folio for the guest",
+    "mermap": "a temporary local mapping (mermap) was set up or torn down",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing the modelled kernel did; ``args`` is a tuple of ``(name, value)`` pairs in a fixed order."""
+
+    kind: str
+    args: tuple = field(default=())
+
+    def get(self, name, default=None):
+        for key, value in self.args:
+            if key == name:
+                return value
+        return default
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, **dict(self.args)}
+
+    def __str__(self) -> str:
+        inner = " ".join(f"{k}={v}" for k, v in self.args)
+        return f"{self.kind}({inner})" if inner else self.kind
+
+
+def event(kind: str, **args) -> Event:
+    """Build an event; keyword order is kept, so the same call always prints the same text."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    return Event(kind, tuple(args.items()))

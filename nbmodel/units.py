@@ -1,0 +1,46 @@
+"""Sizes and address arithmetic shared by every part of the model (4 KiB base pages)."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ModelInputError
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PTRS_PER_TABLE = 512
+PAGES_2M = 512
+PAGES_1G = 512 * 512
+PMD_ORDER = 9
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """``"4G"`` -> bytes; integers pass through. Raises ModelInputError on anything else."""
+    if isinstance(text, bool):
+        raise ModelInputError(f"not a size: {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ModelInputError(f"negative size: {text}")
+        return text
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ModelInputError(f"not a size: {text!r} (use e.g. 4096, 64K, 2M, 4G)")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def pages(nbytes: int) -> int:
+    """Whole 4 KiB pages in ``nbytes``; raises if not page aligned."""
+    if nbytes % PAGE_SIZE:
+        raise ModelInputError(f"{nbytes} bytes is not a multiple of the 4 KiB page size")
+    return nbytes // PAGE_SIZE
+
+
+def human(nbytes: int) -> str:
+    """Bytes as the largest exact binary unit: 2097152 -> '2M'."""
+    for unit in ("T", "G", "M", "K"):
+        size = _UNITS[unit]
+        if nbytes and nbytes % size == 0:
+            return f"{nbytes // size}{unit}"
+    return str(nbytes)

@@ -1,0 +1,108 @@
+"""Graphviz diagrams, drawn by one renderer on every machine.
+
+The Python ``graphviz`` package runs a ``dot`` executable. We never use whatever ``dot`` happens to be on
+PATH: the ``graphviz-pure`` wheel (a static Rust port of Graphviz, installed by pip into the venv's scripts
+directory) renders every diagram, so the SVG bytes stored in notebooks are the same everywhere and nbval can
+compare them. Importing this module points ``graphviz`` at that binary.
+
+Never call ``graphviz.version()``: it cannot parse graphviz-pure's version line.
+
+    >>> from nbmodel.viz.dot import Digraph, svg
+    >>> g = Digraph()
+    >>> g.edge("va", "pa")
+    >>> svg(g).startswith("<svg")
+    True
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import pathlib
+import shutil
+import sys
+import sysconfig
+
+import graphviz
+from graphviz import Digraph, Graph, Source
+from graphviz.backend import dot_command
+
+__all__ = ["Diagram", "Digraph", "Graph", "Source", "diagram", "dot_binary", "ensure_dot", "svg"]
+
+_BINARY_NAME = "graphviz-pure"
+
+
+def dot_binary() -> pathlib.Path | None:
+    """Where the graphviz-pure executable is: next to this interpreter first, then on PATH."""
+    dirs = [sysconfig.get_path("scripts"), os.path.dirname(sys.executable)]
+    for d in dirs:
+        if d:
+            candidate = pathlib.Path(d, _BINARY_NAME)
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return candidate
+    found = shutil.which(_BINARY_NAME)
+    return pathlib.Path(found) if found else None
+
+
+def ensure_dot() -> pathlib.Path:
+    """Point the ``graphviz`` package at graphviz-pure and return the binary's path.
+
+    Raises RuntimeError (with the fix) when graphviz-pure is not installed.
+    """
+    exe = dot_binary()
+    if exe is None:
+        raise RuntimeError(
+            "graphviz-pure is not installed in this environment; install the viz extra: "
+            "pip install -e '.[viz]' (or run ./run.sh)"
+        )
+    dot_command.DOT_BINARY = exe
+    return exe
+
+
+# Import-time wiring, so that a plain ``Digraph`` shown in a notebook also renders with graphviz-pure.
+# A missing binary is reported by ensure_dot() when a diagram is actually drawn, not at import.
+if dot_binary() is not None:
+    ensure_dot()
+
+
+def svg(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, engine: str | None = None) -> str:
+    """Render DOT source (a string) or a graphviz object to SVG text for inline use in HTML.
+
+    The XML prolog, DOCTYPE and generator comment are dropped, so the result starts with ``<svg`` and is the
+    same bytes on every machine for the same input.
+    """
+    ensure_dot()
+    if isinstance(source, str):
+        source = Source(source)
+    elif not isinstance(source, (graphviz.Graph, graphviz.Digraph, graphviz.Source)):
+        raise TypeError(f"expected DOT source text or a graphviz object, not {type(source).__name__}")
+    kwargs = {"engine": engine} if engine else {}
+    text = source.pipe(format="svg", encoding="utf-8", **kwargs)
+    start = text.find("<svg")
+    if start < 0:
+        raise RuntimeError("the renderer returned no <svg> element")
+    return text[start:].strip() + "\n"
+
+
+class Diagram:
+    """A rendered diagram that notebooks display as inline SVG (``text/html``).
+
+    Jupyter Book writes ``image/svg+xml`` outputs to separate files shown through ``<img>``; an HTML output
+    keeps the ``<svg>`` inline in the page, where text in it can be searched and styled.
+    """
+
+    def __init__(self, source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, title: str = ""):
+        self.svg = svg(source)
+        self.title = title
+
+    def _repr_html_(self) -> str:
+        label = f' aria-label="{html.escape(self.title, quote=True)}"' if self.title else ""
+        return f'<div class="nbmodel-diagram" role="img"{label}>\n{self.svg}</div>'
+
+    def __repr__(self) -> str:
+        return f"Diagram({self.title!r})" if self.title else "Diagram()"
+
+
+def diagram(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, title: str = "") -> Diagram:
+    """Shorthand for :class:`Diagram`: the last expression of a cell shows it inline."""
+    return Diagram(source, title=title)
