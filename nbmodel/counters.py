@@ -32,6 +32,9 @@ COUNTERS = {
     "stale_reads": "kernel accesses served by a stale TLB entry",
     "warns": "WARN_ON splats",
     "freed_unmapped": "folios freed to the page allocator with direct-map entries still invalid",
+    "restore_splits": "splits caused by a restore (a restore that can fail)",
+    "mermap_maps": "pages mapped through a temporary local mapping (mermap)",
+    "mermap_local_flushes": "local TLB flushes of the mermap window when it wraps",
 }
 
 _KB_SHIFT = {"DirectMap4k": 2, "DirectMap2M": 11, "DirectMap1G": 20}

@@ -22,6 +22,7 @@ class Errno(enum.IntEnum):
     ENODEV = 19
     EINVAL = 22
     ENOSYS = 38
+    EOPNOTSUPP = 95
 
 
 def errno_name(ret: int) -> str:

@@ -44,6 +44,10 @@ class Kernel:
         self.tlbs = [TLB(c) for c in range(cpus)]
         self.pgtable_pfns: list[int] = []
         self.fail_pgtable_allocs = 0  # fault injection: the next N page-table allocations fail
+        self.skip_flush = False       # break-it: flush_tlb_kernel_range() does nothing
+        self.allow_large_zap = False  # ahead of the kernel: folio_zap_direct_map() accepts large folios
+        self.pagecache_hooks = None   # installed by the filemap-level design
+        self.interrupt = None         # callable(kernel, point, pfn): another CPU runs at a named point
         if arch == "x86":
             levels, gbpages = 4, True
             for word in (mode or "4-level").replace(",", " ").split():
@@ -63,6 +67,15 @@ class Kernel:
     def emit(self, kind: str, **args) -> None:
         if self.trace_enabled:
             self.trace.append(event(kind, **args))
+
+    def point(self, name: str, pfn: int) -> None:
+        """A place where another CPU may run in between (the explorer and race scenarios use it)."""
+        if self.interrupt is not None:
+            hook, self.interrupt = self.interrupt, None
+            try:
+                hook(self, name, pfn)
+            finally:
+                self.interrupt = hook
 
     def warn(self, what: str) -> None:
         """``WARN_ON_ONCE()`` fired: counted and traced, execution goes on as in the kernel."""
@@ -190,13 +203,14 @@ class Kernel:
         """``folio_zap_direct_map()`` (v12 02/16): -EINVAL for a large folio; otherwise
         ``set_direct_map_valid_noflush(addr, nr, false)`` and then, whatever it returned,
         ``flush_tlb_kernel_range()`` over the folio. Returns the set call's result."""
-        if folio.order and not getattr(self, "allow_large_zap", False):
+        if folio.order and not self.allow_large_zap:
             self.emit("error", what="folio_zap_direct_map", ret="EINVAL")
             return -Errno.EINVAL
         addr = self.page_address(folio.pfn)
         ret = self.set_direct_map_valid_noflush(addr, folio.nr_pages, False)
         if ret == 0:
             self.counters["zaps"] += 1
+        self.point("after_zap", folio.pfn)
         self.flush_tlb_kernel_range(addr, addr + folio.size)
         return ret
 
@@ -204,15 +218,19 @@ class Kernel:
         """``folio_restore_direct_map()``: ``WARN_ON_ONCE(set_direct_map_valid_noflush(addr, nr, true))``, no
         flush. ``granule_pages`` (break-it) restores in pieces of that many pages instead of all at once."""
         step = granule_pages or folio.nr_pages
+        splits_before = self.counters["direct_map_level2_splits"] + self.counters["direct_map_level3_splits"]
         failed = False
         for off in range(0, folio.nr_pages, step):
             addr = self.page_address(folio.pfn + off)
             if self.set_direct_map_valid_noflush(addr, min(step, folio.nr_pages - off), True):
                 failed = True
+        splits = self.counters["direct_map_level2_splits"] + self.counters["direct_map_level3_splits"]
+        self.counters["restore_splits"] += splits - splits_before
         if failed:
             self.warn("folio_restore_direct_map: set_direct_map_valid_noflush failed")
         else:
             self.counters["restores"] += 1
+        self.point("after_restore", folio.pfn)
 
     # -- TLB ------------------------------------------------------------------------------------------------
     def flush_tlb_kernel_range(self, start: int, end: int) -> None:
@@ -227,7 +245,7 @@ class Kernel:
         self._flush_range(pfn, npages, reason="flush_tlb_kernel_range")
 
     def _flush_range(self, pfn: int, npages: int, reason: str) -> None:
-        if getattr(self, "skip_flush", False):
+        if self.skip_flush:
             self.emit("flush", pfn=pfn, pages=npages, skipped=True)
             return
         if npages > self.dmap.flush_ceiling():

@@ -1,0 +1,109 @@
+"""The invariants, as plain predicates over a :class:`~nbmodel.system.System`, each with its reasoning.
+
+Each returns None when it holds, or a short sentence naming the folio that breaks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .designs import PRIVATE_NO_DIRECT_MAP
+from .pagetable import MAPPED, VALID
+
+
+@dataclass(frozen=True)
+class Invariant:
+    key: str
+    name: str
+    why: str
+    check: Callable
+    designs: tuple = ("per-folio", "filemap", "secretmem")
+
+
+def _cached_folios(sys, kind: str | None = None):
+    for f in sys.files.values():
+        if f.mapping.no_direct_map() and kind in (None, f.kind):
+            yield from f.mapping.folios()
+
+
+def _valid_pages(k, folio) -> list[int]:
+    pt = k.dmap.pt
+    return [p for p in range(folio.pfn, folio.pfn + folio.nr_pages) if pt.prot(p) & (MAPPED | VALID) != MAPPED]
+
+
+def check_unmapped_while_cached(sys) -> str | None:
+    k = sys.k
+    for folio in _cached_folios(sys):
+        valid = _valid_pages(k, folio)
+        if valid:
+            return f"{folio.name} is cached with a valid direct-map entry (pfn {valid[0]:#x})"
+        holders = k.tlb_holders(folio.pfn, folio.nr_pages)
+        if holders:
+            return f"{folio.name} is cached but CPU {holders[0]} still holds a TLB entry for it"
+    return None
+
+
+def check_never_freed_unmapped(sys) -> str | None:
+    n = sys.k.counters["freed_unmapped"]
+    return f"{n} folio(s) went back to the page allocator with an invalid direct map" if n else None
+
+
+def check_restore_without_split(sys) -> str | None:
+    k = sys.k
+    if k.counters["restore_splits"]:
+        return f"a restore needed {k.counters['restore_splits']} split(s), so it could fail"
+    return None
+
+
+def check_private_bit_iff_zapped(sys) -> str | None:
+    k = sys.k
+    for folio in _cached_folios(sys, kind="guest_memfd"):
+        bit = bool(folio.private & PRIVATE_NO_DIRECT_MAP)
+        zapped = not _valid_pages(k, folio)
+        if bit != zapped:
+            state = "set" if bit else "clear"
+            return f"{folio.name}: private bit {state} but direct map {'invalid' if zapped else 'valid'}"
+    return None
+
+
+INVARIANTS = {
+    "a": Invariant(
+        "a", "unmapped_while_cached",
+        "While a folio sits in an AS_NO_DIRECT_MAP mapping's page cache, no direct-map entry maps it and no CPU "
+        "holds a TLB entry for it. This is the invariant the seed mail states. It is what makes a speculative "
+        "read through the direct map impossible: the MMU has nothing to translate. Any lockless page-cache "
+        "lookup (filemap_get_entry + folio_try_get) may find the folio the moment it is in the xarray, so the "
+        "zap and the flush must both be done before the insert.",
+        check_unmapped_while_cached),
+    "b": Invariant(
+        "b", "never_freed_unmapped",
+        "No folio goes back to the page allocator with its direct map invalid. The next owner of those pages "
+        "(a slab, a page table, another file) would oops on its first kernel access; and the allocator's own "
+        "zeroing of __GFP_ZERO pages writes through the direct map.",
+        check_never_freed_unmapped),
+    "c": Invariant(
+        "c", "restore_without_split",
+        "Restoring the direct map never needs a split. A split allocates a page-table page and can fail with "
+        "-ENOMEM, and the restore runs on paths that cannot fail (->free_folio, the page-cache removal). It "
+        "holds when every restore covers exactly what the matching zap covered, because the zap already split.",
+        check_restore_without_split),
+    "d": Invariant(
+        "d", "private_bit_iff_zapped",
+        "per-folio (v12) only: KVM_GMEM_FOLIO_NO_DIRECT_MAP in folio->private is set exactly when the folio's "
+        "direct map is invalid. The bit is the only record of the zap: restore trusts it, so a bit out of step "
+        "with the page tables means a restore skipped (freed unmapped) or done twice.",
+        check_private_bit_iff_zapped, designs=("per-folio",)),
+}
+
+
+def broken(sys) -> dict[str, str]:
+    """``{key: reason}`` for every invariant that applies to the installed design and does not hold."""
+    out = {}
+    for key, inv in INVARIANTS.items():
+        if sys.config.design not in inv.designs:
+            continue
+        reason = inv.check(sys)
+        if reason:
+            out[key] = reason
+    return out

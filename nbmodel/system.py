@@ -1,0 +1,332 @@
+"""A whole machine running one design: the kernel, its files, and the operations a scenario can take.
+
+Every operation is a *step*: it returns the kernel's answer as a short string (``"0"``, ``"EEXIST"``,
+``"SIGBUS"``, ``"stale"``...), appends its events, and is followed by a check of every invariant. The step
+record is what the command line, the scenarios, the explorer and the widgets all read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import guest_memfd as gm
+from . import pagecache as pc
+from . import secretmem as sm
+from .designs import Config
+from .errors import ModelInputError, errno_name
+from .invariants import INVARIANTS, broken
+from .kernel import Kernel
+from .units import PAGE_SHIFT, parse_size
+
+INTERRUPT_POINTS = ("after_zap", "after_insert", "after_delete", "after_restore")
+
+
+@dataclass
+class Step:
+    """One operation and what the modelled kernel did for it."""
+
+    index: int
+    op: str
+    args: dict
+    result: str
+    events: list
+    counters: dict
+    broken: dict
+    saw: str | None = None
+    interrupt: str | None = None
+
+    def as_dict(self) -> dict:
+        out = {"index": self.index, "op": self.op, "args": self.args, "result": self.result,
+               "events": [str(e) for e in self.events], "broken": self.broken}
+        if self.saw is not None:
+            out["saw"] = self.saw
+        if self.interrupt is not None:
+            out["interrupt"] = self.interrupt
+        return out
+
+    def __str__(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.args.items())
+        extra = f" saw={self.saw}" if self.saw is not None else ""
+        extra += f" interrupt={self.interrupt}" if self.interrupt is not None else ""
+        return f"{self.index:>3}. {self.op} {args} -> {self.result}{extra}"
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """An operation's arguments: ``name -> (type, default)``; a default of ``REQUIRED`` must be given."""
+
+    func: str
+    args: dict
+    doc: str
+
+
+REQUIRED = object()
+_SIZE = "size"
+OPS = {
+    "gmem_create": OpSpec("op_gmem_create", {"file": (str, REQUIRED), "size": (_SIZE, REQUIRED),
+                                             "flags": (list, ["MMAP", "INIT_SHARED", "NO_DIRECT_MAP"]),
+                                             "vm_type": (str, "default")},
+                          "KVM_CREATE_GUEST_MEMFD"),
+    "fallocate": OpSpec("op_fallocate", {"file": (str, REQUIRED), "offset": (_SIZE, 0), "len": (_SIZE, REQUIRED),
+                                         "keep_size": (bool, True)}, "fallocate(KEEP_SIZE): allocate"),
+    "punch_hole": OpSpec("op_punch_hole", {"file": (str, REQUIRED), "offset": (_SIZE, 0), "len": (_SIZE, REQUIRED)},
+                         "fallocate(PUNCH_HOLE|KEEP_SIZE)"),
+    "user_fault": OpSpec("op_user_fault", {"file": (str, REQUIRED), "offset": (_SIZE, 0)},
+                         "the VMM touches its mmap of guest_memfd (kvm_gmem_fault_user_mapping)"),
+    "guest_fault": OpSpec("op_guest_fault", {"file": (str, REQUIRED), "offset": (_SIZE, 0)},
+                          "the guest touches the page (kvm_gmem_get_pfn)"),
+    "write": OpSpec("op_write", {"file": (str, REQUIRED), "offset": (_SIZE, 0), "len": (_SIZE, "4K")},
+                    "write() population (unmerged series)"),
+    "populate": OpSpec("op_populate", {"file": (str, REQUIRED), "offset": (_SIZE, 0)},
+                       "kvm_gmem_populate (SNP/TDX launch)"),
+    "close": OpSpec("op_close", {"file": (str, REQUIRED)}, "close the last reference"),
+    "secret_create": OpSpec("op_secret_create", {"file": (str, REQUIRED), "size": (_SIZE, REQUIRED)},
+                            "memfd_secret + ftruncate"),
+    "secret_fault": OpSpec("op_secret_fault", {"file": (str, REQUIRED), "offset": (_SIZE, 0),
+                                               "race": (bool, False)}, "touch a memfd_secret mapping"),
+    "kernel_read": OpSpec("op_kernel_read", {"file": (str, REQUIRED), "offset": (_SIZE, 0), "cpu": (int, None)},
+                          "the kernel reads the page through the direct map"),
+    "cpu_touch": OpSpec("op_cpu_touch", {"cpu": (int, REQUIRED), "file": (str, REQUIRED), "offset": (_SIZE, 0)},
+                        "a CPU touches the page through the direct map (fills its TLB)"),
+    "migrate": OpSpec("op_migrate", {"file": (str, REQUIRED), "offset": (_SIZE, 0)}, "migrate the folio"),
+    "replace": OpSpec("op_replace", {"file": (str, REQUIRED), "offset": (_SIZE, 0)}, "replace_page_cache_folio"),
+    "race_add": OpSpec("op_race_add", {"file": (str, REQUIRED), "offset": (_SIZE, 0)},
+                       "another task's filemap_add_folio at an occupied index"),
+    "fail_alloc": OpSpec("op_fail_alloc", {"count": (int, 1)}, "the next page-table allocations fail (-ENOMEM)"),
+    "set_cpu": OpSpec("op_set_cpu", {"cpu": (int, REQUIRED)}, "run the following steps on this CPU"),
+}
+_STEP_KEYS = {"interrupt_at", "interrupt_cpu"}
+
+
+class System:
+    """A kernel plus a design plus the files created on it."""
+
+    def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
+                 cpus: int = 2, seed: int = 0, switches=(), write: str = "refuse", large_folios: bool = False,
+                 batch_flush: bool = False, fwb: bool = True, trace: bool = True):
+        self.config = Config.make(design, switches, write, large_folios, batch_flush)
+        if "arm64_no_bbml2" in self.config.switches:
+            if arch != "arm64":
+                raise ModelInputError("the arm64_no_bbml2 switch needs arch arm64")
+            mode = "blocks-no-bbml2"
+        self.k = Kernel(arch, mode, memory, cpus, seed, trace=trace)
+        self.config.install(self.k)
+        self.fwb = fwb
+        self.files: dict = {}
+        self.steps: list[Step] = []
+        self.first_broken: dict[str, int] = {}
+
+    # -- running steps -----------------------------------------------------------------------------------
+    def step(self, op: str, **args) -> Step:
+        """Run one operation; raises ModelInputError (state untouched) if the operation or arguments are bad."""
+        spec = OPS.get(op)
+        if spec is None:
+            raise ModelInputError(f"unknown op {op!r}; known: {', '.join(OPS)}")
+        at, icpu = args.pop("interrupt_at", None), args.pop("interrupt_cpu", None)
+        clean = validate_args(op, args)
+        if at is not None and at not in INTERRUPT_POINTS:
+            raise ModelInputError(f"interrupt_at must be one of {', '.join(INTERRUPT_POINTS)}, not {at!r}")
+        if at is not None and (not isinstance(icpu, int) or not 0 <= icpu < self.k.ncpus):
+            raise ModelInputError(f"interrupt_cpu must name a CPU from 0 to {self.k.ncpus - 1}")
+        self._precheck(op, clean)
+        start = len(self.k.trace)
+        before = dict(self.k.counters)
+        seen = []
+        if at is not None:
+            def hook(k, point, pfn, _at=at, _cpu=icpu):
+                if point == _at and not seen:
+                    seen.append(k.kernel_access(pfn, cpu=_cpu, what="racing read"))
+            self.k.interrupt = hook
+        try:
+            result, saw = getattr(self, spec.func)(**clean)
+        finally:
+            self.k.interrupt = None
+        events = self.k.trace[start:]
+        shown = dict(clean)
+        if at is not None:
+            shown.update(interrupt_at=at, interrupt_cpu=icpu)
+        step = Step(len(self.steps) + 1, op, shown, result, events, self.k.counters.delta(before), broken(self), saw,
+                    (seen[0] if seen else "not reached") if at is not None else None)
+        for key in step.broken:
+            self.first_broken.setdefault(key, step.index)
+        self.steps.append(step)
+        return step
+
+    def run(self, steps) -> list[Step]:
+        """Run a list of ``{"op": ..., **args}`` dicts."""
+        return [self.step(**dict(s)) for s in steps]
+
+    def invariant_status(self) -> dict[str, str]:
+        """``{name: "held" | "broken at step N" | "n/a"}`` over every step so far."""
+        out = {}
+        for key, inv in INVARIANTS.items():
+            if self.config.design not in inv.designs:
+                out[inv.name] = "n/a"
+            elif key in self.first_broken:
+                out[inv.name] = f"broken at step {self.first_broken[key]}"
+            else:
+                out[inv.name] = "held"
+        return out
+
+    def snapshot(self) -> tuple:
+        return (self.k.snapshot(), tuple((n, f.mapping.snapshot()) for n, f in sorted(self.files.items())),
+                len(self.steps))
+
+    # -- validation that must happen before anything changes ------------------------------------------------
+    def _precheck(self, op: str, a: dict) -> None:
+        name = a.get("file")
+        creating = op in ("gmem_create", "secret_create")
+        if name is not None and not creating and name not in self.files:
+            raise ModelInputError(f"{op}: no file named {name!r} (create it first)")
+        if name is not None and creating and name in self.files:
+            raise ModelInputError(f"{op}: a file named {name!r} exists already")
+        if op.startswith("secret_fault") and not isinstance(self.files[name], sm.SecretFile):
+            raise ModelInputError(f"{op}: {name!r} is not a memfd_secret file")
+        gmem_ops = ("fallocate", "punch_hole", "user_fault", "guest_fault", "write", "populate")
+        if op in gmem_ops and not isinstance(self.files[name], gm.GmemFile):
+            raise ModelInputError(f"{op}: {name!r} is not a guest_memfd")
+        if op == "gmem_create":
+            unknown = set(a["flags"]) - set(gm.FLAGS)
+            if unknown:
+                raise ModelInputError(f"gmem_create: unknown flags {sorted(unknown)}; known: {', '.join(gm.FLAGS)}")
+            if a["vm_type"] not in gm.VM_TYPES or (a["vm_type"] in gm.COCO and self.k.arch != "x86"):
+                raise ModelInputError(f"gmem_create: VM type {a['vm_type']!r} does not exist on {self.k.arch}")
+        for key in ("cpu",):
+            cpu = a.get(key)
+            if cpu is not None and not 0 <= cpu < self.k.ncpus:
+                raise ModelInputError(f"{op}: no CPU {cpu} (this machine has {self.k.ncpus})")
+        if op in ("kernel_read", "cpu_touch", "migrate", "replace", "race_add", "user_fault", "guest_fault",
+                  "populate", "secret_fault"):
+            if a["offset"] >= self.files[name].size:
+                if op in ("user_fault", "secret_fault", "guest_fault", "populate"):
+                    return  # the kernel answers this one (SIGBUS / EINVAL)
+                raise ModelInputError(f"{op}: offset {a['offset']} is past the end of {name!r}")
+
+    def _folio_at(self, name: str, offset: int):
+        return self.files[name].mapping.lookup(offset >> PAGE_SHIFT)
+
+    # -- operations ------------------------------------------------------------------------------------------
+    def op_gmem_create(self, file, size, flags, vm_type):
+        return errno_name(gm.kvm_gmem_create(self, file, size, flags, vm_type)), None
+
+    def op_fallocate(self, file, offset, len, keep_size):
+        return errno_name(gm.kvm_gmem_fallocate(self, file, offset, len, keep_size=keep_size)), None
+
+    def op_punch_hole(self, file, offset, len):
+        return errno_name(gm.kvm_gmem_fallocate(self, file, offset, len, punch_hole=True)), None
+
+    def op_user_fault(self, file, offset):
+        return gm.kvm_gmem_fault_user_mapping(self, file, offset), None
+
+    def op_guest_fault(self, file, offset):
+        return errno_name(gm.kvm_gmem_get_pfn(self, file, offset)), None
+
+    def op_write(self, file, offset, len):
+        return errno_name(gm.kvm_gmem_write(self, file, offset, len)), None
+
+    def op_populate(self, file, offset):
+        return errno_name(gm.kvm_gmem_populate(self, file, offset)), None
+
+    def op_close(self, file):
+        f = self.files[file]
+        ret = gm.kvm_gmem_release(self, file) if isinstance(f, gm.GmemFile) else sm.secretmem_release(self, file)
+        return errno_name(ret), None
+
+    def op_secret_create(self, file, size):
+        return errno_name(sm.memfd_secret(self, file, size)), None
+
+    def op_secret_fault(self, file, offset, race):
+        return sm.secretmem_fault(self, file, offset, race=race), None
+
+    def op_kernel_read(self, file, offset, cpu, what="read"):
+        folio = self._folio_at(file, offset)
+        if folio is None:
+            return "ENOENT", None
+        pfn = folio.pfn + ((offset >> PAGE_SHIFT) - folio.index)
+        result = self.k.kernel_access(pfn, cpu=cpu, what=what)
+        return result, (folio.content if result != "oops" else None)
+
+    def op_cpu_touch(self, cpu, file, offset):
+        return self.op_kernel_read(file, offset, cpu, what="touch")
+
+    def op_migrate(self, file, offset):
+        folio = self._folio_at(file, offset)
+        if folio is None:
+            return "ENOENT", None
+        got = pc.migrate_folio(self.k, folio)
+        return (errno_name(got) if isinstance(got, int) else "0"), None
+
+    def op_replace(self, file, offset):
+        old = self._folio_at(file, offset)
+        if old is None:
+            return "ENOENT", None
+        new = self.k.folio_alloc(old.order, name=old.name)
+        if isinstance(new, int):
+            return errno_name(new), None
+        new.content = old.content
+        old.flags.add("locked")
+        new.flags.add("locked")
+        self.k.folio_get(old)
+        pc.replace_page_cache_folio(self.k, old, new)
+        old.flags.discard("locked")
+        new.flags.discard("locked")
+        self.k.folio_put(old)
+        self.k.folio_put(new)
+        return "0", None
+
+    def op_race_add(self, file, offset):
+        f = self.files[file]
+        folio = self.k.folio_alloc(0, name=f"{file}:race")
+        if isinstance(folio, int):
+            return errno_name(folio), None
+        ret = pc.filemap_add_folio(self.k, f.mapping, folio, offset >> PAGE_SHIFT)
+        if ret == 0:
+            folio.flags.discard("locked")
+        self.k.folio_put(folio)
+        return errno_name(ret), None
+
+    def op_fail_alloc(self, count):
+        if count < 0:
+            raise ModelInputError("fail_alloc count must not be negative")
+        self.k.fail_pgtable_allocs = count
+        return "0", None
+
+    def op_set_cpu(self, cpu):
+        if not 0 <= cpu < self.k.ncpus:
+            raise ModelInputError(f"no CPU {cpu} (this machine has {self.k.ncpus})")
+        self.k.current_cpu = cpu
+        return "0", None
+
+
+def validate_args(op: str, args: dict) -> dict:
+    """Check ``args`` against the op's spec; returns them with defaults filled and sizes parsed to bytes."""
+    spec = OPS[op]
+    unknown = set(args) - set(spec.args) - _STEP_KEYS
+    if unknown:
+        raise ModelInputError(f"{op}: unknown argument(s) {sorted(unknown)}; it takes {', '.join(spec.args)}")
+    out = {}
+    for name, (typ, default) in spec.args.items():
+        if name not in args:
+            if default is REQUIRED:
+                raise ModelInputError(f"{op}: missing argument {name!r}")
+            out[name] = list(default) if isinstance(default, list) else default
+            if typ == _SIZE and default is not None:
+                out[name] = parse_size(default)
+            continue
+        value = args[name]
+        if typ == _SIZE:
+            out[name] = parse_size(value)
+        elif typ is int and (value is None or (isinstance(value, int) and not isinstance(value, bool))):
+            out[name] = value
+        elif typ is bool and isinstance(value, bool):
+            out[name] = value
+        elif typ is str and isinstance(value, str):
+            out[name] = value
+        elif typ is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[name] = list(value)
+        else:
+            raise ModelInputError(f"{op}: argument {name!r} must be {getattr(typ, '__name__', typ)}, not {value!r}")
+    return out
+
+
+__all__ = ["System", "Step", "OPS", "INTERRUPT_POINTS", "validate_args"]
