@@ -32,7 +32,7 @@ class DirectMap:
         leaf = DEFAULT
         for slot in range((self.memmap.end_pfn + PAGES_1G - 1) // PAGES_1G):
             base = slot * PAGES_1G
-            chunk = ram[base:base + PAGES_1G]
+            chunk = ram[base:base + PAGES_1G].ljust(PAGES_1G, b"\x00")
             if not chunk.count(1):
                 continue
             if use_1g and chunk.count(1) == PAGES_1G:

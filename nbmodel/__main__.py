@@ -1,0 +1,7 @@
+"""``python -m nbmodel``: the same as the ``nbmodel`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,196 @@
+"""The ``nbmodel`` command: run scenarios, list them, print the ABI table; explore, bench and probe are
+provided by :mod:`nbmodel.explore`, :mod:`nbmodel.bench` and :mod:`nbmodel.realkernel` and imported only
+when asked for.
+
+Exit status of ``nbmodel run``: 0 when every expectation holds, 1 when one does not, 2 for a bad file (one
+line ``FILE:LINE: what is wrong`` on stderr) or a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from . import scenario as sc
+from .counters import COUNTERS
+from .designs import DESIGNS
+from .kernel import ARCHES
+
+#: Counters always shown (the command-line contract); others are shown when not zero.
+SHOWN_COUNTERS = ("DirectMap4k", "DirectMap2M", "DirectMap1G", "direct_map_level2_splits",
+                  "direct_map_level3_splits", "tlb_flushes", "tlb_full_flushes", "ipis", "zaps", "restores")
+
+#: Subcommands implemented elsewhere: name -> (module, one-line help).
+EXTERNAL = {
+    "explore": ("nbmodel.explore", "exhaustive search over small configurations; shortest counterexamples"),
+    "bench": ("nbmodel.bench", "workloads and counters under each design; the cost model"),
+    "probe": ("nbmodel.realkernel", "probe the running kernel (memfd_secret, guest_memfd, vmstat, meminfo)"),
+}
+
+MAIN_EPILOG = """examples:
+  nbmodel run scenarios/WRITE+WRITE.toml           run one scenario under the designs it names
+  nbmodel run scenarios/ --design filemap --json   every scenario, filemap design only, JSON lines
+  nbmodel list                                     scenario names and purposes
+  nbmodel abi                                      what each design returns to userspace, as a table
+  nbmodel explore --help                           (likewise bench, probe)
+"""
+
+RUN_EPILOG = """example:
+  nbmodel run scenarios/FALLOC+KREAD.toml
+  nbmodel run scenarios/ --design per-folio --arch arm64 -q
+
+output: each step with its result and events, the final counters and invariants, then PASS/FAIL for each
+expectation. With --json: JSON lines, one document per (scenario, design, arch) run, each with keys scenario,
+file, purpose, design, arch, mode, config, steps [{index, op, args, result, events, broken, saw?,
+interrupt?}], counters {name: int; DirectMap* in kB}, invariants {name: "held" | step number | "n/a"},
+expectations [{line, expect, ok, got}], ok.
+
+exit status: 0 every expectation holds, 1 one does not, 2 a bad file (FILE:LINE: what is wrong).
+The file format is described in nbmodel/scenario.py (python -c 'import nbmodel.scenario as s; help(s)').
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nbmodel", description="An executable model of the Linux direct map, the "
+                                "page cache and guest_memfd: per-folio (v12) vs filemap-level direct-map removal.",
+                                epilog=MAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("run", help="run scenario files and check their expectations", epilog=RUN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run litmus-style scenario files (or directories of them).")
+    r.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="a .toml file or a directory of them")
+    r.add_argument("--design", action="append", choices=DESIGNS, help="run under this design only (repeatable)")
+    r.add_argument("--arch", action="append", choices=ARCHES, help="run on this arch only (repeatable)")
+    r.add_argument("--json", action="store_true", help="JSON lines: one document per scenario run")
+    r.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    r.set_defaults(func=cmd_run)
+    ls = sub.add_parser("list", help="list scenario names and purposes",
+                        epilog="example:\n  nbmodel list scenarios/", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ls.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: scenarios/)")
+    ls.set_defaults(func=cmd_list)
+    a = sub.add_parser("abi", help="print the user-visible ABI table generated from the model",
+                       epilog="example:\n  nbmodel abi --format html > abi.html",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("--format", choices=("markdown", "html", "json"), default="markdown")
+    a.set_defaults(func=cmd_abi)
+    for name, (_, help_text) in EXTERNAL.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXTERNAL:
+        return run_external(argv[0], argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+def run_external(name: str, argv: list) -> int:
+    """``nbmodel explore|bench|probe``: import the module now, so a missing one cannot break ``run``."""
+    module_name, help_text = EXTERNAL[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        print(f"nbmodel {name}: {module_name} is not available ({e})", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"nbmodel {name}", description=help_text,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)) or 0)
+
+
+# -- run -----------------------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    status = 0
+    totals = {"runs": 0, "passed": 0, "failed": 0}
+    for path in sc.find_files(args.scenarios):
+        try:
+            runs = sc.run(sc.load(path), designs=args.design, arches=args.arch)
+        except sc.ScenarioError as e:
+            print(e, file=sys.stderr)
+            status = 2
+            continue
+        for r in runs:
+            totals["runs"] += 1
+            totals["passed"] += sum(c.ok for c in r.checks)
+            totals["failed"] += sum(not c.ok for c in r.checks)
+            if not r.ok:
+                status = max(status, 1)
+            if args.json:
+                print(json.dumps(r.as_dict()))
+            else:
+                print(format_run(r, quiet=args.quiet))
+    if not args.json:
+        verdict = {0: "OK", 1: "FAILED", 2: "BAD FILE"}[status]
+        print(f"== {totals['runs']} runs, {totals['passed'] + totals['failed']} expectations: "
+              f"{totals['passed']} passed, {totals['failed']} failed: {verdict}")
+    return status
+
+
+def format_run(r: sc.Run, quiet: bool = False) -> str:
+    """A run as text: steps and events, counters, invariants, then PASS/FAIL per expectation."""
+    s, k = r.scenario, r.system.k
+    lines = [f"== {s.name} [{r.system.config.label()} on {r.arch} {k.dmap.mode}]  ({s.path})", f"   {s.purpose}"]
+    if quiet:
+        lines = [line for c in r.checks if not c.ok for line in _check_lines(c)]
+        return "\n".join([f"== {s.name} [{r.system.config.label()} on {r.arch}]: "
+                          f"{'PASS' if r.ok else 'FAIL'}"] + lines)
+    for step in r.system.steps:
+        lines.append(f"  {step}")
+        lines.extend(f"        {e}" for e in step.events)
+        for key, why in step.broken.items():
+            lines.append(f"        ! invariant {key} broken: {why}")
+    shown = [n for n in COUNTERS if n in SHOWN_COUNTERS or k.counters[n]]
+    lines.append("  counters: " + " ".join(f"{n}={k.counters[n]}" for n in shown))
+    lines.append("  invariants: " + " ".join(f"{n}={_status(v)}" for n, v in r.invariants().items()))
+    for c in r.checks:
+        lines.extend(_check_lines(c))
+    return "\n".join(lines)
+
+
+def _status(v) -> str:
+    return f"broken@{v}" if isinstance(v, int) else v
+
+
+def _check_lines(c: sc.Check) -> list:
+    e = c.expect
+    out = [f"  {'PASS' if c.ok else 'FAIL'} line {e.line}: {e.describe()}" + ("" if c.ok else f"  (got {c.got!r})")]
+    if e.why and not c.ok:
+        out.append(f"       why: {e.why}")
+    return out
+
+
+# -- list, abi -------------------------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    status = 0
+    for path in sc.find_files(args.paths or [sc.default_dir()]):
+        try:
+            s = sc.load(path)
+        except sc.ScenarioError as e:
+            print(e, file=sys.stderr)
+            status = 2
+            continue
+        print(f"{s.name:<32} {s.purpose}")
+    return status
+
+
+def cmd_abi(args) -> int:
+    from . import abi
+    if args.format == "json":
+        print(json.dumps(abi.abi_rows(), indent=1))
+    elif args.format == "html":
+        print(abi.abi_html())
+    else:
+        print(abi.abi_markdown())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
