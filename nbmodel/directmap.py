@@ -49,7 +49,12 @@ class DirectMap:
                     self.count[LEVEL_2M] += 1
                     continue
                 part = chunk[i * PAGES_2M:(i + 1) * PAGES_2M]
-                if not part.count(1):
+                ram_pages = part.count(1)
+                if not ram_pages:
+                    continue
+                if ram_pages == PAGES_2M:
+                    pmd[i] = bytearray([leaf | (CONT if cont else 0)]) * 512
+                    self.count[LEVEL_4K] += 512
                     continue
                 pte = bytearray(512)
                 for j in range(512):

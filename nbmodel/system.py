@@ -104,6 +104,9 @@ class System:
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, switches=(), write: str = "refuse", large_folios: bool = False,
                  batch_flush: bool = False, fwb: bool = True, trace: bool = True):
+        self.setup = dict(design=design, arch=arch, mode=mode, memory=memory, cpus=cpus, seed=seed,
+                          switches=tuple(switches), write=write, large_folios=large_folios,
+                          batch_flush=batch_flush, fwb=fwb, trace=trace)
         self.config = Config.make(design, switches, write, large_folios, batch_flush)
         if "arm64_no_bbml2" in self.config.switches:
             if arch != "arm64":
@@ -155,6 +158,21 @@ class System:
     def run(self, steps) -> list[Step]:
         """Run a list of ``{"op": ..., **args}`` dicts."""
         return [self.step(**dict(s)) for s in steps]
+
+    def replay(self, upto: int | None = None) -> System:
+        """A fresh System with the same setup that has run the first ``upto`` steps (all by default)."""
+        other = System(**self.setup)
+        for st in self.steps[:upto]:
+            other.step(st.op, **st.args)
+        return other
+
+    def trace_text(self) -> list[str]:
+        """Every step and its events as lines of text: two runs are equal iff these lists are equal."""
+        out = []
+        for st in self.steps:
+            out.append(str(st))
+            out.extend(f"      {e}" for e in st.events)
+        return out
 
     def invariant_status(self) -> dict[str, str]:
         """``{name: "held" | "broken at step N" | "n/a"}`` over every step so far."""
