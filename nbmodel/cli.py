@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="JSON lines: one document per scenario run")
     r.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     r.set_defaults(func=cmd_run)
-    ls = sub.add_parser("list", help="list scenario names and purposes",
-                        epilog="example:\n  nbmodel list scenarios/", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ls = sub.add_parser("list", help="list scenario names and purposes", epilog="example:\n  nbmodel list scenarios/",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: scenarios/)")
     ls.set_defaults(func=cmd_list)
     a = sub.add_parser("abi", help="print the user-visible ABI table generated from the model",

@@ -24,6 +24,7 @@ SWITCHES = {
     "restore_4k": "allow 2M folios to be zapped whole, then restore them one 4K page at a time",
     "arm64_no_bbml2": "arm64 with block mappings but no BBML2: a partial-block change cannot split",
     "unhooked_migration": "filemap: migration and replace_page_cache_folio() bypass the hooks",
+    "put_before_restore": "secretmem before 6f86d0534fdd: on a lost -EEXIST race the folio is freed, then restored",
 }
 
 #: Options that are not bugs: choices a reader can compare.

@@ -32,7 +32,8 @@ A scenario is one small idea with its expected outcome inside the file, named by
     step = 3                                  #   a step, with exactly one of: result = "EPERM" (a string,
     result = "EPERM"                          #   or an integer for a byte count), saw = "zero",
                                               #   interrupt = "stale", events = ["invalidate", "restore"]
-                                              #   (str(event) prefixes that occur in this order)
+                                              #   (str(event) prefixes that occur in this order), or
+                                              #   delta = {tlb_full_flushes = 1} (what the step changed)
     # counter = "zaps"  with one of  equals = 1 | at_least = 1 | at_most = 1   (final value)
     # invariant = "a"   (key or name)  with one of  held = true | held = false | broken_at = 4
 
@@ -59,7 +60,7 @@ from .system import INTERRUPT_POINTS, OPS, System, validate_args
 X86_MODE_WORDS = ("4-level", "5-level", "nogbpages")
 SETUP_DEFAULTS = {"arch": "x86", "mode": None, "memory": "4G", "cpus": 2, "seed": 0, "designs": list(DESIGNS),
                   "switches": [], "write": "refuse", "large_folios": False, "batch_flush": False, "fwb": True}
-STEP_SELECTORS = ("result", "saw", "interrupt", "events")
+STEP_SELECTORS = ("result", "saw", "interrupt", "events", "delta")
 COUNTER_TESTS = ("equals", "at_least", "at_most")
 EXPECT_KEYS = {"design", "arch", "why", "step", "counter", "invariant", "held", "broken_at", *STEP_SELECTORS,
                *COUNTER_TESTS}
@@ -142,7 +143,8 @@ class Expectation:
 
     def describe(self) -> str:
         if self.kind == "step":
-            op = {"events": "events include", "result": "result =="}.get(self.test, f"{self.test} ==")
+            ops = {"events": "events include", "result": "result ==", "delta": "changed"}
+            op = ops.get(self.test, f"{self.test} ==")
             return f"step {self.target} {op} {self.value!r}"
         if self.kind == "counter":
             return f"{self.target} {dict(equals='==', at_least='>=', at_most='<=')[self.test]} {self.value}"
@@ -286,12 +288,14 @@ def _steps(raw, setup, lines, bad) -> list:
             bad(_arg_line(lines, at, args, str(e)), f"step {i + 1}: {e}")
         where, cpu = args.get("interrupt_at"), args.get("interrupt_cpu")
         if where is not None and where not in INTERRUPT_POINTS:
-            bad(lines.key(at, "interrupt_at"), f"step {i + 1}: interrupt_at must be one of {', '.join(INTERRUPT_POINTS)}")
+            bad(lines.key(at, "interrupt_at"),
+                f"step {i + 1}: interrupt_at must be one of {', '.join(INTERRUPT_POINTS)}")
         if (where is None) != (cpu is None):
             bad(lines.key(at, "interrupt_at" if where is None else "interrupt_cpu"),
                 f"step {i + 1}: interrupt_at and interrupt_cpu go together")
         if cpu is not None and (not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < setup["cpus"]):
-            bad(lines.key(at, "interrupt_cpu"), f"step {i + 1}: interrupt_cpu must be a CPU from 0 to {setup['cpus'] - 1}")
+            bad(lines.key(at, "interrupt_cpu"),
+                f"step {i + 1}: interrupt_cpu must be a CPU from 0 to {setup['cpus'] - 1}")
         out.append((at, dict(step)))
     return out
 
@@ -349,6 +353,10 @@ def _expects(raw, setup, nsteps, lines, bad) -> list:
             if test == "events":
                 if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
                     bad(line(test), f"expectation {i + 1}: events must be a non-empty list of strings")
+            elif test == "delta":
+                if not isinstance(value, dict) or not value or not all(
+                        k in COUNTERS and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items()):
+                    bad(line(test), f"expectation {i + 1}: delta must be a table of counter names to integers")
             elif test == "result" and isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
             elif not isinstance(value, str):
@@ -455,6 +463,9 @@ def _check(e: Expectation, system: System, design: str) -> Check | None:
         if e.test == "events":
             got = [str(ev) for ev in step.events]
             return Check(e, _in_order(e.value, got), got)
+        if e.test == "delta":
+            got = {name: step.counters.get(name, 0) for name in e.value}
+            return Check(e, got == e.value, got)
         got = getattr(step, e.test)
         return Check(e, got == e.value, got)
     if e.kind == "counter":

@@ -1,7 +1,8 @@
 """``memfd_secret(2)`` (``mm/secretmem.c``) as each design would have it.
 
 ``secretmem`` design: mainline. The fault allocates a zeroed folio, ``set_direct_map_invalid_noflush()``,
-``filemap_add_folio()`` (on failure ``set_direct_map_default_noflush()``; on -EEXIST retry), and only then
+``filemap_add_folio()`` (on failure ``set_direct_map_default_noflush()`` then ``folio_put()``, the order fixed by
+6f86d0534fdd "mm/secretmem: fix use-after-free race in fault handler"; on -EEXIST retry), and only then
 ``flush_tlb_kernel_range()``. ``->free_folio`` restores and then zeroes; migration is refused with -EBUSY.
 ``per-folio`` design: v12 03/16, the same with ``folio_zap_direct_map()`` (flush before the add) and
 ``folio_restore_direct_map()``. ``filemap`` design: the prototype, where secretmem only grabs the folio and the
@@ -94,11 +95,15 @@ def secretmem_fault(sys, name: str, offset, data: str = "secret", race: bool = F
             _racing_fault(sys, f, index)
         ret = filemap_add_folio(k, f.mapping, folio, index)
         if ret:
-            k.folio_put(folio)  # mainline order: the folio is freed before its direct map is restored
+            put_first = "put_before_restore" in sys.config.switches
+            if put_first:
+                k.folio_put(folio)  # before 6f86d0534fdd: freed while still unmapped
             if design == "per-folio":
                 k.folio_restore_direct_map(folio)
             else:
                 k.set_direct_map_default_noflush(addr)
+            if not put_first:
+                k.folio_put(folio)
             if ret == -Errno.EEXIST:
                 return secretmem_fault(sys, name, offset, data)  # goto retry
             return "SIGBUS"

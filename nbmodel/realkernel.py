@@ -1,0 +1,387 @@
+"""Probes of the running kernel: ``memfd_secret(2)``, ``memfd_create(2)`` and KVM guest_memfd, each mmap'd and
+touched page by page, with ``/proc/vmstat`` ``direct_map_level{2,3}_splits`` and ``/proc/meminfo``
+``DirectMap4k/2M/1G`` read around the population and after the file is freed.
+
+What each probe exercises in the kernel:
+
+``memfd``        ``shmem_fault()``: allocate, zero, add to the page cache; the direct map is not touched.
+``guest_memfd``  ``kvm_gmem_fault_user_mapping()`` (``GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED``):
+                 the same work in ``virt/kvm/guest_memfd.c``; the direct map is not touched (6.18 has no
+                 NO_DIRECT_MAP flag).
+``secretmem``    ``secretmem_fault()`` (``mm/secretmem.c``): the same plus ``set_direct_map_invalid_noflush()``
+                 (a CPA split of any large leaf, with ``flush_tlb_all()``) and ``flush_tlb_kernel_range()`` per
+                 page; ``secretmem_free_folio()`` restores each page at close.
+
+So the per-page cost ratio secretmem / guest_memfd is what per-page direct-map removal costs on this machine.
+Every probe skips with its reason where the kernel, the permissions or the architecture do not allow it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import mmap
+import os
+import platform
+import statistics
+import struct
+import sys
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+
+PAGE = mmap.PAGESIZE
+SYS_MEMFD_SECRET = {"x86_64": 447, "aarch64": 447, "riscv64": 447}  # __NR_memfd_secret (unistd.h)
+KVMIO = 0xAE
+KVM_CREATE_VM = KVMIO << 8 | 0x01                      # _IO(KVMIO, 0x01)
+KVM_CHECK_EXTENSION = KVMIO << 8 | 0x03                # _IO(KVMIO, 0x03)
+KVM_CAP_GUEST_MEMFD = 234
+KVM_CAP_GUEST_MEMFD_FLAGS = 244                        # returns the supported GUEST_MEMFD_FLAG_* bits
+GMEM_STRUCT = struct.Struct("<QQ6Q")                   # struct kvm_create_guest_memfd {u64 size, flags, reserved[6]}
+KVM_CREATE_GUEST_MEMFD = 3 << 30 | GMEM_STRUCT.size << 16 | KVMIO << 8 | 0xD4  # _IOWR(KVMIO, 0xd4, ...)
+GUEST_MEMFD_FLAG_MMAP, GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 0, 1 << 1
+KINDS = ("memfd", "guest_memfd", "secretmem")
+COUNTER_NAMES = ("direct_map_level2_splits", "direct_map_level3_splits", "direct_map_level2_collapses",
+                 "direct_map_level3_collapses", "DirectMap4k", "DirectMap2M", "DirectMap1G")
+LOCK_PATH = "/tmp/nbmodel-probe.lock"  # serializes our own probes, so their counter deltas do not mix
+
+
+class Unavailable(Exception):
+    """This probe cannot run here; ``str()`` says why."""
+
+
+# -- reading /proc -----------------------------------------------------------------------------------------
+def _read_keyed(path: str, sep: str | None, names) -> dict:
+    out = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.replace(":", " ").split(sep)
+            if parts and parts[0] in names:
+                out[parts[0]] = int(parts[1])
+    return out
+
+
+def read_counters() -> dict | None:
+    """The direct-map counters (vmstat events and meminfo kB), read until two vmstat reads agree so that a
+    split landing between the two files cannot make them inconsistent. None if the kernel has none of them."""
+    for _ in range(5):
+        v1 = _read_keyed("/proc/vmstat", None, COUNTER_NAMES)
+        m = _read_keyed("/proc/meminfo", None, COUNTER_NAMES)
+        v2 = _read_keyed("/proc/vmstat", None, COUNTER_NAMES)
+        if v1 == v2:
+            break
+    if not v2 and not m:
+        return None
+    return {n: {**v2, **m}.get(n) for n in COUNTER_NAMES}
+
+
+def read_splits() -> tuple[int, int]:
+    """``(level2, level3)`` split events only: the cheap read used between page faults."""
+    got = _read_keyed("/proc/vmstat", None, COUNTER_NAMES[:2])
+    return got.get("direct_map_level2_splits", 0), got.get("direct_map_level3_splits", 0)
+
+
+def delta(after: dict | None, before: dict | None) -> dict:
+    if not after or not before:
+        return {}
+    return {n: after[n] - before[n] for n in COUNTER_NAMES if after.get(n) is not None and before.get(n) is not None}
+
+
+def ram_ranges() -> list[tuple[int, int]] | None:
+    """Top-level ``System RAM`` ranges of ``/proc/iomem`` as PFN ranges (end exclusive); None when the
+    addresses are hidden (they read as zero without CAP_SYS_ADMIN)."""
+    ranges = []
+    try:
+        with open("/proc/iomem") as f:
+            for line in f:
+                if line.startswith(" ") or "System RAM" not in line:
+                    continue
+                lo, hi = (int(x, 16) for x in line.split(":")[0].strip().split("-"))
+                start, end = (lo + PAGE - 1) // PAGE, (hi + 1) // PAGE
+                if end > start:
+                    ranges.append((start, end))
+    except OSError:
+        return None
+    if not ranges or all(s == 0 for s, _ in ranges):
+        return None
+    return ranges
+
+
+def pagemap_pfns(addr: int, npages: int) -> list[int]:
+    """PFNs of ``npages`` pages from ``addr`` out of ``/proc/self/pagemap`` (bits 0-54 when bit 63, present,
+    is set); raises Unavailable when the PFNs read as zero (no CAP_SYS_ADMIN)."""
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek((addr // PAGE) * 8)
+        raw = array("Q", f.read(npages * 8))
+    pfns = [e & ((1 << 55) - 1) if e >> 63 else 0 for e in raw]
+    if pfns and not any(pfns):
+        raise Unavailable("/proc/self/pagemap shows PFN 0 for present pages: needs root (CAP_SYS_ADMIN)")
+    return pfns
+
+
+# -- the three files -------------------------------------------------------------------------------------------
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+def open_secretmem(size: int) -> tuple[int, list]:
+    """``memfd_secret(O_CLOEXEC)`` + ``ftruncate()``. ENOSYS: secretmem disabled or ``!can_set_direct_map()``."""
+    nr = SYS_MEMFD_SECRET.get(platform.machine())
+    if nr is None:
+        raise Unavailable(f"no memfd_secret syscall number known for {platform.machine()}")
+    fd = _libc().syscall(nr, os.O_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        why = {38: "ENOSYS: secretmem is disabled (secretmem.enable=0) or can_set_direct_map() is false",
+               1: "EPERM", 24: "EMFILE"}.get(err, os.strerror(err))
+        raise Unavailable(f"memfd_secret: {why}")
+    os.ftruncate(fd, size)
+    return fd, []
+
+
+def open_memfd(size: int) -> tuple[int, list]:
+    """``memfd_create()`` + ``ftruncate()``: shmem, the baseline with no direct-map work."""
+    fd = os.memfd_create("nbmodel-probe", os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    return fd, []
+
+
+def open_guest_memfd(size: int) -> tuple[int, list]:
+    """``KVM_CREATE_VM`` (default type) then ``KVM_CREATE_GUEST_MEMFD`` with ``MMAP | INIT_SHARED``. Returns the
+    guest_memfd and the other fds to close (the VM, /dev/kvm)."""
+    try:
+        kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise Unavailable(f"/dev/kvm: {e.strerror}") from None
+    others = [kvm]
+    try:
+        vm = fcntl.ioctl(kvm, KVM_CREATE_VM, 0)
+        others.insert(0, vm)
+        want = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+        if not fcntl.ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD):
+            raise Unavailable("KVM_CAP_GUEST_MEMFD is not supported")
+        have = fcntl.ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD_FLAGS)
+        if have & want != want:
+            raise Unavailable(f"guest_memfd flags MMAP|INIT_SHARED not supported (KVM_CAP_GUEST_MEMFD_FLAGS={have})")
+        fd = fcntl.ioctl(vm, KVM_CREATE_GUEST_MEMFD, bytearray(GMEM_STRUCT.pack(size, want, *[0] * 6)))
+    except OSError as e:
+        for f in others:
+            os.close(f)
+        raise Unavailable(f"KVM guest_memfd: {e.strerror}") from None
+    except Unavailable:
+        for f in others:
+            os.close(f)
+        raise
+    return fd, others
+
+
+OPENERS = {"memfd": open_memfd, "guest_memfd": open_guest_memfd, "secretmem": open_secretmem}
+
+
+@contextlib.contextmanager
+def mapped(kind: str, size: int):
+    """Open a file of ``kind`` and ``size`` bytes and map it shared read-write; yields the mmap object."""
+    fd, others = OPENERS[kind](size)
+    try:
+        try:
+            m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as e:
+            raise Unavailable(f"{kind}: mmap: {e.strerror}") from None
+        try:
+            yield m
+        finally:
+            m.close()
+    finally:
+        os.close(fd)
+        for f in others:
+            os.close(f)
+
+
+def map_address(m: mmap.mmap) -> int:
+    buf = ctypes.c_char.from_buffer(m)
+    try:
+        return ctypes.addressof(buf)
+    finally:
+        del buf
+
+
+# -- one probe ----------------------------------------------------------------------------------------------
+@dataclass
+class ProbeResult:
+    """One population of a ``kind`` file: timings (ns, per page), counter deltas, and optionally the PFNs.
+
+    ``ns_first`` is the mean time of a first touch (the page fault populates the page), ``ns_retouch`` the mean
+    time of touching the populated pages again with the same loop: the Python and timer overhead. ``ns_net`` =
+    ``ns_first - ns_retouch`` is the kernel's populate cost per page as seen from here; ``ns_net_median`` is the
+    same from medians, robust against the other tasks sharing these CPUs (the figure ratios are taken from).
+    """
+
+    kind: str
+    size: int
+    pages: int = 0
+    skipped: str | None = None
+    ns_first: float = 0.0
+    ns_median: float = 0.0
+    ns_p99: float = 0.0
+    ns_retouch: float = 0.0
+    ns_net: float = 0.0
+    ns_net_median: float = 0.0
+    populate: dict = field(default_factory=dict)   # counter deltas over the population
+    freed: dict = field(default_factory=dict)      # counter deltas from the end of population to after close
+    before: dict = field(default_factory=dict)     # counters before
+    pfns: list = field(default_factory=list)
+    split_at: list = field(default_factory=list)   # per page: (level2, level3) splits its fault caused
+
+    def as_dict(self, pfns: bool = False) -> dict:
+        d = asdict(self)
+        if not pfns:
+            d.pop("pfns")
+            d.pop("split_at")
+        return d
+
+
+def _touch_timed(m: mmap.mmap, npages: int) -> array:
+    pc = time.perf_counter_ns
+    times = array("q", bytes(8 * npages))
+    for i in range(npages):
+        t0 = pc()
+        m[i * PAGE] = 1
+        times[i] = pc() - t0
+    return times
+
+
+def _touch_attributed(m: mmap.mmap, npages: int) -> list:
+    """Touch each page and read the split counters after each fault: which fault split what."""
+    out = []
+    last = read_splits()
+    for i in range(npages):
+        m[i * PAGE] = 1
+        now = read_splits()
+        out.append((now[0] - last[0], now[1] - last[1]))
+        last = now
+    return out
+
+
+def probe(kind: str, size: int = 16 << 20, pfns: bool = False, attribute: bool = False) -> ProbeResult:
+    """Populate a ``kind`` file (see :data:`KINDS`) of ``size`` bytes by touching each page of its mapping; read
+    counters around it and after close. ``pfns`` reads ``/proc/self/pagemap``; ``attribute`` reads the split
+    counters after every page fault (slower; no timings then). Never raises for an unavailable probe: the
+    result's ``skipped`` says why."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown probe {kind!r}; choose from {KINDS}")
+    npages = size // PAGE
+    res = ProbeResult(kind, npages * PAGE, npages)
+    try:
+        with open(LOCK_PATH, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _run(res, pfns, attribute)
+    except Unavailable as e:
+        res.skipped = str(e)
+    return res
+
+
+def _run(res: ProbeResult, want_pfns: bool, attribute: bool) -> None:
+    before = read_counters()
+    with mapped(res.kind, res.size) as m:
+        res.before = before or {}
+        start = read_counters()
+        if attribute:
+            res.split_at = _touch_attributed(m, res.pages)
+        else:
+            times = _touch_timed(m, res.pages)
+        populated = read_counters()
+        if not attribute:
+            again = _touch_timed(m, res.pages)
+            res.ns_first = sum(times) / res.pages
+            res.ns_median = statistics.median(times)
+            res.ns_p99 = sorted(times)[int(0.99 * (res.pages - 1))]
+            res.ns_retouch = sum(again) / res.pages
+            res.ns_net = max(0.0, res.ns_first - res.ns_retouch)
+            res.ns_net_median = max(0.0, res.ns_median - statistics.median(again))
+        res.populate = delta(populated, start)
+        if want_pfns:
+            res.pfns = pagemap_pfns(map_address(m), res.pages)
+    res.freed = delta(read_counters(), populated)
+
+
+def probe_all(size: int = 16 << 20, kinds=KINDS) -> list[ProbeResult]:
+    return [probe(k, size) for k in kinds]
+
+
+def secretmem_ratio(results) -> float | None:
+    """secretmem / guest_memfd median net per-page populate cost (memfd stands in when guest_memfd is absent)."""
+    by = {r.kind: r for r in results if not r.skipped and r.ns_net_median > 0}
+    base = by.get("guest_memfd") or by.get("memfd")
+    return by["secretmem"].ns_net_median / base.ns_net_median if "secretmem" in by and base else None
+
+
+# -- command line -------------------------------------------------------------------------------------------
+EPILOG = """examples:
+  nbmodel probe                     memfd, guest_memfd and memfd_secret, 16 MiB each
+  nbmodel probe --size 64M --json   one JSON document
+  nbmodel probe --crosscheck        memfd_secret PFNs replayed through the x86 model (see nbmodel.crosscheck)
+
+Each probe maps its file, touches every page once (timed), again (the loop's own overhead), then closes it.
+Reported per page: mean first touch, median, p99, re-touch, net = first - re-touch; counter deltas over the
+population and after close. The secretmem/guest_memfd ratio is the price of per-page direct-map removal here.
+"""
+
+
+def add_arguments(parser) -> None:
+    from .units import parse_size
+    parser.epilog = EPILOG
+    parser.add_argument("--size", type=parse_size, default=16 << 20, help="bytes per probe (default 16M)")
+    parser.add_argument("--kind", action="append", choices=KINDS, help="probe only this kind (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--crosscheck", action="store_true",
+                        help="also replay memfd_secret PFNs through the x86 model and judge the kernel's counters")
+
+
+def format_result(r: ProbeResult) -> str:
+    if r.skipped:
+        return f"{r.kind:<12} skipped: {r.skipped}"
+    p = r.populate
+    return (f"{r.kind:<12} {r.pages} pages: first touch mean {r.ns_first:.0f} ns/page, median {r.ns_median:.0f}, "
+            f"p99 {r.ns_p99:.0f}; re-touch {r.ns_retouch:.0f}; net median {r.ns_net_median:.0f} ns/page; "
+            f"splits L2 +{p.get('direct_map_level2_splits', 0)} L3 +{p.get('direct_map_level3_splits', 0)}, "
+            f"DirectMap4k {p.get('DirectMap4k', 0):+d} kB; after close DirectMap4k "
+            f"{r.freed.get('DirectMap4k', 0):+d} kB")
+
+
+def run(args) -> int:
+    results = [probe(k, args.size) for k in (args.kind or KINDS)]
+    ratio = secretmem_ratio(results)
+    cross = None
+    if getattr(args, "crosscheck", False):
+        from . import crosscheck
+        cross = crosscheck.crosscheck(args.size)
+    if args.json:
+        doc = {"kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count(),
+               "probes": [r.as_dict() for r in results], "secretmem_over_guest_memfd": ratio}
+        if cross is not None:
+            doc["crosscheck"] = cross.as_dict()
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(f"kernel {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs (measured here; varies run to run)")
+    for r in results:
+        print(format_result(r))
+    if ratio is not None:
+        print(f"secretmem / guest_memfd median net populate cost per page: {ratio:.2f}x")
+    if cross is not None:
+        print(cross.report())
+    return 0
+
+
+def main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="nbmodel probe", formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

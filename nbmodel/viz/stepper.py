@@ -1,0 +1,466 @@
+"""The folio stepper: walk a scenario through one design, one step at a time, forward and back.
+
+Two layers:
+
+- :class:`Stepper`, plain Python: a configuration (arch, mode, design, switches, options), a *script* (a list of
+  ``{"op": ..., **args}`` steps) and a position. ``forward()`` runs the next step; ``back()`` rebuilds the
+  machine and replays the first ``n - 1`` steps, so going back is exactly a fresh, deterministic replay.
+  ``frame()`` renders the current state (page-table diagram and HTML tables).
+- :class:`FolioStepper`, the ipywidgets front end: dropdowns for arch, mode, design, switches and scenario,
+  buttons to step, and a small op builder (pick an op, type its arguments, add it).
+
+The scenarios below are the ones the chapters walk through; :data:`SCENARIOS` maps a name to its script.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+from nbmodel.designs import DESIGNS, OPTIONS, SWITCHES
+from nbmodel.errors import ModelInputError
+from nbmodel.system import OPS, System
+from nbmodel.viz import state_view as sv
+from nbmodel.viz.pagetable_view import folio_marks, pagetable_svg
+
+# -- the scenarios the chapters use ------------------------------------------------------------------------
+#: One guest_memfd folio's life, the same script for every design (chapter 04 walks it under v12, chapter 05
+#: under the filemap-level design, chapter 06 through all of them at once).
+WALK = [
+    {"op": "gmem_create", "file": "g", "size": "2M"},
+    {"op": "fallocate", "file": "g", "offset": 0, "len": "4K"},
+    {"op": "kernel_read", "file": "g", "offset": 0},
+    {"op": "user_fault", "file": "g", "offset": 0},
+    {"op": "guest_fault", "file": "g", "offset": "8K"},
+    {"op": "write", "file": "g", "offset": "4K", "len": "4K"},
+    {"op": "write", "file": "g", "offset": "4K", "len": "4K"},
+    {"op": "kernel_read", "file": "g", "offset": "4K", "cpu": 1},
+    {"op": "punch_hole", "file": "g", "offset": 0, "len": "12K"},
+]
+
+#: memfd_secret: the second fault is interrupted on CPU 0 just after the xarray insert. Mainline secretmem
+#: flushes only after the insert, so CPU 0's TLB entry (filled when the page was zeroed) is still there.
+SECRET_WINDOW = [
+    {"op": "secret_create", "file": "s", "size": "2M"},
+    {"op": "secret_fault", "file": "s", "offset": 0},
+    {"op": "secret_fault", "file": "s", "offset": "4K", "interrupt_at": "after_insert", "interrupt_cpu": 0},
+]
+
+#: Sixty-four 4K folios: the size the stepper's latency is measured at.
+FOLIOS_64 = [
+    {"op": "gmem_create", "file": "g", "size": "2M"},
+    {"op": "fallocate", "file": "g", "offset": 0, "len": "256K"},
+    {"op": "cpu_touch", "cpu": 1, "file": "g", "offset": "128K"},
+    {"op": "user_fault", "file": "g", "offset": "64K"},
+    {"op": "guest_fault", "file": "g", "offset": "192K"},
+    {"op": "kernel_read", "file": "g", "offset": "4K"},
+    {"op": "punch_hole", "file": "g", "offset": "128K", "len": "128K"},
+    {"op": "fallocate", "file": "g", "offset": "128K", "len": "64K"},
+    {"op": "close", "file": "g"},
+]
+
+#: Every path in and out of the page cache once: add, race (-EEXIST), replace, migrate, truncate.
+PAGECACHE_PATHS = [
+    {"op": "gmem_create", "file": "g", "size": "2M"},
+    {"op": "fallocate", "file": "g", "offset": 0, "len": "8K"},
+    {"op": "race_add", "file": "g", "offset": 0},
+    {"op": "replace", "file": "g", "offset": 0},
+    {"op": "migrate", "file": "g", "offset": "4K"},
+    {"op": "punch_hole", "file": "g", "offset": 0, "len": "8K"},
+]
+
+SCENARIOS = {
+    "one folio's life (fallocate, faults, write, punch hole)": WALK,
+    "memfd_secret: read just after the insert": SECRET_WINDOW,
+    "64 folios": FOLIOS_64,
+    "every page-cache entry and exit": PAGECACHE_PATHS,
+}
+
+X86_MODES = ("4-level", "5-level", "nogbpages")
+ARM64_MODES = ("rodata-full", "bbml2", "no-set-direct-map")
+MODES = {"x86": X86_MODES, "arm64": ARM64_MODES}
+
+
+@dataclass
+class Frame:
+    """What the stepper shows at one position: a title, the diagram (SVG text) and the tables (HTML)."""
+
+    position: int
+    total: int
+    title: str
+    svg: str
+    html: str
+    tone: str = "info"
+    timings: dict = field(default_factory=dict)
+
+
+def _config_defaults() -> dict:
+    return {"design": "per-folio", "arch": "x86", "mode": None, "switches": (), "write": "refuse",
+            "large_folios": False, "batch_flush": False, "memory": "4G", "cpus": 2, "seed": 0}
+
+
+class Stepper:
+    """A scenario, a configuration and a position in the scenario. No widgets: tests and filmstrips use it."""
+
+    def __init__(self, script=(), **config):
+        self.config = _config_defaults()
+        unknown = set(config) - set(self.config)
+        if unknown:
+            raise ModelInputError(f"unknown stepper setting(s) {sorted(unknown)}; known: {', '.join(self.config)}")
+        self.config.update(config)
+        self.config["switches"] = tuple(sorted(self.config["switches"]))
+        self.script: list[dict] = [dict(s) for s in script]
+        self._pristine = self._boot(self.config)
+        self.system = copy.deepcopy(self._pristine)
+        self.last_timings: dict = {}
+
+    # -- machine ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _boot(config: dict) -> System:
+        c = dict(config)
+        return System(design=c["design"], arch=c["arch"], mode=c["mode"], memory=c["memory"], cpus=c["cpus"],
+                      seed=c["seed"], switches=c["switches"], write=c["write"], large_folios=c["large_folios"],
+                      batch_flush=c["batch_flush"])
+
+    @property
+    def pos(self) -> int:
+        """How many steps of the script have run."""
+        return len(self.system.steps)
+
+    @property
+    def total(self) -> int:
+        return len(self.script)
+
+    def label(self) -> str:
+        c = self.config
+        mode = self.system.k.dmap.describe()
+        return f"{self.system.config.label()} on {mode}" if c else mode
+
+    # -- moving ----------------------------------------------------------------------------------------------
+    def forward(self):
+        """Run the next step of the script; returns its Step, or None at the end."""
+        if self.pos >= self.total:
+            return None
+        spec = dict(self.script[self.pos])
+        return self.system.step(spec.pop("op"), **spec)
+
+    def goto(self, n: int) -> None:
+        """Be at position ``n``: forward from here if ahead, else a fresh replay of the first ``n`` steps."""
+        n = max(0, min(int(n), self.total))
+        if n < self.pos:
+            self.system = copy.deepcopy(self._pristine)
+        while self.pos < n:
+            self.forward()
+
+    def back(self) -> None:
+        """One step back: rebuild the machine and replay the first ``pos - 1`` steps."""
+        if self.pos:
+            self.goto(self.pos - 1)
+
+    def reset(self) -> None:
+        self.goto(0)
+
+    def run_all(self) -> None:
+        self.goto(self.total)
+
+    def load(self, script, position: int = 0) -> None:
+        """Replace the script and go to ``position``."""
+        self.script = [dict(s) for s in script]
+        self.system = copy.deepcopy(self._pristine)
+        self.goto(position)
+
+    def configure(self, **changes) -> None:
+        """Change settings (rebuilds the machine and replays to the same position). A setting the model rejects
+        raises ModelInputError and leaves the stepper as it was."""
+        new = dict(self.config)
+        new.update(changes)
+        new["switches"] = tuple(sorted(new["switches"]))
+        if new["mode"] is not None and new["mode"] not in MODES[new["arch"]]:
+            new["mode"] = None
+        pristine = self._boot(new)
+        pos = self.pos
+        self.config, self._pristine = new, pristine
+        self.system = copy.deepcopy(pristine)
+        self.goto(pos)
+
+    def add(self, op: str, **args):
+        """Append a step at the current position (steps after it are dropped) and run it. A step the model
+        refuses (bad op or arguments) raises ModelInputError and is not added."""
+        spec = {"op": op, **args}
+        self.script = self.script[:self.pos]
+        trial = dict(spec)
+        step = self.system.step(trial.pop("op"), **trial)  # raises before changing anything if bad
+        self.script.append(spec)
+        return step
+
+    def remove_last(self) -> None:
+        """Drop the script's last step (and go back if it had run)."""
+        if not self.script:
+            return
+        pos = min(self.pos, self.total - 1)
+        self.script = self.script[:-1]
+        self.goto(pos) if pos >= self.pos else self.goto(pos)
+
+    # -- showing ---------------------------------------------------------------------------------------------
+    def marks(self):
+        return folio_marks(self.system)
+
+    def title(self) -> tuple[str, str]:
+        if not self.pos:
+            return f"step 0 / {self.total}: nothing has run yet (press step)", "info"
+        st = self.system.steps[-1]
+        tone = "good"
+        if st.broken or st.result in ("oops", "stale") or st.interrupt == "stale" or \
+                any(e.kind in ("oops", "stale", "warn") for e in st.events):
+            tone = "bad"
+        elif st.result not in ("0", "ok") and not st.result.isdigit():
+            tone = "warn"
+        return f"step {self.pos} / {self.total}: {sv.step_title(st)}", tone
+
+    def frame(self, diagram: bool = True, counters: bool = True) -> Frame:
+        t0 = time.perf_counter()
+        marks = self.marks()
+        picture = pagetable_svg(self.system, marks) if diagram else ""
+        t1 = time.perf_counter()
+        current = self.system.steps[-1].index if self.pos else None
+        tables = sv.state_panel(self.system, marks, current=current, pending=self.script[self.pos:],
+                                counters=counters)
+        t2 = time.perf_counter()
+        title, tone = self.title()
+        return Frame(self.pos, self.total, title, picture, tables, tone,
+                     {"diagram_ms": 1000 * (t1 - t0), "tables_ms": 1000 * (t2 - t1)})
+
+    def frame_html(self, diagram: bool = True) -> str:
+        """The current frame as one HTML block (banner, diagram, tables)."""
+        f = self.frame(diagram)
+        head = sv.banner(f"{self.label()} | {f.title}", f.tone)
+        pic = f'<div class="nbmodel-diagram" style="overflow-x:auto">{f.svg}</div>' if diagram else ""
+        return f"{head}\n{pic}\n{f.html}"
+
+    def timed_step(self, direction: str = "forward") -> dict:
+        """Move one step and render, returning milliseconds spent in each part (for the latency benchmark)."""
+        t0 = time.perf_counter()
+        if direction == "forward":
+            self.forward()
+        else:
+            self.back()
+        t1 = time.perf_counter()
+        f = self.frame()
+        t2 = time.perf_counter()
+        return {"model_ms": 1000 * (t1 - t0), **f.timings, "total_ms": 1000 * (t2 - t0)}
+
+
+def measure_latency(script=FOLIOS_64, **config) -> list[dict]:
+    """Step forward through ``script`` then back to the start, timing each move (model + render). Returns one
+    dict per move: ``direction``, ``position``, ``model_ms``, ``diagram_ms``, ``tables_ms``, ``total_ms``."""
+    s = Stepper(script, **config)
+    out = []
+    for _ in range(s.total):
+        t = s.timed_step("forward")
+        out.append({"direction": "forward", "position": s.pos, **t})
+    while s.pos:
+        t = s.timed_step("back")
+        out.append({"direction": "back", "position": s.pos, **t})
+    return out
+
+
+def latency_summary(rows: list[dict]) -> str:
+    """Text summary of :func:`measure_latency` rows: median and worst per direction (wall-clock ms on this
+    machine: a property of the Python model and renderer, not of any kernel)."""
+    lines = []
+    for direction in ("forward", "back"):
+        totals = sorted(r["total_ms"] for r in rows if r["direction"] == direction)
+        if not totals:
+            continue
+        median = totals[len(totals) // 2]
+        lines.append(f"{direction:>7}: {len(totals)} moves, median {median:.1f} ms, worst {totals[-1]:.1f} ms")
+    return "\n".join(lines)
+
+
+# -- the widget ------------------------------------------------------------------------------------------
+def _parse_args(text: str) -> dict:
+    """``"file=g offset=4K cpu=1 race=true flags=MMAP,INIT_SHARED"`` -> dict (ints, bools and lists parsed)."""
+    out: dict = {}
+    for word in text.replace(",", " , ").split():
+        if word == ",":
+            continue
+        if "=" not in word:
+            raise ModelInputError(f"argument {word!r} is not name=value")
+        name, value = word.split("=", 1)
+        out[name] = value
+    for name, value in list(out.items()):
+        low = value.lower()
+        if low in ("true", "false"):
+            out[name] = low == "true"
+        elif value.isdigit():
+            out[name] = int(value)
+        elif name == "flags":
+            out[name] = [v for v in value.split("|") if v]
+    return out
+
+
+class FolioStepper:
+    """The folio stepper widget. ``FolioStepper(scenario=name)`` or ``FolioStepper(script=[...])``; settings
+    as for :class:`Stepper`; ``start`` is the position to show first. Display it as a cell's last value."""
+
+    def __init__(self, script=None, scenario: str | None = None, start: int = 0, **config):
+        import ipywidgets as w
+
+        if script is None:
+            scenario = scenario or next(iter(SCENARIOS))
+            script = SCENARIOS[scenario]
+        self.core = Stepper(script, **config)
+        self.core.goto(start)
+        self._busy = False
+        c = self.core.config
+        lay = w.Layout(width="auto")
+        self.arch = w.Dropdown(options=["x86", "arm64"], value=c["arch"], description="arch", layout=lay)
+        self.mode = w.Dropdown(options=list(MODES[c["arch"]]), value=c["mode"] or MODES[c["arch"]][0],
+                               description="mode", layout=lay)
+        self.design = w.Dropdown(options=list(DESIGNS), value=c["design"], description="design", layout=lay)
+        self.write = w.Dropdown(options=list(OPTIONS["write"]), value=c["write"], description="write()",
+                                layout=lay)
+        self.switches = w.SelectMultiple(options=list(SWITCHES), value=tuple(c["switches"]),
+                                         description="break-it", rows=len(SWITCHES),
+                                         layout=w.Layout(width="auto"))
+        names = ["(custom)"] + list(SCENARIOS)
+        current = scenario if scenario in SCENARIOS else "(custom)"
+        self.scenario = w.Dropdown(options=names, value=current, description="scenario",
+                                   layout=w.Layout(width="auto"))
+        self.b_reset = w.Button(description="|< reset", layout=lay)
+        self.b_back = w.Button(description="< back", layout=lay)
+        self.b_fwd = w.Button(description="step >", button_style="primary", layout=lay)
+        self.b_end = w.Button(description="run all >|", layout=lay)
+        self.op = w.Dropdown(options=list(OPS), value="kernel_read", description="op", layout=lay)
+        self.args = w.Text(value="file=g offset=0", description="args", layout=w.Layout(width="320px"))
+        self.b_add = w.Button(description="add step", layout=lay)
+        self.b_drop = w.Button(description="drop last", layout=lay)
+        self.status = w.HTML()
+        self.picture = w.HTML()
+        self.tables = w.HTML()
+
+        for dd, key in ((self.arch, "arch"), (self.mode, "mode"), (self.design, "design"), (self.write, "write"),
+                        (self.switches, "switches")):
+            dd.observe(lambda ch, key=key: self._on_setting(key, ch["new"]), names="value")
+        self.scenario.observe(lambda ch: self._on_scenario(ch["new"]), names="value")
+        self.b_reset.on_click(lambda _: self._move(self.core.reset))
+        self.b_back.on_click(lambda _: self._move(self.core.back))
+        self.b_fwd.on_click(lambda _: self._move(self.core.forward))
+        self.b_end.on_click(lambda _: self._move(self.core.run_all))
+        self.b_add.on_click(lambda _: self._on_add())
+        self.b_drop.on_click(lambda _: self._move(self.core.remove_last))
+
+        settings = w.HBox([w.VBox([self.arch, self.mode, self.design, self.write]), self.switches])
+        steps = w.HBox([self.scenario, self.b_reset, self.b_back, self.b_fwd, self.b_end])
+        builder = w.HBox([self.op, self.args, self.b_add, self.b_drop])
+        self.widget = _StableVBox([settings, steps, builder, self.status, self.picture, self.tables],
+                                  owner=self)
+        self._refresh()
+
+    # -- callbacks -------------------------------------------------------------------------------------------
+    def _on_setting(self, key, value):
+        if self._busy:
+            return
+        changes = {key: tuple(value) if key == "switches" else value}
+        if key == "arch":
+            changes["mode"] = None
+        try:
+            self.core.configure(**changes)
+        except ModelInputError as exc:
+            self._show_error(str(exc))
+            self._sync_controls()
+            return
+        self._sync_controls()
+        self._refresh()
+
+    def _on_scenario(self, name):
+        if self._busy or name not in SCENARIOS:
+            return
+        self.core.load(SCENARIOS[name])
+        self._refresh()
+
+    def _on_add(self):
+        try:
+            self.core.add(self.op.value, **_parse_args(self.args.value))
+        except ModelInputError as exc:
+            self._show_error(str(exc))
+            return
+        self._busy = True
+        self.scenario.value = "(custom)"
+        self._busy = False
+        self._refresh()
+
+    def _move(self, action):
+        action()
+        self._refresh()
+
+    def _sync_controls(self):
+        c = self.core.config
+        self._busy = True
+        try:
+            self.arch.value = c["arch"]
+            self.mode.options = list(MODES[c["arch"]])
+            self.mode.value = c["mode"] or MODES[c["arch"]][0]
+            self.design.value = c["design"]
+            self.write.value = c["write"]
+            self.switches.value = tuple(c["switches"])
+        finally:
+            self._busy = False
+
+    def _show_error(self, text: str):
+        self.status.value = sv.banner(f"not changed: {text}", "bad")
+
+    def _refresh(self):
+        f = self.core.frame()
+        self.status.value = sv.banner(f"{self.core.label()} | {f.title}", f.tone)
+        self.picture.value = f'<div class="nbmodel-diagram" style="overflow-x:auto">{f.svg}</div>'
+        self.tables.value = f.html
+        self.b_back.disabled = self.core.pos == 0
+        self.b_reset.disabled = self.core.pos == 0
+        self.b_fwd.disabled = self.core.pos >= self.core.total
+        self.b_end.disabled = self.core.pos >= self.core.total
+
+    # -- what a notebook and a test use ----------------------------------------------------------------------
+    def click(self, name: str) -> None:
+        """Press a button by name: ``reset``, ``back``, ``step``, ``end``, ``add``, ``drop``."""
+        {"reset": self.b_reset, "back": self.b_back, "step": self.b_fwd, "end": self.b_end, "add": self.b_add,
+         "drop": self.b_drop}[name].click()
+
+    def __repr__(self) -> str:
+        return f"FolioStepper({self.core.label()}, step {self.core.pos}/{self.core.total})"
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = repr(self)
+        return bundle
+
+
+def _stable_box():
+    import ipywidgets as w
+
+    class StableVBox(w.VBox):
+        """A VBox whose text/plain repr names the stepper instead of listing every child's value."""
+
+        def __init__(self, children, owner):
+            super().__init__(children)
+            self._owner_repr = lambda: repr(owner)
+
+        def __repr__(self):
+            return self._owner_repr()
+
+    return StableVBox
+
+
+def _StableVBox(children, owner):  # noqa: N802 - reads as a class at the call site
+    return _stable_box()(children, owner)
+
+
+def stepper(scenario: str | None = None, script=None, start: int = 0, **config) -> FolioStepper:
+    """Build a :class:`FolioStepper` (the widget needs ipywidgets; the rest of this module does not)."""
+    return FolioStepper(script=script, scenario=scenario, start=start, **config)
+
+
+__all__ = ["Stepper", "FolioStepper", "Frame", "SCENARIOS", "WALK", "SECRET_WINDOW", "FOLIOS_64",
+           "PAGECACHE_PATHS", "MODES", "stepper", "measure_latency", "latency_summary"]
