@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from .designs import PRIVATE_NO_DIRECT_MAP
 from .errors import Errno, ModelInputError
-from .pagecache import (AddressSpace, AddressSpaceOps, filemap_grab_folio, filemap_migrate_folio,
-                        truncate_inode_pages_range)
+from .pagecache import (
+    AddressSpace,
+    AddressSpaceOps,
+    filemap_grab_folio,
+    filemap_migrate_folio,
+    truncate_inode_pages_range,
+)
 from .units import PAGE_SHIFT, PAGE_SIZE, parse_size
 
 FLAGS = {"MMAP": 1 << 0, "INIT_SHARED": 1 << 1, "NO_DIRECT_MAP": 1 << 2}  # GUEST_MEMFD_FLAG_*

@@ -5,8 +5,8 @@ Each returns None when it holds, or a short sentence naming the folio that break
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .designs import PRIVATE_NO_DIRECT_MAP
 from .pagetable import MAPPED, VALID

@@ -12,8 +12,8 @@ Modelling choices: no shadow entries, no memcg, no LRU; the xarray is a dict key
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import Errno, ModelInputError
 from .folio import Folio

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from .errors import Errno, ModelInputError
-from .units import PAGES_1G, PAGES_2M, parse_size, pages
+from .units import PAGES_1G, PAGES_2M, pages, parse_size
 
 _NOT_RAM, _FREE, _USED = 0, 1, 2
 
@@ -32,7 +32,7 @@ class MemoryMap:
                 raise ModelInputError(f"bad RAM range ({start}, {end})")
             clean.append((start, end))
         clean.sort()
-        for (_, e1), (s2, _) in zip(clean, clean[1:]):
+        for (_, e1), (s2, _) in zip(clean, clean[1:], strict=False):
             if s2 < e1:
                 raise ModelInputError(f"RAM ranges overlap at PFN {s2:#x}")
         return cls(tuple(clean))

@@ -7,7 +7,7 @@ record is what the command line, the scenarios, the explorer and the widgets all
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import guest_memfd as gm
 from . import pagecache as pc

@@ -5,8 +5,15 @@ import pytest
 from nbmodel.designs import Config
 from nbmodel.errors import Errno, ModelInputError
 from nbmodel.kernel import Kernel
-from nbmodel.pagecache import (AddressSpace, AddressSpaceOps, delete_from_page_cache_batch, filemap_add_folio,
-                               filemap_remove_folio, replace_page_cache_folio, truncate_inode_pages_range)
+from nbmodel.pagecache import (
+    AddressSpace,
+    AddressSpaceOps,
+    delete_from_page_cache_batch,
+    filemap_add_folio,
+    filemap_remove_folio,
+    replace_page_cache_folio,
+    truncate_inode_pages_range,
+)
 
 
 def setup(hooks=False, flags=("AS_NO_DIRECT_MAP",)):

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up the environment with the test dependencies (and Debian chromium for the browser tests, if missing),
+# build the book, lint, and run the whole suite: unit/stateful tests, scenarios, notebooks (nbval, strict,
+# against the outputs saved in each notebook), the built book's HTML, and real-browser tests.
+#   ./test.sh                          everything
+#   ./test.sh -m 'not browser'         extra arguments go to pytest
+#   NBMODEL_SKIP_BROWSER=1 ./test.sh   no chromium install, browser tests skipped
+set -euo pipefail
+cd "$(dirname "$0")"
+start=$SECONDS
+
+bash scripts/setup_env.sh
+if [[ "${NBMODEL_SKIP_BROWSER:-0}" != 1 ]]; then
+    bash scripts/apt_deps.sh
+fi
+bash scripts/build_book.sh
+
+lint_rc=0
+echo "test.sh: ruff check"
+.venv/bin/ruff check --output-format concise . || lint_rc=$?
+
+echo "test.sh: setup, book and lint took $((SECONDS - start)) s; running pytest"
+mkdir -p artifacts
+rc=0
+.venv/bin/python -m pytest \
+    --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=300 \
+    -ra "$@" || rc=$?
+
+if [[ $rc -eq 5 ]]; then
+    echo "test.sh: pytest collected no tests (exit 5): the suite must never be empty" >&2
+fi
+if [[ $lint_rc -ne 0 ]]; then
+    echo "test.sh: ruff check failed (see above)" >&2
+    [[ $rc -eq 0 ]] && rc=$lint_rc
+fi
+exit $rc

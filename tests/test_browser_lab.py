@@ -1,0 +1,153 @@
+"""notebooks/00_pipeline.ipynb in a real JupyterLab with a real kernel, driven by chromium.
+
+JupyterLab runs on a free localhost port with a token, on a copy of notebooks/ and scenarios/ (so that
+running cells and autosave never touch the repository). The test waits for a connected, idle kernel, runs
+all cells, and checks that the diagram, the slider and its label appear; then moves the slider with the
+keyboard and checks that the kernel answered. The server's process group is always killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import CHROMIUM_ARGS, ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.slow, pytest.mark.timeout(300)]
+
+NOTEBOOK = "notebooks/00_pipeline.ipynb"
+
+# The execution indicator says idle before the kernel connection is usable: wait for the kernel itself.
+KERNEL_READY_JS = """() => {
+    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+    return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    work = tmp_path / "work"
+    skip = shutil.ignore_patterns(".ipynb_checkpoints")
+    shutil.copytree(ROOT / "notebooks", work / "notebooks", ignore=skip)
+    if (ROOT / "scenarios").is_dir():
+        shutil.copytree(ROOT / "scenarios", work / "scenarios")
+    # No news toast, no update check, no autosave.
+    settings = tmp_path / "settings"
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    (settings / "@jupyterlab" / "docmanager-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(
+        json.dumps({"autosave": False})
+    )
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+    )
+    port, token = _free_port(), secrets.token_hex(16)
+    log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+            "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=work,
+        start_new_session=True,  # its own process group: kernels die with it
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{(tmp_path / 'lab.log').read_text()}")
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"jupyter lab did not answer in 90 s:\n{(tmp_path / 'lab.log').read_text()}")
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def test_pipeline_notebook_runs_in_jupyterlab(lab, chromium, screenshots_dir):
+    from playwright.sync_api import sync_playwright
+
+    base, token = lab
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+
+        def route(r):
+            if r.request.url.startswith(base) or r.request.url.startswith("data:"):
+                r.continue_()
+            else:
+                outside.append(r.request.url)
+                r.abort()
+
+        page.route("**/*", route)
+        try:
+            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", timeout=60_000)
+            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+            page.wait_for_function(KERNEL_READY_JS, timeout=90_000)
+            # Fire and forget: awaiting the command's promise has no timeout and can hang forever.
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+            outputs = page.locator(".jp-OutputArea-output")
+            outputs.locator(".nbmodel-diagram svg").first.wait_for(state="visible", timeout=60_000)
+            slider = outputs.locator(".widget-slider").first
+            slider.wait_for(state="visible", timeout=60_000)
+            label = outputs.locator(".widget-label", has_text="pages of 4 KiB").first
+            label.wait_for(timeout=30_000)
+            page.wait_for_function(KERNEL_READY_JS, timeout=60_000)  # all cells done
+            assert label.inner_text().strip() == "order 9: 512 pages of 4 KiB = 2048 KiB"
+            assert outputs.filter(has_text="order 10: 1024 pages of 4 KiB = 4096 KiB").count() == 1
+
+            # The widget talks to the kernel: one step right on the slider, the Python callback relabels.
+            handle = slider.locator(".noUi-handle").first
+            handle.focus()
+            handle.press("ArrowRight")
+            outputs.locator(".widget-label", has_text="order 10: 1024 pages").first.wait_for(timeout=30_000)
+        finally:
+            page.screenshot(path=str(screenshots_dir / "lab-00_pipeline.png"))
+            browser.close()
+    assert not outside, "JupyterLab requested outside localhost:\n" + "\n".join(outside)
