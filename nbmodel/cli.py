@@ -100,6 +100,10 @@ def run_external(name: str, argv: list) -> int:
     except ImportError as e:
         print(f"nbmodel {name}: {module_name} is not available ({e})", file=sys.stderr)
         return 2
+    if not (callable(getattr(module, "add_arguments", None)) and callable(getattr(module, "run", None))):
+        print(f"nbmodel {name}: {module_name} does not provide add_arguments(parser) and run(args) yet",
+              file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog=f"nbmodel {name}", description=help_text,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
@@ -110,7 +114,11 @@ def run_external(name: str, argv: list) -> int:
 def cmd_run(args) -> int:
     status = 0
     totals = {"runs": 0, "passed": 0, "failed": 0}
-    for path in sc.find_files(args.scenarios):
+    files = sc.find_files(args.scenarios)
+    if not files:
+        print(f"nbmodel run: no .toml files in {' '.join(args.scenarios)}", file=sys.stderr)
+        return 2
+    for path in files:
         try:
             runs = sc.run(sc.load(path), designs=args.design, arches=args.arch)
         except sc.ScenarioError as e:
@@ -152,6 +160,8 @@ def format_run(r: sc.Run, quiet: bool = False) -> str:
     lines.append("  invariants: " + " ".join(f"{n}={_status(v)}" for n, v in r.invariants().items()))
     for c in r.checks:
         lines.extend(_check_lines(c))
+    if not r.checks:
+        lines.append(f"  (no expectation in this file is about {r.design} on {r.arch})")
     return "\n".join(lines)
 
 

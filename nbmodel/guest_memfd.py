@@ -104,9 +104,10 @@ def kvm_gmem_get_folio(sys, f: GmemFile, index: int):
 def _secretmem_style_add(sys, f, base, order):
     from .pagecache import filemap_add_folio
     k = sys.k
-    folio = k.folio_alloc(order, name=f"{f.name}:{base}")
+    folio = k.folio_alloc(order, zero=True, name=f"{f.name}:{base}")  # __GFP_ZERO, as secretmem allocates
     if isinstance(folio, int):
         return folio
+    folio.flags.add("zeroed_at_add")
     addr = k.page_address(folio.pfn)
     ret = k.set_direct_map_valid_noflush(addr, folio.nr_pages, False)
     if ret:
@@ -117,6 +118,7 @@ def _secretmem_style_add(sys, f, base, order):
     ret = filemap_add_folio(k, f.mapping, folio, base)
     if ret:
         k.set_direct_map_valid_noflush(addr, folio.nr_pages, True)
+        k.counters["restores"] += 1
         k.folio_put(folio)
         return ret
     k.flush_tlb_kernel_range(addr, addr + folio.size)

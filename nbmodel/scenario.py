@@ -25,8 +25,8 @@ A scenario is one small idea with its expected outcome inside the file, named by
     size = "2M"                               # plus optional interrupt_at / interrupt_cpu
 
     [[expect]]                                # any number; each checked on every run it applies to
-    design = "per-folio"                      # optional: a design or a list (default: every design run)
-    arch = "x86"                              # optional: an arch or a list (default: every arch run)
+    design = "per-folio"                      # optional: a design or a list (default: the file's designs)
+    arch = "x86"                              # optional: an arch or a list (default: the file's arches)
     why = "..."                               # optional: the kernel reasoning, printed with the result
     # and exactly one of these selectors:
     step = 3                                  #   a step, with exactly one of: result = "EPERM" (a string,
@@ -38,6 +38,8 @@ A scenario is one small idea with its expected outcome inside the file, named by
     # invariant = "a"   (key or name)  with one of  held = true | held = false | broken_at = 4
 
 An expectation about an invariant that does not apply to a design (``d`` outside per-folio) is skipped there.
+``nbmodel run --design/--arch`` may run a file under a design or arch it does not list; the expectations are
+claims about the configurations the file names, so such a run shows its trace and checks nothing.
 A bad file raises :class:`ScenarioError`, whose text is ``FILE:LINE: what is wrong``.
 """
 
@@ -134,12 +136,12 @@ class Expectation:
     target: object             # step number, counter name, or invariant key
     test: str                  # result/saw/interrupt/events | equals/at_least/at_most | held/broken_at
     value: object
-    designs: tuple | None = None
-    arches: tuple | None = None
+    designs: tuple = DESIGNS   # the designs it is about: its own ``design`` key, else the file's designs
+    arches: tuple = ARCHES     # likewise ``arch``
     why: str = ""
 
     def applies(self, design: str, arch: str) -> bool:
-        return (self.designs is None or design in self.designs) and (self.arches is None or arch in self.arches)
+        return design in self.designs and arch in self.arches
 
     def describe(self) -> str:
         if self.kind == "step":
@@ -239,8 +241,11 @@ def _setup(raw, lines, bad) -> dict:
         out[key] = value
     out["arch"] = _listify(out["arch"], "arch", ARCHES, lines.key(at, "arch"), bad)
     out["designs"] = _listify(out["designs"], "design", DESIGNS, lines.key(at, "designs"), bad)
-    if not isinstance(out["switches"], list) or not all(s in SWITCHES for s in out["switches"]):
+    if not isinstance(out["switches"], list):
         bad(lines.key(at, "switches"), f"switches must be a list of: {', '.join(SWITCHES)}")
+    for name in out["switches"]:
+        if name not in SWITCHES:
+            bad(lines.key(at, "switches"), f"unknown switch {name!r}; known: {', '.join(SWITCHES)}")
     if out["write"] not in OPTIONS["write"]:
         bad(lines.key(at, "write"), f"write must be one of {', '.join(OPTIONS['write'])}")
     if not 1 <= out["cpus"] <= 64:
@@ -291,7 +296,7 @@ def _steps(raw, setup, lines, bad) -> list:
             bad(lines.key(at, "interrupt_at"),
                 f"step {i + 1}: interrupt_at must be one of {', '.join(INTERRUPT_POINTS)}")
         if (where is None) != (cpu is None):
-            bad(lines.key(at, "interrupt_at" if where is None else "interrupt_cpu"),
+            bad(lines.key(at, "interrupt_cpu" if where is None else "interrupt_at"),
                 f"step {i + 1}: interrupt_at and interrupt_cpu go together")
         if cpu is not None and (not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < setup["cpus"]):
             bad(lines.key(at, "interrupt_cpu"),
@@ -301,9 +306,13 @@ def _steps(raw, setup, lines, bad) -> list:
 
 
 def _arg_line(lines, at, args, msg) -> int:
-    """The line of the argument a validate_args() message is about (by name, then by value)."""
+    """The line of the argument a model error is about (by quoted name, bare name, then value)."""
     for key in args:
         if repr(key) in msg:
+            return lines.key(at, key)
+    for key in args:
+        words = {re.escape(key), re.escape(key.replace("_", " "))}
+        if any(re.search(rf"\b{w}\b", msg, re.IGNORECASE) for w in words):
             return lines.key(at, key)
     for key, value in args.items():
         if repr(value) in msg:
@@ -380,8 +389,8 @@ def _expects(raw, setup, nsteps, lines, bad) -> list:
         why = exp.get("why", "")
         if not isinstance(why, str):
             bad(line("why"), f"expectation {i + 1}: why must be a string")
-        out.append(Expectation(at, kind, target, test, value, tuple(designs) if designs else None,
-                               tuple(arches) if arches else None, why))
+        out.append(Expectation(at, kind, target, test, value, tuple(designs or setup["designs"]),
+                               tuple(arches or setup["arch"]), why))
     return out
 
 
@@ -450,7 +459,8 @@ def run(scn: Scenario, designs=None, arches=None) -> list[Run]:
                 try:
                     system.step(step["op"], **args)
                 except ModelInputError as e:
-                    raise ScenarioError(scn.path, line, f"step {i + 1} ({step['op']}, {design} on {arch}): {e}") \
+                    where = _arg_line(scn.lines, line, args, str(e)) if scn.lines else line
+                    raise ScenarioError(scn.path, where, f"step {i + 1} ({step['op']}, {design} on {arch}): {e}") \
                         from None
             checks = [_check(e, system, design) for e in scn.expects if e.applies(design, arch)]
             out.append(Run(scn, design, arch, system, [c for c in checks if c is not None]))

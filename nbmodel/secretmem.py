@@ -102,6 +102,7 @@ def secretmem_fault(sys, name: str, offset, data: str = "secret", race: bool = F
                 k.folio_restore_direct_map(folio)
             else:
                 k.set_direct_map_default_noflush(addr)
+                k.counters["restores"] += 1
             if not put_first:
                 k.folio_put(folio)
             if ret == -Errno.EEXIST:
