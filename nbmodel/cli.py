@@ -9,6 +9,7 @@ line ``FILE:LINE: what is wrong`` on stderr) or a bad command line.
 from __future__ import annotations
 
 import argparse
+import os
 import importlib
 import json
 import sys
@@ -81,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `nbmodel list | head`: the reader went away; exit quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in EXTERNAL:
         return run_external(argv[0], argv[1:])

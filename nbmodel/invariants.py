@@ -32,16 +32,38 @@ def _valid_pages(k, folio) -> list[int]:
     return [p for p in range(folio.pfn, folio.pfn + folio.nr_pages) if pt.prot(p) & (MAPPED | VALID) != MAPPED]
 
 
-def check_unmapped_while_cached(sys) -> str | None:
+def check_unmapped_while_cached(sys, tlb: bool = True) -> str | None:
+    """Between steps both halves are checked; inside a step (``tlb=False``) only the page tables, because the
+    TLB half is promised only once the add has returned (a racing read through a stale entry is reported by
+    :func:`racing_read_breaks`)."""
     k = sys.k
     for folio in _cached_folios(sys):
         valid = _valid_pages(k, folio)
         if valid:
             return f"{folio.name} is cached with a valid direct-map entry (pfn {valid[0]:#x})"
-        holders = k.tlb_holders(folio.pfn, folio.nr_pages)
+        holders = k.tlb_holders(folio.pfn, folio.nr_pages) if tlb else []
         if holders:
             return f"{folio.name} is cached but CPU {holders[0]} still holds a TLB entry for it"
     return None
+
+
+def racing_read_breaks(sys, pfn: int, result: str) -> dict[str, str]:
+    """Invariants broken *inside* a step, seen by another CPU at an interrupt point: the page-table half of
+    (a) and (b)-(d) as between steps, and (a) again if the racing read reached a cached folio's data."""
+    out = {key: reason for key, reason in broken(sys).items()
+           if key != "a"}
+    reason = check_unmapped_while_cached(sys, tlb=False)
+    if reason is None and result in ("ok", "stale"):
+        for folio in _cached_folios(sys):
+            if folio.pfn <= pfn < folio.pfn + folio.nr_pages:
+                reason = f"another CPU read {folio.name} through the direct map ({result}) while it was cached"
+    if reason is not None and "a" in _applicable(sys):
+        out["a"] = reason
+    return out
+
+
+def _applicable(sys) -> set[str]:
+    return {key for key, inv in INVARIANTS.items() if sys.config.design in inv.designs}
 
 
 def check_never_freed_unmapped(sys) -> str | None:

@@ -14,7 +14,7 @@ from . import pagecache as pc
 from . import secretmem as sm
 from .designs import Config
 from .errors import ModelInputError, errno_name
-from .invariants import INVARIANTS, broken
+from .invariants import INVARIANTS, broken, racing_read_breaks
 from .kernel import Kernel
 from .units import PAGE_SHIFT, parse_size
 
@@ -134,11 +134,12 @@ class System:
         self._precheck(op, clean)
         start = len(self.k.trace)
         before = dict(self.k.counters)
-        seen = []
+        seen, inside = [], {}
         if at is not None:
             def hook(k, point, pfn, _at=at, _cpu=icpu):
                 if point == _at and not seen:
                     seen.append(k.kernel_access(pfn, cpu=_cpu, what="racing read"))
+                    inside.update(racing_read_breaks(self, pfn, seen[0]))
             self.k.interrupt = hook
         try:
             result, saw = getattr(self, spec.func)(**clean)
@@ -148,8 +149,8 @@ class System:
         shown = dict(clean)
         if at is not None:
             shown.update(interrupt_at=at, interrupt_cpu=icpu)
-        step = Step(len(self.steps) + 1, op, shown, result, events, self.k.counters.delta(before), broken(self), saw,
-                    (seen[0] if seen else "not reached") if at is not None else None)
+        step = Step(len(self.steps) + 1, op, shown, result, events, self.k.counters.delta(before),
+                    {**inside, **broken(self)}, saw, (seen[0] if seen else "not reached") if at is not None else None)
         for key in step.broken:
             self.first_broken.setdefault(key, step.index)
         self.steps.append(step)

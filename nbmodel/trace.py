@@ -47,8 +47,18 @@ class Event:
         return {"kind": self.kind, **dict(self.args)}
 
     def __str__(self) -> str:
-        inner = " ".join(f"{k}={v}" for k, v in self.args)
+        inner = " ".join(f"{k}={_show(k, v)}" for k, v in self.args)
         return f"{self.kind}({inner})" if inner else self.kind
+
+
+_PFN_KEYS = ("pfn", "src", "dst")
+
+
+def _show(key: str, value) -> str:
+    """PFNs print in hex, as the kernel prints them; everything else as is."""
+    if key in _PFN_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:#x}"
+    return str(value)
 
 
 def event(kind: str, **args) -> Event:
