@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from nbmodel.viz.dot import Digraph
 
-__all__ = ["Patch", "PATCHES", "DEPENDS", "INFERRED", "REWORK", "PATHS", "STABLE_BRANCH_NOTE", "STYLE",
-           "by_tree", "patch", "series_graph", "paths_graph", "table_html"]
+__all__ = ["ALLOC_UNMAPPED", "Patch", "PATCHES", "DEPENDS", "INFERRED", "REWORK", "PATHS", "STABLE_BRANCH_NOTE",
+           "STYLE", "by_tree", "patch", "series_graph", "paths_graph", "table_html"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,20 @@ PATHS = {
     ),
 }
 
+#: Brendan Jackman's ``ALLOC_UNMAPPED`` series (v4, 26 patches, on mm-new per his backport notes in
+#: ``bjackman/linux``): ``(first, last, what, v12 patch it carries or None)``. Its first three patches carry the
+#: subjects of v12 02, 03 and 06; patch 26 is the fast path for ``AS_NO_DIRECT_MAP``.
+ALLOC_UNMAPPED = (
+    (1, 1, "set_memory: add folio_{zap,restore}_direct_map probes", 2),
+    (2, 2, "mm/secretmem: make use of folio_{zap,restore}_direct_map", 3),
+    (3, 3, "mm: introduce AS_NO_DIRECT_MAP (the slow path)", 6),
+    (4, 8, "x86: an mm-local address region", None),
+    (9, 12, "the mermap: per-CPU, per-mm temporary mappings", None),
+    (13, 15, "freetypes: free lists by migratetype and flags", None),
+    (16, 25, "ALLOC_UNMAPPED: pageblocks handed out already unmapped", None),
+    (26, 26, "mm: add fast path for AS_NO_DIRECT_MAP", None),
+)
+
 #: Colours that read on light and dark pages: light fills with dark text, mid-grey lines and labels.
 STYLE = {
     "mm": "#cfe3f7",
@@ -232,14 +246,26 @@ def paths_graph(notes: bool = True) -> Digraph:
     return g
 
 
+_TABLE = (f"border-collapse:collapse;background:#fbfbfb;color:{STYLE['text']};font-size:0.85em;"
+          "margin:2px 0 8px 0")
+_CELL = "padding:2px 6px;border:1px solid #d8d8d8;vertical-align:top;text-align:left"
+_HEAD = f"{_CELL};background:#e6e6e6;color:{STYLE['text']}"
+_CODE = f"background:#eceef1;color:{STYLE['text']};padding:0 0.2em;font-size:0.95em"
+
+
 def table_html() -> str:
-    """The patch list as an HTML table: number, subject, kind, tree under the split plan, author."""
-    rows = ["<table class=\"nbmodel-patches\">",
-            "<thead><tr><th>#</th><th>subject</th><th>kind</th><th>tree</th><th>author</th></tr></thead>",
-            "<tbody>"]
+    """The patch list as an HTML table: number, subject, kind, tree under the split plan, author.
+
+    Inline styles (a light table with dark text) so it reads the same on a light or a dark page."""
+    heads = "".join(f'<th style="{_HEAD}">{h}</th>' for h in ("#", "subject", "kind", "tree", "author"))
+    rows = [f'<table class="nbmodel-patches" style="{_TABLE}">', f"<thead><tr>{heads}</tr></thead>", "<tbody>"]
     for p in PATCHES:
-        subject = f"<code>{html.escape(p.subject)}</code>" if p.exact else f"{html.escape(p.subject)} (summary)"
-        rows.append(f"<tr><td>{p.label}</td><td>{subject}</td><td>{p.kind}</td>"
-                    f"<td>{p.tree}</td><td>{html.escape(p.author)}</td></tr>")
+        subject = (f'<code style="{_CODE}">{html.escape(p.subject)}</code>' if p.exact
+                   else f"{html.escape(p.subject)} (summary)")
+        fill = STYLE[p.kind]
+        cells = [f'<td style="{_CELL}">{p.label}</td>', f'<td style="{_CELL}">{subject}</td>',
+                 f'<td style="{_CELL};background:{fill}">{p.kind}</td>', f'<td style="{_CELL}">{p.tree}</td>',
+                 f'<td style="{_CELL};white-space:nowrap">{html.escape(p.author)}</td>']
+        rows.append("<tr>" + "".join(cells) + "</tr>")
     rows.append("</tbody></table>")
     return "\n".join(rows)

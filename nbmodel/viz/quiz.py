@@ -34,10 +34,18 @@ __all__ = ["Quiz", "counter_quiz", "result_quiz", "run_system"]
 _CODE = re.compile(r"`([^`]+)`")
 _MAX_EVIDENCE = 14
 
+# Inline styles, no colours left to the page: a light card with dark text reads the same on a light or a dark
+# page, in JupyterLab and in the static book (the convention of nbmodel.viz.state_view).
+TEXT = "#1a1a1a"
+CARD = (f"background:#f6f7f9;color:{TEXT};border-left:4px solid #8a8a8a;padding:0.4em 0.8em;margin:0.3em 0;"
+        "border-radius:3px")
+CODE = f"background:#e6e8eb;color:{TEXT};padding:0 0.2em;border-radius:2px;font-size:0.92em;white-space:nowrap"
+PRE = f"background:#eceef1;color:{TEXT};padding:0.4em 0.6em;margin:0.3em 0;font-size:0.85em;overflow-x:auto"
+
 
 def _inline(text: str) -> str:
     """Escape ``text`` for HTML and turn `backticks` into ``<code>``."""
-    return _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=False))
+    return _CODE.sub(lambda m: f'<code style="{CODE}">{m.group(1)}</code>', html.escape(text, quote=False))
 
 
 def run_system(system: dict | None, setup: Sequence[dict], steps: Sequence[dict]):
@@ -92,17 +100,18 @@ class Quiz:
 
     # -- static HTML ----------------------------------------------------------------------------------------
     def question_html(self) -> str:
-        return f'<div class="nbmodel-quiz-question"><p><strong>Quiz.</strong> {_inline(self.question)}</p></div>'
+        return (f'<div class="nbmodel-quiz-question" style="{CARD}">'
+                f'<p style="margin:0.2em 0;color:{TEXT}"><strong>Quiz.</strong> {_inline(self.question)}</p></div>')
 
     def answer_html(self) -> str:
         """The revealable answer: a ``<details>`` block with the answer, the explanation and the evidence."""
         parts = [
-            '<details class="nbmodel-quiz-answer" style="border-left: 3px solid #888; padding-left: 0.6em;">',
-            "<summary>Show answer</summary>",
-            f"<p>Answer: <strong>{html.escape(str(self.answer))}</strong></p>",
+            f'<details class="nbmodel-quiz-answer" style="{CARD}">',
+            f'<summary style="cursor:pointer;color:{TEXT}">Show answer</summary>',
+            f'<p style="color:{TEXT}">Answer: <strong>{html.escape(str(self.answer))}</strong></p>',
         ]
         if self.explanation:
-            parts.append(f"<p>{_inline(self.explanation)}</p>")
+            parts.append(f'<p style="color:{TEXT}">{_inline(self.explanation)}</p>')
         if self.evidence:
             shown = self.evidence[:_MAX_EVIDENCE]
             more = len(self.evidence) - len(shown)
@@ -110,7 +119,7 @@ class Quiz:
             if more:
                 lines += f"\n... ({more} more)"
             how = _inline(self.how) if self.how else "What the model did:"
-            parts.append(f"<p>{how}</p>\n<pre>{lines}</pre>")
+            parts.append(f'<p style="color:{TEXT}">{how}</p>\n<pre style="{PRE}">{lines}</pre>')
         parts.append("</details>")
         return "\n".join(parts)
 
