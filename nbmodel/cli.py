@@ -9,9 +9,9 @@ line ``FILE:LINE: what is wrong`` on stderr) or a bad command line.
 from __future__ import annotations
 
 import argparse
-import os
 import importlib
 import json
+import os
 import sys
 
 from . import scenario as sc

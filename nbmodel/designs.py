@@ -31,6 +31,7 @@ SWITCHES = {
 OPTIONS = {
     "write": ("refuse", "mermap"),   # filemap design: what write() does
     "large_folios": (False, True),   # 2M guest_memfd folios (ahead of mainline)
+    "large_zap": (False, True),      # folio_zap_direct_map() takes 2M folios whole (ahead of v12)
     "batch_flush": (False, True),    # filemap: one flush per fallocate() instead of one per folio
 }
 
@@ -89,9 +90,11 @@ class Config:
     write: str = "refuse"
     large_folios: bool = False
     batch_flush: bool = False
+    large_zap: bool = False
 
     @classmethod
-    def make(cls, design="filemap", switches=(), write="refuse", large_folios=False, batch_flush=False):
+    def make(cls, design="filemap", switches=(), write="refuse", large_folios=False, batch_flush=False,
+             large_zap=False):
         if design not in DESIGNS:
             raise ModelInputError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
         unknown = set(switches) - set(SWITCHES)
@@ -100,7 +103,7 @@ class Config:
         if write not in OPTIONS["write"]:
             raise ModelInputError(f"write must be one of {OPTIONS['write']}, not {write!r}")
         return cls(design, frozenset(switches), write, bool(large_folios or "restore_4k" in switches),
-                   bool(batch_flush))
+                   bool(batch_flush), bool(large_zap or "restore_4k" in switches))
 
     def label(self) -> str:
         extra = sorted(self.switches)
@@ -110,12 +113,14 @@ class Config:
             extra.append("large_folios")
         if self.batch_flush:
             extra.append("batch_flush")
+        if self.large_zap and "restore_4k" not in self.switches:
+            extra.append("large_zap")
         return self.design + (f" [{', '.join(extra)}]" if extra else "")
 
     def install(self, k) -> None:
         """Configure the kernel for this design: page-cache hooks and break-it switches."""
         k.skip_flush = "skip_flush" in self.switches
-        k.allow_large_zap = "restore_4k" in self.switches
+        k.allow_large_zap = self.large_zap
         if self.design == "filemap":
             k.pagecache_hooks = FilemapHooks(
                 zero_before_add="zero_after_insert" not in self.switches,

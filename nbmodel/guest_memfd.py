@@ -221,7 +221,9 @@ def kvm_gmem_fault_user_mapping(sys, name: str, offset, data: str = "guest-secre
     folio = kvm_gmem_get_folio(sys, f, off >> PAGE_SHIFT)
     if isinstance(folio, int):
         return "SIGBUS" if folio != -Errno.ENOMEM else "OOM"
-    _prepare_contents(sys, folio)
+    if _prepare_contents(sys, folio) == "oops":
+        _unlock_put(sys, folio)
+        return "oops"  # clear_highpage() faulted on the direct map: the kernel oopses in the fault handler
     ret = _zap(sys, f, folio)
     if ret:
         _unlock_put(sys, folio)
@@ -232,9 +234,10 @@ def kvm_gmem_fault_user_mapping(sys, name: str, offset, data: str = "guest-secre
     return "0"
 
 
-def kvm_gmem_get_pfn(sys, name: str, offset, data: str = "guest-secret") -> int:
+def kvm_gmem_get_pfn(sys, name: str, offset, data: str = "guest-secret") -> int | str:
     """``kvm_gmem_get_pfn()`` for a guest fault: get the folio, zero it if not uptodate, zap (per-folio:
-    "zap then prepare"), ``kvm_gmem_prepare_folio()``; the guest then runs and writes ``data``."""
+    "zap then prepare"), ``kvm_gmem_prepare_folio()``; the guest then runs and writes ``data``. Returns 0,
+    a negative errno, or ``"oops"`` if zeroing faulted on the direct map."""
     f = _file(sys, name)
     off = parse_size(offset)
     if off >= f.size:
@@ -242,7 +245,9 @@ def kvm_gmem_get_pfn(sys, name: str, offset, data: str = "guest-secret") -> int:
     folio = kvm_gmem_get_folio(sys, f, off >> PAGE_SHIFT)
     if isinstance(folio, int):
         return folio
-    _prepare_contents(sys, folio)
+    if _prepare_contents(sys, folio) == "oops":
+        _unlock_put(sys, folio)
+        return "oops"
     ret = _zap(sys, f, folio)
     if ret:
         _unlock_put(sys, folio)

@@ -317,6 +317,8 @@ class Kernel:
 
     def tlb_holders(self, pfn: int, npages: int = 1) -> list[int]:
         """CPUs whose TLB holds an entry overlapping the range."""
+        if npages == 1:
+            return [t.cpu for t in self.tlbs if t.lookup(pfn) is not None]
         return [t.cpu for t in self.tlbs if t.holds(pfn, npages)]
 
     # -- whole-state operations ---------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ changes the addresses and the walk a reader sees. A leaf value of 0 is an empty 
 
 from __future__ import annotations
 
+from functools import cache
+
 from .units import PAGES_1G, PAGES_2M
 
 MAPPED = 8   # the entry exists (not pte_none); the PFN it maps is implied by its position
@@ -20,6 +22,7 @@ LEVEL_1G, LEVEL_2M, LEVEL_4K = PAGES_1G, PAGES_2M, 1
 LEVEL_NAMES = {LEVEL_1G: "1G", LEVEL_2M: "2M", LEVEL_4K: "4K"}
 
 
+@cache
 def translate_table(set_mask: int, clear_mask: int) -> bytes:
     """A ``bytes.translate`` table applying ``(v & ~clear) | set`` to every mapped entry, leaving 0 alone."""
     return bytes(((v & ~clear_mask) | set_mask) if v & MAPPED else v for v in range(256))

@@ -235,6 +235,8 @@ class ProbeResult:
     before: dict = field(default_factory=dict)     # counters before
     pfns: list = field(default_factory=list)
     split_at: list = field(default_factory=list)   # per page: (level2, level3) splits its fault caused
+    split_fault_ns: float | None = None            # attribute mode: median fault that split a 2M leaf
+    plain_fault_ns: float | None = None            # attribute mode: median fault that split nothing
 
     def as_dict(self, pfns: bool = False) -> dict:
         d = asdict(self)
@@ -254,16 +256,19 @@ def _touch_timed(m: mmap.mmap, npages: int) -> array:
     return times
 
 
-def _touch_attributed(m: mmap.mmap, npages: int) -> list:
-    """Touch each page and read the split counters after each fault: which fault split what."""
-    out = []
+def _touch_attributed(m: mmap.mmap, npages: int) -> tuple[list, array]:
+    """Touch each page (timed) and read the split counters after each fault (untimed): which fault split what."""
+    out, pc = [], time.perf_counter_ns
+    times = array("q", bytes(8 * npages))
     last = read_splits()
     for i in range(npages):
+        t0 = pc()
         m[i * PAGE] = 1
+        times[i] = pc() - t0
         now = read_splits()
         out.append((now[0] - last[0], now[1] - last[1]))
         last = now
-    return out
+    return out, times
 
 
 def probe(kind: str, size: int = 16 << 20, pfns: bool = False, attribute: bool = False) -> ProbeResult:
@@ -290,7 +295,11 @@ def _run(res: ProbeResult, want_pfns: bool, attribute: bool) -> None:
         res.before = before or {}
         start = read_counters()
         if attribute:
-            res.split_at = _touch_attributed(m, res.pages)
+            res.split_at, times = _touch_attributed(m, res.pages)
+            split = [t for t, (a, _) in zip(times, res.split_at, strict=True) if a]
+            plain = [t for t, (a, b) in zip(times, res.split_at, strict=True) if not a and not b]
+            res.split_fault_ns = statistics.median(split) if split else None
+            res.plain_fault_ns = statistics.median(plain) if plain else None
         else:
             times = _touch_timed(m, res.pages)
         populated = read_counters()

@@ -103,11 +103,11 @@ class System:
 
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, switches=(), write: str = "refuse", large_folios: bool = False,
-                 batch_flush: bool = False, fwb: bool = True, trace: bool = True):
+                 batch_flush: bool = False, fwb: bool = True, trace: bool = True, large_zap: bool = False):
         self.setup = dict(design=design, arch=arch, mode=mode, memory=memory, cpus=cpus, seed=seed,
                           switches=tuple(switches), write=write, large_folios=large_folios,
-                          batch_flush=batch_flush, fwb=fwb, trace=trace)
-        self.config = Config.make(design, switches, write, large_folios, batch_flush)
+                          batch_flush=batch_flush, fwb=fwb, trace=trace, large_zap=large_zap)
+        self.config = Config.make(design, switches, write, large_folios, batch_flush, large_zap)
         if "arm64_no_bbml2" in self.config.switches:
             if arch != "arm64":
                 raise ModelInputError("the arm64_no_bbml2 switch needs arch arm64")
@@ -238,7 +238,8 @@ class System:
         return gm.kvm_gmem_fault_user_mapping(self, file, offset), None
 
     def op_guest_fault(self, file, offset):
-        return errno_name(gm.kvm_gmem_get_pfn(self, file, offset)), None
+        ret = gm.kvm_gmem_get_pfn(self, file, offset)
+        return (ret if isinstance(ret, str) else errno_name(ret)), None
 
     def op_write(self, file, offset, len):
         return errno_name(gm.kvm_gmem_write(self, file, offset, len)), None

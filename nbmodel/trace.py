@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 #: Every event kind the model emits, with what it means to a reader.
 EVENT_KINDS = {
@@ -30,12 +30,11 @@ EVENT_KINDS = {
 }
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """One thing the modelled kernel did; ``args`` is a tuple of ``(name, value)`` pairs in a fixed order."""
 
     kind: str
-    args: tuple = field(default=())
+    args: tuple = ()
 
     def get(self, name, default=None):
         for key, value in self.args:

@@ -51,13 +51,16 @@ def test_book_page_in_browser(doc, browser, book_server, screenshots_dir):
     page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
     try:
         page.goto(book_server + doc + ".html", wait_until="load", timeout=60_000)
-        page.wait_for_load_state("networkidle", timeout=30_000)
+        page.wait_for_load_state("networkidle", timeout=90_000)
         page.locator("main").first.wait_for(state="visible", timeout=10_000)
 
-        # Inline graphviz diagrams are visible SVG.
-        for i in range(page.locator(".nbmodel-diagram svg").count()):
-            svg = page.locator(".nbmodel-diagram svg").nth(i)
-            svg.scroll_into_view_if_needed()
+        # Inline graphviz diagrams are visible SVG. Filmstrip frames other than the selected one are hidden
+        # by CSS on purpose, so only diagrams the page shows are measured, and there must be some.
+        diagrams = page.locator(".nbmodel-diagram svg")
+        shown = [diagrams.nth(i) for i in range(diagrams.count()) if diagrams.nth(i).is_visible()]
+        assert shown or not diagrams.count(), f"{doc} has diagrams but shows none"
+        for i, svg in enumerate(shown):
+            svg.scroll_into_view_if_needed(timeout=10_000)
             box = svg.bounding_box()
             assert box and box["width"] > 20 and box["height"] > 20, f"diagram {i} on {doc} is not visible"
 

@@ -242,9 +242,9 @@ class _Builder:
             elif not entry & MAPPED:
                 key = "empty"
             elif entry & VALID:
-                key = f"{LEVEL_SIZE[level]} valid"
+                key = f"{self.leaf_word(level, entry)} valid"
             else:
-                key = f"{LEVEL_SIZE[level]} invalid"
+                key = f"{self.leaf_word(level, entry)} invalid"
             counts[key] = counts.get(key, 0) + 1
         text = ", ".join(f"{n} x {key}" for key, n in counts.items())
         return self.new(f"{self.index_range(level, shift, group)}\n{text}", fillcolor=FILL["summary"],
@@ -324,7 +324,7 @@ def legend_graph() -> Digraph:
     ]
     for name, label, attrs in items:
         g.node(name, label, **attrs)
-    for (a, _, _), (b, _, _) in zip(items, items[1:]):
+    for (a, _, _), (b, _, _) in zip(items, items[1:], strict=False):
         g.edge(a, b)
     return g
 
@@ -342,12 +342,28 @@ def side_by_side_html(panels: list[tuple[str, str]]) -> str:
     cells = []
     for caption, svg_text in panels:
         cells.append(
-            '<figure style="margin:0 12px 12px 0;flex:1 1 320px;max-width:100%;overflow-x:auto">'
+            '<figure style="margin:0 12px 12px 0;flex:0 1 auto;max-width:100%;overflow-x:auto">'
             f'<figcaption style="display:inline-block;background:#f2f2f2;color:{TEXT};padding:2px 6px;'
             f'border-radius:4px;font-size:0.85em;margin-bottom:4px">{html.escape(caption)}</figcaption>'
             f"\n{svg_text}</figure>")
     return '<div class="nbmodel-diagram" style="display:flex;flex-wrap:wrap;align-items:flex-start">\n' + \
         "\n".join(cells) + "\n</div>"
+
+
+def before_after(k, action, marks, label: str = "after", counters=None) -> str:
+    """Draw ``k``'s tree, run ``action(k)`` (any calls on the kernel), draw it again; returns HTML with both
+    diagrams side by side, the events ``action`` produced as a timeline, and the counters it changed."""
+    from nbmodel.viz import state_view as sv
+
+    before = svg(pagetable_graph(k, marks))
+    start, counts = len(k.trace), dict(k.counters)
+    action(k)
+    after = svg(pagetable_graph(k, marks))
+    delta = k.counters.delta(counts)
+    names = counters or [n for n in k.counters if n in delta]
+    events = f'<div style="font-size:0.82em;margin:4px 0">{sv.timeline(k.trace[start:], limit=24)}</div>'
+    table = sv.counters_table(k, names=names, delta=delta, caption=f"counters {label} changed") if names else ""
+    return side_by_side_html([("before", before), (label, after)]) + events + table
 
 
 def page_of(k, pfn: int) -> str:
@@ -356,4 +372,4 @@ def page_of(k, pfn: int) -> str:
 
 
 __all__ = ["Mark", "folio_marks", "pagetable_graph", "pagetable_svg", "pagetable_diagram", "legend_graph",
-           "legend_svg", "legend_diagram", "side_by_side_html", "page_of", "FILL"]
+           "legend_svg", "legend_diagram", "side_by_side_html", "before_after", "page_of", "FILL"]

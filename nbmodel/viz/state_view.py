@@ -14,6 +14,8 @@ from nbmodel.counters import COUNTERS
 from nbmodel.designs import PRIVATE_NO_DIRECT_MAP
 from nbmodel.invariants import INVARIANTS
 from nbmodel.pagetable import MAPPED, VALID
+from nbmodel.system import OPS, REQUIRED
+from nbmodel.units import parse_size
 
 TEXT = "#1a1a1a"
 BG = "#fbfbfb"
@@ -24,10 +26,10 @@ WARN = "#ffd59a"
 MUTED = "#6b6b6b"
 CURRENT = "#fff4c2"
 
-TABLE = (f'style="border-collapse:collapse;background:{BG};color:{TEXT};font-size:0.82em;'
+TABLE = (f'style="border-collapse:collapse;background:{BG};color:{TEXT};font-size:0.82em;line-height:1.35;'
          'margin:2px 0 8px 0;font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif"')
 TH = f'style="background:{HEAD};color:{TEXT};text-align:left;padding:2px 6px;border:1px solid #c8c8c8"'
-TD = 'style="padding:2px 6px;border:1px solid #d8d8d8;vertical-align:top"'
+TD = 'style="padding:2px 6px;border:1px solid #d8d8d8;vertical-align:top;text-align:left"'
 CAPTION = f'style="caption-side:top;text-align:left;font-weight:600;color:{TEXT};background:{BG};padding:2px 6px"'
 
 # Event kinds coloured in timelines and logs.
@@ -45,7 +47,8 @@ def esc(x) -> str:
 
 
 def _cell(value, bg: str | None = None, title: str | None = None) -> str:
-    style = "padding:2px 6px;border:1px solid #d8d8d8;vertical-align:top" + (f";background:{bg}" if bg else "")
+    style = "padding:2px 6px;border:1px solid #d8d8d8;vertical-align:top;text-align:left" + \
+        (f";background:{bg}" if bg else "")
     tip = f' title="{esc(title)}"' if title else ""
     return f'<td style="{style}"{tip}>{value}</td>'
 
@@ -157,7 +160,7 @@ def tlb_table(system_or_kernel, marks=None, limit: int = 12) -> str:
             cells.append(f'<span style="color:{MUTED}">... {len(items) - limit} more</span>')
         rows.append([f"CPU {tlb.cpu}" + (" (current)" if tlb.cpu == k.current_cpu else ""),
                      _cell(" ".join(cells) or f'<span style="color:{MUTED}">empty</span>')])
-    return table("TLB: kernel translations each CPU caches (first pfn, span)", ["cpu", "entries"], rows)
+    return table("TLB entries per CPU (first pfn, span)", ["cpu", "cached kernel translations"], rows)
 
 
 def _sample(first: int, span: int, marks) -> list[int]:
@@ -195,11 +198,12 @@ def counters_table(system_or_kernel, names=DEFAULT_COUNTERS, delta: dict | None 
     k = getattr(system_or_kernel, "k", system_or_kernel)
     rows = []
     for name in names:
-        change = (delta or {}).get(name, 0)
-        shown = f"{change:+d}" if change else ""
-        rows.append([_cell(esc(name), None, COUNTERS.get(name, "")), str(k.counters[name]),
-                     _cell(esc(shown), WARN if change else None)])
-    headers = ["counter", "value", "last step" if delta is not None else ""]
+        row = [_cell(esc(name), None, COUNTERS.get(name, "")), str(k.counters[name])]
+        if delta is not None:
+            change = delta.get(name, 0)
+            row.append(_cell(esc(f"{change:+d}" if change else ""), WARN if change else None))
+        rows.append(row)
+    headers = ["counter", "value"] + (["change"] if delta is not None else [])
     return table(caption, headers, rows)
 
 
@@ -231,8 +235,22 @@ def timeline(events, limit: int = 14) -> str:
     return ' <span style="color:#8c8c8c">&#8594;</span> '.join(chips)
 
 
+def _defaults(op: str) -> dict:
+    """The op's optional arguments and their default values (sizes in bytes), to leave out of titles."""
+    spec = OPS.get(op)
+    out = {}
+    for name, (typ, default) in (spec.args.items() if spec else ()):
+        if default is REQUIRED:
+            continue
+        out[name] = parse_size(default) if typ == "size" and default is not None else default
+    return out
+
+
 def step_title(step) -> str:
-    args = " ".join(f"{k}={_short(v)}" for k, v in step.args.items() if v not in (None, False) and k != "flags")
+    """``"write file=g offset=4K len=4K -> EPERM"``: arguments left at their defaults are not shown."""
+    defaults = _defaults(step.op)
+    args = " ".join(f"{k}={_short(v)}" for k, v in step.args.items()
+                    if k not in defaults or defaults[k] != v)
     extra = f" saw={step.saw}" if step.saw is not None else ""
     extra += f" interrupt={step.interrupt}" if step.interrupt is not None else ""
     return f"{step.op} {args} -> {step.result}{extra}".replace("  ", " ")
@@ -246,9 +264,9 @@ def _short(v) -> str:
     return str(v)
 
 
-def script_title(spec: dict) -> str:
-    """A not-yet-run step (``{"op": ..., **args}``) as text."""
-    args = " ".join(f"{k}={v}" for k, v in spec.items() if k != "op")
+def script_title(spec: dict, skip=()) -> str:
+    """A not-yet-run step (``{"op": ..., **args}``) as text, leaving out the argument names in ``skip``."""
+    args = " ".join(f"{k}={v}" for k, v in spec.items() if k != "op" and k not in skip)
     return f"{spec['op']} {args}".strip()
 
 
@@ -273,21 +291,58 @@ def event_log(steps, current: int | None = None, pending=(), limit: int = 14) ->
 def state_panel(system, marks=None, current: int | None = None, pending=(), counters: bool = True) -> str:
     """Everything but the diagram, stacked: folios, page caches, TLBs, invariants, counters, event log."""
     delta = system.steps[-1].counters if system.steps else None
-    parts = [folio_table(system), pagecache_table(system), tlb_table(system, marks),
-             invariant_table(system)]
+    row1 = [folio_table(system), pagecache_table(system)]
+    row2 = [invariant_table(system), tlb_table(system, marks)]
     if counters:
-        parts.append(counters_table(system, delta=delta))
-    parts.append(event_log(system.steps, current=current, pending=pending))
-    return '<div class="nbmodel-state">' + "\n".join(parts) + "</div>"
+        names = [n for n in DEFAULT_COUNTERS if system.k.counters[n] or (delta or {}).get(n)]
+        row2.append(counters_table(system, names=names, delta=delta, caption="counters (those not zero)"))
+    log = event_log(system.steps, current=current, pending=pending)
+    return f'<div class="nbmodel-state">{flex(row1)}\n{flex(row2)}\n{log}</div>'
+
+
+def flex(parts: list[str]) -> str:
+    """Blocks side by side, wrapping onto the next line on narrow pages."""
+    cells = "".join(f'<div style="flex:0 1 auto;max-width:100%;overflow-x:auto">{p}</div>' for p in parts)
+    return f'<div style="display:flex;flex-wrap:wrap;gap:0 14px;align-items:flex-start">{cells}</div>'
+
+
+def step_tone(step) -> str:
+    """``"bad"`` if the step broke an invariant or made an oops, stale read or WARN happen; ``"warn"`` for an
+    error return; else ``"good"``."""
+    def failure(e) -> bool:  # an interrupting read that finds no translation is the protection working
+        return e.kind in ("stale", "warn") or (e.kind == "oops" and e.get("what") != "racing read")
+
+    if step.broken or step.result in ("oops", "stale") or step.interrupt == "stale" or \
+            any(failure(e) for e in step.events):
+        return "bad"
+    if step.result not in ("0", "ok") and not step.result.isdigit():
+        return "warn"
+    return "good"
+
+
+def step_card(step, label: str = "") -> str:
+    """A step's title (and broken invariants) on a coloured banner, its events as a timeline below."""
+    broken = "; ".join(f"({k}) {why}" for k, why in sorted(step.broken.items()))
+    text = f"{label}{step.index}. {step_title(step)}" + (f" | broken: {broken}" if broken else "")
+    return (banner(text, step_tone(step)) +
+            f'<div style="font-size:0.82em;margin:0 0 8px 0">{timeline(step.events, limit=24)}</div>')
+
+
+def delta_table(caption: str, rows: list[tuple[str, dict]], names) -> str:
+    """Counter changes side by side: one row per ``(label, delta)``, one column per counter in ``names``."""
+    out = []
+    for label, delta in rows:
+        out.append([label] + [_cell(esc(delta.get(n, 0)), WARN if delta.get(n) else None) for n in names])
+    return table(caption, [""] + list(names), out)
 
 
 def banner(text: str, tone: str = "info") -> str:
     """A one-line coloured note (``tone``: info, good, bad, warn)."""
     bg = {"info": "#e3ecfa", "good": GOOD, "bad": BAD, "warn": WARN}[tone]
     return (f'<div style="background:{bg};color:{TEXT};padding:4px 8px;border-radius:4px;margin:4px 0;'
-            f'font-size:0.9em">{esc(text)}</div>')
+            f'font-size:0.9em;line-height:1.35">{esc(text)}</div>')
 
 
 __all__ = ["table", "direct_map_state", "pagecache_table", "folio_table", "tlb_table", "invariant_table",
            "counters_table", "timeline", "event_log", "state_panel", "banner", "step_title", "script_title",
-           "compress_events", "DEFAULT_COUNTERS"]
+           "compress_events", "flex", "step_card", "step_tone", "delta_table", "DEFAULT_COUNTERS"]

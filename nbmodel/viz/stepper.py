@@ -14,7 +14,8 @@ The scenarios below are the ones the chapters walk through; :data:`SCENARIOS` ma
 
 from __future__ import annotations
 
-import copy
+import functools
+import pickle
 import time
 from dataclasses import dataclass, field
 
@@ -70,8 +71,19 @@ PAGECACHE_PATHS = [
     {"op": "punch_hole", "file": "g", "offset": 0, "len": "8K"},
 ]
 
+#: The direct map alone: the first zap splits, a read after it faults, the restore leaves the split behind and
+#: the next folio in the same 2M range needs no new split.
+SPLIT = [
+    {"op": "gmem_create", "file": "g", "size": "2M"},
+    {"op": "fallocate", "file": "g", "offset": 0, "len": "4K"},
+    {"op": "kernel_read", "file": "g", "offset": 0, "cpu": 1},
+    {"op": "punch_hole", "file": "g", "offset": 0, "len": "4K"},
+    {"op": "fallocate", "file": "g", "offset": "4K", "len": "4K"},
+]
+
 SCENARIOS = {
     "one folio's life (fallocate, faults, write, punch hole)": WALK,
+    "zap one page: the direct map splits": SPLIT,
     "memfd_secret: read just after the insert": SECRET_WINDOW,
     "64 folios": FOLIOS_64,
     "every page-cache entry and exit": PAGECACHE_PATHS,
@@ -112,16 +124,21 @@ class Stepper:
         self.config["switches"] = tuple(sorted(self.config["switches"]))
         self.script: list[dict] = [dict(s) for s in script]
         self._pristine = self._boot(self.config)
-        self.system = copy.deepcopy(self._pristine)
-        self.last_timings: dict = {}
+        self.system = self._fresh()
 
     # -- machine ---------------------------------------------------------------------------------------------
     @staticmethod
-    def _boot(config: dict) -> System:
+    def _boot(config: dict) -> bytes:
+        """A freshly booted System for ``config``, pickled: unpickling it is the fastest way to a new machine
+        in exactly the boot state (an arm64 PTE-mapped boot takes far longer to build or to deepcopy)."""
         c = dict(config)
-        return System(design=c["design"], arch=c["arch"], mode=c["mode"], memory=c["memory"], cpus=c["cpus"],
-                      seed=c["seed"], switches=c["switches"], write=c["write"], large_folios=c["large_folios"],
-                      batch_flush=c["batch_flush"])
+        system = System(design=c["design"], arch=c["arch"], mode=c["mode"], memory=c["memory"], cpus=c["cpus"],
+                        seed=c["seed"], switches=c["switches"], write=c["write"], large_folios=c["large_folios"],
+                        batch_flush=c["batch_flush"])
+        return pickle.dumps(system, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _fresh(self) -> System:
+        return pickle.loads(self._pristine)
 
     @property
     def pos(self) -> int:
@@ -133,9 +150,8 @@ class Stepper:
         return len(self.script)
 
     def label(self) -> str:
-        c = self.config
-        mode = self.system.k.dmap.describe()
-        return f"{self.system.config.label()} on {mode}" if c else mode
+        """``"per-folio on x86 4-level"``: the design (with switches and options) and the machine."""
+        return f"{self.system.config.label()} on {self.system.k.dmap.describe()}"
 
     # -- moving ----------------------------------------------------------------------------------------------
     def forward(self):
@@ -149,7 +165,7 @@ class Stepper:
         """Be at position ``n``: forward from here if ahead, else a fresh replay of the first ``n`` steps."""
         n = max(0, min(int(n), self.total))
         if n < self.pos:
-            self.system = copy.deepcopy(self._pristine)
+            self.system = self._fresh()
         while self.pos < n:
             self.forward()
 
@@ -167,7 +183,7 @@ class Stepper:
     def load(self, script, position: int = 0) -> None:
         """Replace the script and go to ``position``."""
         self.script = [dict(s) for s in script]
-        self.system = copy.deepcopy(self._pristine)
+        self.system = self._fresh()
         self.goto(position)
 
     def configure(self, **changes) -> None:
@@ -180,9 +196,15 @@ class Stepper:
             new["mode"] = None
         pristine = self._boot(new)
         pos = self.pos
+        old = (self.config, self._pristine, self.system)
         self.config, self._pristine = new, pristine
-        self.system = copy.deepcopy(pristine)
-        self.goto(pos)
+        self.system = self._fresh()
+        try:
+            self.goto(pos)
+        except ModelInputError:
+            # A step of the script is not valid under the new settings: keep the old ones.
+            self.config, self._pristine, self.system = old
+            raise
 
     def add(self, op: str, **args):
         """Append a step at the current position (steps after it are dropped) and run it. A step the model
@@ -200,7 +222,7 @@ class Stepper:
             return
         pos = min(self.pos, self.total - 1)
         self.script = self.script[:-1]
-        self.goto(pos) if pos >= self.pos else self.goto(pos)
+        self.goto(pos)
 
     # -- showing ---------------------------------------------------------------------------------------------
     def marks(self):
@@ -210,13 +232,7 @@ class Stepper:
         if not self.pos:
             return f"step 0 / {self.total}: nothing has run yet (press step)", "info"
         st = self.system.steps[-1]
-        tone = "good"
-        if st.broken or st.result in ("oops", "stale") or st.interrupt == "stale" or \
-                any(e.kind in ("oops", "stale", "warn") for e in st.events):
-            tone = "bad"
-        elif st.result not in ("0", "ok") and not st.result.isdigit():
-            tone = "warn"
-        return f"step {self.pos} / {self.total}: {sv.step_title(st)}", tone
+        return f"step {self.pos} / {self.total}: {sv.step_title(st)}", sv.step_tone(st)
 
     def frame(self, diagram: bool = True, counters: bool = True) -> Frame:
         t0 = time.perf_counter()
@@ -237,6 +253,41 @@ class Stepper:
         head = sv.banner(f"{self.label()} | {f.title}", f.tone)
         pic = f'<div class="nbmodel-diagram" style="overflow-x:auto">{f.svg}</div>' if diagram else ""
         return f"{head}\n{pic}\n{f.html}"
+
+    PARTS = ("diagram", "folios", "pagecache", "tlb", "invariants", "counters", "log")
+
+    def show(self, n: int | None = None, *parts: str) -> str:
+        """Go to position ``n`` and return HTML: the step's card (title and events) followed by ``parts``, any
+        of :attr:`PARTS` (``"counters"`` lists only what the step changed)."""
+        if n is not None:
+            self.goto(n)
+        unknown = set(parts) - set(self.PARTS)
+        if unknown:
+            raise ModelInputError(f"unknown part(s) {sorted(unknown)}; choose from {', '.join(self.PARTS)}")
+        system = self.system
+        step = system.steps[-1] if system.steps else None
+        out = [sv.step_card(step) if step is not None else sv.banner(self.title()[0])]
+        marks = self.marks()
+        blocks = []
+        for part in parts:
+            if part == "diagram":
+                out.append(f'<div class="nbmodel-diagram" style="overflow-x:auto">{pagetable_svg(system, marks)}</div>')
+            elif part == "folios":
+                blocks.append(sv.folio_table(system))
+            elif part == "pagecache":
+                blocks.append(sv.pagecache_table(system))
+            elif part == "tlb":
+                blocks.append(sv.tlb_table(system, marks))
+            elif part == "invariants":
+                blocks.append(sv.invariant_table(system))
+            elif part == "counters" and step is not None and step.counters:
+                blocks.append(sv.counters_table(system, names=sorted(step.counters), delta=step.counters,
+                                                caption="counters this step changed"))
+            elif part == "log":
+                blocks.append(sv.event_log(system.steps, current=step.index if step else None))
+        if blocks:
+            out.append(sv.flex(blocks))
+        return "\n".join(out)
 
     def timed_step(self, direction: str = "forward") -> dict:
         """Move one step and render, returning milliseconds spent in each part (for the latency benchmark)."""
@@ -310,11 +361,14 @@ class FolioStepper:
         if script is None:
             scenario = scenario or next(iter(SCENARIOS))
             script = SCENARIOS[scenario]
+        elif scenario is None:
+            scenario = next((name for name, s in SCENARIOS.items() if s == list(script)), None)
         self.core = Stepper(script, **config)
         self.core.goto(start)
         self._busy = False
         c = self.core.config
-        lay = w.Layout(width="auto")
+        lay = w.Layout(width="auto", flex="0 0 auto")
+        row = w.Layout(flex_flow="row wrap", align_items="center")
         self.arch = w.Dropdown(options=["x86", "arm64"], value=c["arch"], description="arch", layout=lay)
         self.mode = w.Dropdown(options=list(MODES[c["arch"]]), value=c["mode"] or MODES[c["arch"]][0],
                                description="mode", layout=lay)
@@ -327,7 +381,7 @@ class FolioStepper:
         names = ["(custom)"] + list(SCENARIOS)
         current = scenario if scenario in SCENARIOS else "(custom)"
         self.scenario = w.Dropdown(options=names, value=current, description="scenario",
-                                   layout=w.Layout(width="auto"))
+                                   layout=w.Layout(width="auto", max_width="100%"))
         self.b_reset = w.Button(description="|< reset", layout=lay)
         self.b_back = w.Button(description="< back", layout=lay)
         self.b_fwd = w.Button(description="step >", button_style="primary", layout=lay)
@@ -351,11 +405,11 @@ class FolioStepper:
         self.b_add.on_click(lambda _: self._on_add())
         self.b_drop.on_click(lambda _: self._move(self.core.remove_last))
 
-        settings = w.HBox([w.VBox([self.arch, self.mode, self.design, self.write]), self.switches])
-        steps = w.HBox([self.scenario, self.b_reset, self.b_back, self.b_fwd, self.b_end])
-        builder = w.HBox([self.op, self.args, self.b_add, self.b_drop])
-        self.widget = _StableVBox([settings, steps, builder, self.status, self.picture, self.tables],
-                                  owner=self)
+        settings = w.HBox([w.VBox([self.arch, self.mode, self.design, self.write]), self.switches], layout=row)
+        steps = w.HBox([self.scenario, self.b_reset, self.b_back, self.b_fwd, self.b_end], layout=row)
+        builder = w.HBox([self.op, self.args, self.b_add, self.b_drop], layout=row)
+        self.widget = _stable_vbox_class()([settings, steps, builder, self.status, self.picture, self.tables],
+                                           owner=self)
         self._refresh()
 
     # -- callbacks -------------------------------------------------------------------------------------------
@@ -392,7 +446,12 @@ class FolioStepper:
         self._refresh()
 
     def _move(self, action):
-        action()
+        try:
+            action()
+        except ModelInputError as exc:  # a hand-built step the model refuses at this point
+            self._refresh()
+            self._show_error(str(exc))
+            return
         self._refresh()
 
     def _sync_controls(self):
@@ -414,8 +473,8 @@ class FolioStepper:
     def _refresh(self):
         f = self.core.frame()
         self.status.value = sv.banner(f"{self.core.label()} | {f.title}", f.tone)
-        self.picture.value = f'<div class="nbmodel-diagram" style="overflow-x:auto">{f.svg}</div>'
-        self.tables.value = f.html
+        self.picture.value = f'<div class="nbmodel-diagram" style="overflow-x:auto;line-height:1.2">{f.svg}</div>'
+        self.tables.value = f'<div style="line-height:1.35">{f.html}</div>'
         self.b_back.disabled = self.core.pos == 0
         self.b_reset.disabled = self.core.pos == 0
         self.b_fwd.disabled = self.core.pos >= self.core.total
@@ -437,7 +496,8 @@ class FolioStepper:
         return bundle
 
 
-def _stable_box():
+@functools.cache
+def _stable_vbox_class():
     import ipywidgets as w
 
     class StableVBox(w.VBox):
@@ -453,14 +513,10 @@ def _stable_box():
     return StableVBox
 
 
-def _StableVBox(children, owner):  # noqa: N802 - reads as a class at the call site
-    return _stable_box()(children, owner)
-
-
 def stepper(scenario: str | None = None, script=None, start: int = 0, **config) -> FolioStepper:
     """Build a :class:`FolioStepper` (the widget needs ipywidgets; the rest of this module does not)."""
     return FolioStepper(script=script, scenario=scenario, start=start, **config)
 
 
-__all__ = ["Stepper", "FolioStepper", "Frame", "SCENARIOS", "WALK", "SECRET_WINDOW", "FOLIOS_64",
+__all__ = ["Stepper", "FolioStepper", "Frame", "SCENARIOS", "WALK", "SPLIT", "SECRET_WINDOW", "FOLIOS_64",
            "PAGECACHE_PATHS", "MODES", "stepper", "measure_latency", "latency_summary"]

@@ -1,0 +1,340 @@
+"""``nbmodel bench``: guest-sized workloads under each design and arch, their counters, the kernel time they
+would take *estimated from the cost model*, and how fast the model itself runs.
+
+Workloads (one guest_memfd with ``MMAP | INIT_SHARED | NO_DIRECT_MAP``, closed at the end):
+
+``boot-fallocate``  fallocate() the whole guest, then the guest faults every page in (``kvm_gmem_get_pfn()``)
+``boot-fault``      the guest faults every page in, nothing pre-allocated
+``balloon``         boot-fault, then three cycles of punching a quarter out and faulting it back (ballooning)
+``recreate``        boot-fault, close, create again, boot-fault
+``write``           population by ``write()`` (unmerged series; filemap design: through mermap)
+``memcpy``          population by the VMM touching every page of its mapping (``kvm_gmem_fault_user_mapping()``)
+
+Counts come from :mod:`nbmodel.bulk` (exactly the traced model's, per range; ``tests/test_bench.py`` proves it on
+small machines). Speed targets (issue #7) are checked here, never in unit tests: bulk >= 1M folio-ops/s with a
+16 GiB populate + punch + close in <= 10 s, the traced System >= 100k folio-ops/s, and the model >= 25x faster
+than this machine's memfd_secret populate.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass, field
+
+from .bulk import BulkSystem
+from .costmodel import LABEL, CostModel
+from .units import PAGE_SIZE, human, parse_size
+
+WORKLOADS = ("boot-fallocate", "boot-fault", "balloon", "recreate", "write", "memcpy")
+ARCHES = {"x86": ("x86", "4-level"), "arm64": ("arm64", "rodata-full"), "arm64-bbml2": ("arm64", "bbml2")}
+DESIGNS = ("per-folio", "filemap", "secretmem")
+FOLIOS = ("4K", "2M")
+SIZES, QUICK_SIZES = ("1G", "4G", "16G"), ("64M", "256M")
+TARGETS = {"bulk_folio_ops_per_s": 1e6, "bulk_16g_seconds": 10.0, "traced_folio_ops_per_s": 1e5,
+           "model_over_live_secretmem": 25.0}
+DM = ("DirectMap4k", "DirectMap2M", "DirectMap1G")
+
+
+def workload_ops(name: str, size, no_direct_map: bool = True) -> list[dict]:
+    """The ops of a workload on a guest of ``size`` bytes (fault ops take a ``len``: one fault per page).
+    ``no_direct_map=False`` creates the guest_memfd without the flag: the baseline with no direct-map work."""
+    n = parse_size(size)
+    q = n // 4
+    g = {"file": "g"}
+    flags = ["MMAP", "INIT_SHARED"] + (["NO_DIRECT_MAP"] if no_direct_map else [])
+    create = {"op": "gmem_create", **g, "size": n, "flags": flags}
+    fault = {"op": "guest_fault", **g, "offset": 0, "len": n}
+    close = {"op": "close", **g}
+    if name == "boot-fallocate":
+        return [create, {"op": "fallocate", **g, "offset": 0, "len": n}, fault, close]
+    if name == "boot-fault":
+        return [create, fault, close]
+    if name == "balloon":
+        cycles = []
+        for c in range(3):
+            cycles += [{"op": "punch_hole", **g, "offset": c * q, "len": q},
+                       {"op": "guest_fault", **g, "offset": c * q, "len": q}]
+        return [create, fault, *cycles, close]
+    if name == "recreate":
+        return [create, fault, close, create, fault, close]
+    if name == "write":
+        return [create, {"op": "write", **g, "offset": 0, "len": n}, close]
+    if name == "memcpy":
+        return [create, {"op": "user_fault", **g, "offset": 0, "len": n}, close]
+    raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+
+
+@dataclass
+class BenchRun:
+    """One workload on one configuration: results, counters (deltas), DirectMap before/after (kB), the estimate
+    (ns, :data:`~nbmodel.costmodel.LABEL`), and the model's own speed (not deterministic)."""
+
+    workload: str
+    size: int
+    folio: str
+    arch: str
+    design: str
+    label: str
+    results: list
+    ok: bool
+    counters: dict
+    directmap_before: dict
+    directmap_after: dict
+    pages_added: int
+    folio_ops: int
+    estimate_ns: float
+    estimate_parts: dict
+    seconds: float = 0.0
+    folio_ops_per_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def deterministic(self) -> dict:
+        """Everything but the model's timing."""
+        d = self.as_dict()
+        d.pop("seconds")
+        d.pop("folio_ops_per_s")
+        return d
+
+
+def run_workload(workload: str, size="1G", folio: str = "4K", arch: str = "x86", design: str = "filemap",
+                 cpus: int = 2, seed: int = 0, batch_flush: bool = False, cost: CostModel | None = None,
+                 memory=None, no_direct_map: bool = True) -> BenchRun:
+    """Run one workload through the range engine. 2M folios use ``large_zap`` (ahead of v12, which refuses to
+    zap large folios); ``write`` under filemap goes through mermap. ``no_direct_map=False`` is the baseline."""
+    nbytes = parse_size(size)
+    kind, mode = ARCHES[arch]
+    memory = memory or human(nbytes + (2 << 30))
+    write = "mermap" if workload == "write" else "refuse"
+    b = BulkSystem(design=design, arch=kind, mode=mode, memory=memory, cpus=cpus, seed=seed, write=write,
+                   large_folios=folio == "2M", large_zap=folio == "2M", batch_flush=batch_flush)
+    before = {k: b.counters[k] for k in DM}
+    start = dict(b.counters)
+    t = time.perf_counter()
+    results = [b.step(**op) for op in workload_ops(workload, nbytes, no_direct_map)]
+    seconds = time.perf_counter() - t
+    counters = {k: v - start.get(k, 0) for k, v in b.counters.items() if k not in DM}
+    after = {k: b.counters[k] for k in DM}
+    order_pages = 512 if folio == "2M" else 1
+    est = (cost or CostModel()).estimate(counters, kind, populated_pages=b.pages_added,
+                                         zeroed_pages=counters["zeroings"] * order_pages)
+    label = b.config.label() + (" [large_zap]" if folio == "2M" else "")
+    if not no_direct_map:
+        label = "baseline (no NO_DIRECT_MAP)"
+    ok = all(r == "0" or r.isdigit() for r in results)
+    return BenchRun(workload, nbytes, folio, arch, design, label, results, ok, counters, before, after,
+                    b.pages_added, b.folio_ops, est.total_ns, est.parts, seconds,
+                    b.folio_ops / seconds if seconds else 0.0)
+
+
+def matrix(sizes=SIZES, folios=FOLIOS, arches=tuple(ARCHES), designs=DESIGNS, workloads=WORKLOADS, cpus: int = 2,
+           batch_flush: bool = False, cost: CostModel | None = None, progress: bool = True) -> list[BenchRun]:
+    """Every combination, in a stable order."""
+    from tqdm import tqdm
+    combos = [(w, s, f, a, d) for w in workloads for s in sizes for f in folios for a in arches for d in designs]
+    out = []
+    for w, s, f, a, d in tqdm(combos, desc="bench", unit="run", file=sys.stderr, disable=None if progress else True):
+        out.append(run_workload(w, s, f, a, d, cpus=cpus, batch_flush=batch_flush, cost=cost))
+    return out
+
+
+# -- speed -----------------------------------------------------------------------------------------------------
+def bulk_target(size="16G", measure_memory: bool = False) -> dict:
+    """The issue #7 target: populate (fallocate) + punch + close a ``size`` guest of 4K folios, filemap, x86."""
+    b = BulkSystem(design="filemap", memory=human(parse_size(size) + (2 << 30)))
+    if measure_memory:
+        tracemalloc.start()
+    t = time.perf_counter()
+    for op in ({"op": "gmem_create", "file": "g", "size": size}, {"op": "fallocate", "file": "g", "len": size},
+               {"op": "punch_hole", "file": "g", "len": size}, {"op": "close", "file": "g"}):
+        b.step(**op)
+    seconds = time.perf_counter() - t
+    out = {"size": parse_size(size), "seconds": seconds, "folio_ops": b.folio_ops,
+           "folio_ops_per_s": b.folio_ops / seconds}
+    if measure_memory:
+        out["tracemalloc_peak_bytes"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return out
+
+
+def traced_rate(size="16M") -> dict:
+    """The traced System (per folio, with the event trace): fallocate + punch + close, folio-ops per second."""
+    from .system import System
+    s = System(design="filemap", memory="1G", trace=True)
+    s.step("gmem_create", file="g", size=size)
+    t = time.perf_counter()
+    s.step("fallocate", file="g", len=size)
+    s.step("punch_hole", file="g", len=size)
+    s.step("close", file="g")
+    seconds = time.perf_counter() - t
+    ops = 2 * (parse_size(size) // PAGE_SIZE)  # each folio added once and removed once
+    return {"size": parse_size(size), "seconds": seconds, "folio_ops": ops, "folio_ops_per_s": ops / seconds}
+
+
+@dataclass
+class Check:
+    name: str
+    value: float | None
+    target: float
+    status: str   # PASS, FAIL or SKIP
+    note: str = ""
+
+
+@dataclass
+class SpeedReport:
+    bulk: dict
+    traced: dict
+    live: list = field(default_factory=list)   # ProbeResult dicts
+    zero_bytes_per_ns: float | None = None
+    checks: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None, memory: bool = True) -> SpeedReport:
+    """Measure the three speed figures and check them against :data:`TARGETS`. ``probes``: live
+    :class:`~nbmodel.realkernel.ProbeResult` objects already taken (else they are taken here if ``live``);
+    ``memory``: also run the 16G target once more under tracemalloc for its peak memory."""
+    bulk = bulk_target("16G")
+    if memory:
+        bulk["tracemalloc_peak_bytes"] = bulk_target("16G", measure_memory=True)["tracemalloc_peak_bytes"]
+    traced = traced_rate("4M" if quick else "16M")
+    rep = SpeedReport(bulk, traced)
+    live_rate, why = None, "live probes not run (--no-live)"
+    if live or probes:
+        from . import realkernel as rk
+        from .costmodel import measure_zero_bandwidth
+        results = probes or rk.probe_all(parse_size(probe_size))
+        rep.live = [r.as_dict() for r in results]
+        rep.zero_bytes_per_ns = measure_zero_bandwidth()
+        sec = next(r for r in results if r.kind == "secretmem")
+        why = sec.skipped or ""
+        if not sec.skipped and sec.ns_first > 0:
+            live_rate = 1e9 / sec.ns_first
+    t = TARGETS
+    rep.checks = [
+        _check("bulk folio-ops/s (16G populate + punch + close)", bulk["folio_ops_per_s"],
+               t["bulk_folio_ops_per_s"]),
+        _check("bulk 16G populate + punch + close, seconds", bulk["seconds"], t["bulk_16g_seconds"], below=True),
+        _check("traced System folio-ops/s", traced["folio_ops_per_s"], t["traced_folio_ops_per_s"]),
+        _check("model (bulk) / live secretmem populate, pages per second",
+               bulk["folio_ops_per_s"] / live_rate if live_rate else None, t["model_over_live_secretmem"],
+               note=why if not live_rate else f"live secretmem {live_rate:,.0f} pages/s (mean first touch)"),
+    ]
+    return rep
+
+
+def _check(name, value, target, below=False, note=""):
+    if value is None:
+        return Check(name, None, target, "SKIP", note)
+    ok = value <= target if below else value >= target
+    return Check(name, value, target, "PASS" if ok else "FAIL", note)
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+EPILOG = f"""examples:
+  nbmodel bench --quick                  small guests, every workload/arch/design (CI; well under a minute)
+  nbmodel bench --sizes 1G,4G,16G        the full matrix (default)
+  nbmodel bench --workload balloon --arch x86 --design filemap --batch-flush
+  nbmodel bench --quick --json > bench.json
+
+Times labelled "{LABEL}" are counters times the prices in nbmodel.costmodel (each with its source
+and badge), not kernel measurements. "model" times are how long this Python model took. The speed checks
+print PASS/FAIL against the issue #7 targets (--strict: exit 1 on a FAIL); the live figure needs memfd_secret
+(skipped with its reason).
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("--quick", action="store_true", help=f"sizes {','.join(QUICK_SIZES)} (CI)")
+    parser.add_argument("--sizes", help=f"comma-separated guest sizes (default {','.join(SIZES)})")
+    parser.add_argument("--workload", action="append", choices=WORKLOADS, help="only this workload (repeatable)")
+    parser.add_argument("--arch", action="append", choices=tuple(ARCHES), help="only this arch (repeatable)")
+    parser.add_argument("--design", action="append", choices=DESIGNS, help="only this design (repeatable)")
+    parser.add_argument("--folio", action="append", choices=FOLIOS, help="only this folio size (repeatable)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the modelled machine (default 2)")
+    parser.add_argument("--batch-flush", action="store_true", help="filemap: one flush per fallocate()")
+    parser.add_argument("--no-live", action="store_true", help="do not probe the running kernel")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed checks")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a speed check FAILs")
+
+
+def run(args) -> int:
+    sizes = args.sizes.split(",") if args.sizes else (QUICK_SIZES if args.quick else SIZES)
+    runs = matrix(sizes, tuple(args.folio or FOLIOS), tuple(args.arch or ARCHES), tuple(args.design or DESIGNS),
+                  tuple(args.workload or WORKLOADS), cpus=args.cpus, batch_flush=args.batch_flush)
+    rep = None if args.no_speed else speed(quick=args.quick, live=not args.no_live)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.json:
+        doc = {"version": 1, "quick": args.quick, "sizes": [parse_size(s) for s in sizes], "label": LABEL,
+               "runs": [r.as_dict() for r in runs], "speed": rep.as_dict() if rep else None,
+               "cost_model": CostModel().table(), "peak_rss_kb": peak}
+        print(json.dumps(doc, indent=1))
+    else:
+        print(format_runs(runs))
+        if rep:
+            print(format_speed(rep))
+        print(f"peak RSS of this process: {peak / 1024:.0f} MiB (the live probes' buffers included)")
+    return 1 if args.strict and rep and any(c.status == "FAIL" for c in rep.checks) else 0
+
+
+def format_runs(runs, timing: bool = True) -> str:
+    """A table of runs; ``timing=False`` leaves out the model's own (varying) run time."""
+    head = (f"{'workload':<15}{'size':>5} {'folio':<5}{'arch':<12}{'design':<16}{'L2':>7}{'L3':>4}{'flush':>9}"
+            f"{'full':>7}{'IPIs':>9}{'zaps':>9}{'rest.':>9}{'4k after':>11}  {'est. ms':>9}"
+            + (f"  {'model s':>7}" if timing else ""))
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        c = r.counters
+        res = "" if r.ok else f"  ({', '.join(sorted(set(x for x in r.results if not x.isdigit() and x != '0')))})"
+        design = "baseline" if r.label.startswith("baseline") else r.design + (
+            "+batch" if "batch_flush" in r.label else "")
+        lines.append(f"{r.workload:<15}{human(r.size):>5} {r.folio:<5}{r.arch:<12}{design:<16}"
+                     f"{c['direct_map_level2_splits']:>7}{c['direct_map_level3_splits']:>4}{c['tlb_flushes']:>9}"
+                     f"{c['tlb_full_flushes']:>7}{c['ipis']:>9}{c['zaps']:>9}{c['restores']:>9}"
+                     f"{r.directmap_after['DirectMap4k'] // 1024:>9}M  {r.estimate_ns / 1e6:>9.2f}"
+                     + (f"  {r.seconds:>7.3f}" if timing else "") + res)
+    lines.append(f"L2/L3 = 2M->4K / 1G->2M splits; flush = ranged flushes; full = flush_tlb_all(); 4k after = "
+                 f"DirectMap4k at the end; est. ms = {LABEL}" + ("; model s = time this model took" if timing
+                                                                   else ""))
+    return "\n".join(lines)
+
+
+def format_speed(rep: SpeedReport) -> str:
+    lines = ["", "speed of the model (measured now; varies run to run):",
+             f"  bulk: 16G populate + punch + close in {rep.bulk['seconds']:.3f} s, "
+             f"{rep.bulk['folio_ops_per_s']:,.0f} folio-ops/s" + (
+                 f", peak Python memory {rep.bulk['tracemalloc_peak_bytes'] / 2**20:.1f} MiB (tracemalloc, "
+                 "separate run)" if "tracemalloc_peak_bytes" in rep.bulk else ""),
+             f"  traced System: {rep.traced['folio_ops_per_s']:,.0f} folio-ops/s "
+             f"({human(rep.traced['size'])} fallocate + punch + close)"]
+    for r in rep.live:
+        if r["skipped"]:
+            lines.append(f"  live {r['kind']}: skipped: {r['skipped']}")
+        else:
+            lines.append(f"  live {r['kind']}: {r['ns_first']:.0f} ns/page mean first touch, median net "
+                         f"{r['ns_net_median']:.0f} ns/page")
+    for c in rep.checks:
+        value = "n/a" if c.value is None else f"{c.value:,.2f}"
+        lines.append(f"  {c.status}  {c.name}: {value} (target {'<=' if 'seconds' in c.name else '>='} "
+                     f"{c.target:,.0f}){'; ' + c.note if c.note else ''}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog="nbmodel bench", formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

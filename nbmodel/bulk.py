@@ -1,0 +1,764 @@
+"""A range engine for the benchmarks: the counters :class:`~nbmodel.system.System` would produce, computed per run
+of pages, per 2M/1G leaf and per range instead of one 4K folio at a time.
+
+Why this is exact, not an estimate: under every design the counters depend only on *which* PFNs each folio
+gets and on the direct-map leaf each zap lands in. So the engine reproduces the page allocator's choices
+(:class:`RunAllocator`: the same seeded pageblock choice, carving order and LIFO reuse as
+:class:`~nbmodel.physmem.PageAllocator`, on runs of PFNs), and the direct map per 2M region
+(:class:`RunDirectMap`): a 4K zap splits its region's large leaves on the region's first zap (x86
+``split_large_page()`` with ``flush_tlb_all()``, arm64 ``split_kernel_leaf_mapping()``), later zaps in the region
+split nothing but arm64 contiguous-PTE groups, which are counted per 64K group. Flushes, IPIs, zaps, restores
+and zeroings are counted per folio by arithmetic. Page-table pages come from the same allocator at the moment
+the kernel would take them, so later folios get the same PFNs as in the traced model.
+
+``tests/test_bench.py`` runs the same operations through the traced System and this engine, on small machines
+with several seeds, every design and every arch, and compares counters, the PFN of every cached page, the
+allocator and the direct map page by page: the fast path cannot drift from the model.
+
+Not covered (raises :class:`BulkUnsupported`): break-it switches, TDX/SNP VMs, migration, races, running out of
+memory, and zapping large folios without ``large_zap`` (v12's ``folio_zap_direct_map()`` refuses them).
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+from .counters import Counters
+from .designs import Config
+from .errors import Errno, ModelInputError
+from .physmem import MemoryMap
+from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_size
+
+_NOT_RAM, _FREE, _USED = 0, 1, 2
+ZAPPED, UPTODATE, ZEROED = 1, 2, 4  # folio flags: NO_DIRECT_MAP (private bit, or zapped), uptodate, zeroed_at_add
+X86_CEILING, ARM64_CEILING = 33, 512  # tlb_single_page_flush_ceiling, MAX_DVM_OPS
+CONT_PTES, CONT_PMDS = 16, 16
+
+
+class BulkUnsupported(ModelInputError):
+    """The range engine does not model this; run it through the traced System instead."""
+
+
+# -- the page allocator, on runs ------------------------------------------------------------------------------
+class RunAllocator:
+    """:class:`~nbmodel.physmem.PageAllocator`'s PFN choices, handed out as runs ``(first, n, step)``.
+
+    A run covers ``first, first+step, ...`` (``n`` pages, step +1 or -1) and never crosses a 2M pageblock. The
+    per-CPU list is a stack of runs whose concatenation is PageAllocator's ``_pcp`` list."""
+
+    def __init__(self, memmap: MemoryMap, seed: int = 0, reserved: int = 0):
+        self._rng = random.Random(seed)
+        end = memmap.end_pfn
+        state = bytearray(end)
+        for s, e in memmap.ranges:
+            state[s:e] = bytes([_FREE]) * (e - s)
+        self.state = state
+        nblocks = (end + PAGES_2M - 1) // PAGES_2M
+        self.block_free = [state[b * PAGES_2M:(b + 1) * PAGES_2M].count(_FREE) for b in range(nblocks)]
+        self.whole = [b for b in range(nblocks) if self.block_free[b] == PAGES_2M]
+        self.partial = [b for b in range(nblocks) if 0 < self.block_free[b] < PAGES_2M]
+        self.carve: list[list[int]] = []   # [start, end) free ranges of the pageblock being carved, ascending
+        self.pcp: list[list[int]] = []     # [first, n, step] runs; the next page handed out is the last run's last
+        self.order9: set[int] = set()
+        self.free_pages = memmap.total_pages
+        for _ in range(reserved):
+            self.alloc0()
+
+    # -- order 0 -----------------------------------------------------------------------------------------------
+    def _source(self) -> bool:
+        """Make sure the next order-0 page exists (taking a pageblock to carve, as ``_alloc_order0`` would)."""
+        if self.pcp or self.carve:
+            return True
+        block = self._take_block(True)
+        if block is None:
+            return False
+        base = block * PAGES_2M
+        if self.block_free[block] == PAGES_2M:
+            self.carve = [[base, base + PAGES_2M]]
+        else:
+            seg, runs, i = self.state[base:base + PAGES_2M], [], 0
+            while (i := seg.find(_FREE, i)) >= 0:
+                j = i
+                while j < PAGES_2M and seg[j] == _FREE:
+                    j += 1
+                runs.append([base + i, base + j])
+                i = j
+            self.carve = runs
+        return True
+
+    def peek0(self) -> int:
+        """The PFN the next ``alloc0()`` returns, or -ENOMEM."""
+        if not self._source():
+            return -Errno.ENOMEM
+        if self.pcp:
+            f, n, s = self.pcp[-1]
+            return f + (n - 1) * s
+        return self.carve[0][0]
+
+    def take0(self, maxn: int) -> tuple[int, int, int] | None:
+        """Up to ``maxn`` order-0 pages from one source, in the order ``alloc(0)`` would return them."""
+        if not self._source():
+            return None
+        if self.pcp:
+            run = self.pcp[-1]
+            f, n, s = run
+            m = min(maxn, n)
+            top = f + (n - 1) * s
+            if m == n:
+                self.pcp.pop()
+            else:
+                run[1] = n - m
+            out = (top, m, -s if m > 1 else 1)
+        else:
+            rng = self.carve[0]
+            m = min(maxn, rng[1] - rng[0])
+            out = (rng[0], m, 1)
+            rng[0] += m
+            if rng[0] == rng[1]:
+                self.carve.pop(0)
+        lo = min(out[0], out[0] + (m - 1) * out[2])
+        self.state[lo:lo + m] = bytes([_USED]) * m
+        self.block_free[lo // PAGES_2M] -= m
+        self.free_pages -= m
+        return out
+
+    def alloc0(self) -> int:
+        """``alloc(0)``: one page or -ENOMEM."""
+        run = self.take0(1)
+        return -Errno.ENOMEM if run is None else run[0]
+
+    def free0(self, first: int, n: int, step: int) -> None:
+        """Free order-0 pages ``first, first+step, ...`` in that order (each goes on the per-CPU list)."""
+        lo = min(first, first + (n - 1) * step)
+        self.state[lo:lo + n] = bytes([_FREE]) * n
+        self.block_free[lo // PAGES_2M] += n
+        self.free_pages += n
+        if self.pcp:
+            lf, ln, ls = self.pcp[-1]
+            top = lf + (ln - 1) * ls
+            d = first - top
+            if d in (1, -1) and top // PAGES_2M == first // PAGES_2M and (ln == 1 or ls == d) \
+                    and (n == 1 or step == d):
+                self.pcp[-1] = [lf, ln + n, d]
+                return
+        self.pcp.append([first, n, step if n > 1 else 1])
+
+    # -- order 9 -----------------------------------------------------------------------------------------------
+    def alloc9(self) -> int:
+        block = self._take_block(False)
+        if block is None:
+            block = self._reclaim_whole_block()
+            if block is None:
+                return -Errno.ENOMEM
+        base = block * PAGES_2M
+        self.state[base:base + PAGES_2M] = bytes([_USED]) * PAGES_2M
+        self.block_free[block] -= PAGES_2M
+        self.order9.add(block)
+        self.free_pages -= PAGES_2M
+        return base
+
+    def free9(self, base: int) -> None:
+        block = base // PAGES_2M
+        self.order9.remove(block)
+        self.state[base:base + PAGES_2M] = bytes([_FREE]) * PAGES_2M
+        self.block_free[block] += PAGES_2M
+        self.free_pages += PAGES_2M
+        self.whole.append(block)
+
+    def _take_block(self, allow_partial: bool):
+        pool = self.whole if self.whole or not allow_partial else self.partial
+        if not pool:
+            return None
+        i = self._rng.randrange(len(pool))
+        pool[i], pool[-1] = pool[-1], pool[i]
+        return pool.pop()
+
+    def _reclaim_whole_block(self):
+        blocks = sorted({r[0] // PAGES_2M for r in self.pcp if self.block_free[r[0] // PAGES_2M] == PAGES_2M})
+        if not blocks:
+            return None
+        self.pcp = [r for r in self.pcp if r[0] // PAGES_2M != blocks[0]]
+        return blocks[0]
+
+    # -- comparison with PageAllocator (tests) ---------------------------------------------------------------------
+    def pcp_pages(self) -> list[int]:
+        return [f + i * s for f, n, s in self.pcp for i in range(n)]
+
+    def carve_pages(self) -> list[int]:
+        """The remaining carve, next page last, as PageAllocator's ``_carve`` holds it."""
+        return [p for s, e in reversed(self.carve) for p in range(e - 1, s - 1, -1)]
+
+
+# -- the direct map, per 2M region --------------------------------------------------------------------------------
+class RunDirectMap:
+    """Leaf levels per 2M region (3: inside a 1G/PUD leaf, 2: a 2M/PMD leaf, 1: a PTE table, 0: no RAM), arm64
+    contiguous bits per 2M leaf and per 64K PTE group, and page validity. Boots the layout ``_map_boot`` builds."""
+
+    def __init__(self, eng, memmap: MemoryMap, arch: str, mode: str):
+        self.eng = eng
+        self.arch = arch
+        end = memmap.end_pfn
+        nreg = (end + PAGES_2M - 1) // PAGES_2M
+        ram = [0] * nreg
+        for s, e in memmap.ranges:
+            for r in range(s // PAGES_2M, (e - 1) // PAGES_2M + 1):
+                ram[r] += min(e, (r + 1) * PAGES_2M) - max(s, r * PAGES_2M)
+        if arch == "x86":
+            use_1g, use_2m, cont = "nogbpages" not in mode, True, False
+        else:
+            use_1g = use_2m = cont = mode != "rodata-full"
+        self.lvl = bytearray(nreg)
+        self.cpmd = bytearray(nreg)
+        self.cpte = bytearray((nreg * PAGES_2M) // CONT_PTES)
+        self.inval = bytearray(nreg * PAGES_2M)
+        self.n4k = self.n2m = self.n1g = 0
+        for slot in range((nreg + 511) // 512):
+            regs = range(slot * 512, min(nreg, slot * 512 + 512))
+            if use_1g and len(regs) == 512 and all(ram[r] == PAGES_2M for r in regs):
+                self.lvl[slot * 512:slot * 512 + 512] = b"\x03" * 512
+                self.n1g += 1
+                continue
+            whole = [use_2m and ram[r] == PAGES_2M for r in regs]
+            for i, r in enumerate(regs):
+                if whole[i]:
+                    self.lvl[r] = 2
+                    g = i - i % CONT_PMDS
+                    self.cpmd[r] = cont and all(whole[g:g + CONT_PMDS]) and len(whole[g:g + CONT_PMDS]) == 16
+                    self.n2m += 1
+                elif ram[r]:
+                    self.lvl[r] = 1
+                    self.n4k += ram[r]
+                    if cont:
+                        self._boot_cont_ptes(memmap, r)
+        self.publish()
+
+    def _boot_cont_ptes(self, memmap, r: int) -> None:
+        for g in range(r * 32, r * 32 + 32):
+            lo, hi = g * CONT_PTES, (g + 1) * CONT_PTES
+            self.cpte[g] = sum(max(0, min(e, hi) - max(s, lo)) for s, e in memmap.ranges) == CONT_PTES
+
+    def publish(self) -> None:
+        self.eng.counters.set_direct_map(self.n4k, self.n2m, self.n1g)
+
+    # -- splits ---------------------------------------------------------------------------------------------
+    def _pgtable(self) -> None:
+        if self.eng.alloc.alloc0() < 0:
+            raise BulkUnsupported("a page-table allocation ran out of memory")
+        self.eng.counters["pgtable_pages"] += 1
+
+    def _split_1g(self, slot: int, cont: bool) -> None:
+        self._pgtable()
+        base = slot * 512
+        self.lvl[base:base + 512] = b"\x02" * 512
+        if cont:
+            self.cpmd[base:base + 512] = b"\x01" * 512   # split_pud(..., to_cont=true)
+        self.n1g -= 1
+        self.n2m += 512
+        self.eng.counters["direct_map_level3_splits"] += 1
+        self.publish()
+
+    def _split_2m(self, r: int, cont: bool) -> None:
+        self._pgtable()
+        self.lvl[r] = 1
+        if cont:
+            self.cpte[r * 32:r * 32 + 32] = b"\x01" * 32  # split_pmd(..., to_cont=true)
+        self.n2m -= 1
+        self.n4k += PAGES_2M
+        self.eng.counters["direct_map_level2_splits"] += 1
+        self.publish()
+
+    def _x86_split(self, r: int, invalid: bool) -> None:
+        """What ``apply_range()`` splits for a change to part of region ``r``'s leaf (x86: each split also
+        ``flush_tlb_all()``); nothing when the leaf already has the wanted protection."""
+        if self.lvl[r] == 3 and invalid:  # 1G leaves are only ever valid here
+            self._split_1g(r // 512, False)
+            self.eng.flush_all()
+        if self.lvl[r] == 2 and bool(self.inval[r * PAGES_2M]) != invalid:
+            self._split_2m(r, False)
+            self.eng.flush_all()
+
+    def _arm64_boundary(self, pfn: int) -> None:
+        """``split_kernel_leaf_mapping_locked(pfn)`` above the PTE level (contiguous PTEs: :meth:`_split_cptes`)."""
+        if pfn >= len(self.inval):
+            return
+        r = pfn // PAGES_2M
+        if self.lvl[r] == 3 and pfn % PAGES_1G:
+            self._split_1g(r // 512, True)
+        if self.lvl[r] == 2 and self.cpmd[r] and pfn % (CONT_PMDS * PAGES_2M):
+            g = r - r % CONT_PMDS
+            self.cpmd[g:g + CONT_PMDS] = bytes(CONT_PMDS)
+            self.eng.counters["arm64_contpmd_splits"] += 1
+        if self.lvl[r] == 2 and pfn % PAGES_2M:
+            self._split_2m(r, True)
+
+    def _split_cptes(self, lo: int, hi: int) -> None:
+        """Every contiguous-PTE group holding a page of ``[lo, hi)`` changed one page at a time is split."""
+        g0, g1 = lo // CONT_PTES, (hi - 1) // CONT_PTES + 1
+        n = self.cpte[g0:g1].count(1)
+        if n:
+            self.cpte[g0:g1] = bytes(g1 - g0)
+            self.eng.counters["arm64_contpte_splits"] += n
+
+    def change_pages(self, lo: int, n: int, invalid: bool) -> None:
+        """``n`` 4K folios at ``[lo, lo+n)`` (all in one 2M region) each changed on its own, in any order."""
+        r = lo // PAGES_2M
+        if self.arch == "x86":
+            self._x86_split(r, invalid)
+        elif self.eng.mode == "bbml2":
+            self._arm64_boundary(lo)
+            self._arm64_boundary(lo + 1)
+            self._split_cptes(lo, lo + n)
+        if self.lvl[r] == 2:
+            raise BulkUnsupported("a 4K change left a 2M leaf whole")
+        self.inval[lo:lo + n] = (b"\x01" if invalid else b"\x00") * n
+
+    def change_block(self, base: int, invalid: bool) -> None:
+        """One 2M folio at ``base`` changed as a whole (``set_direct_map_valid_noflush(addr, 512, ...)``)."""
+        r = base // PAGES_2M
+        if self.arch == "x86":
+            if self.lvl[r] == 3:
+                self._split_1g(r // 512, False)
+                self.eng.flush_all()
+        elif self.eng.mode == "bbml2":
+            self._arm64_boundary(base)
+            self._arm64_boundary(base + PAGES_2M)
+        self.inval[base:base + PAGES_2M] = (b"\x01" if invalid else b"\x00") * PAGES_2M
+
+    def leaf_levels(self) -> bytes:
+        return bytes(self.lvl)
+
+
+# -- files ----------------------------------------------------------------------------------------------------
+class BulkFile:
+    """A guest_memfd or memfd_secret file; its page cache is a sorted list of extents
+    ``[index, first_pfn, n, step, order, flags]``: ``n`` folios at consecutive indices (order 0: PFNs
+    ``first + i*step`` inside one pageblock; order 9: one folio)."""
+
+    def __init__(self, name: str, kind: str, size: int, flags=frozenset()):
+        self.name, self.kind, self.size, self.flags = name, kind, size, frozenset(flags)
+        self.ext: list[list[int]] = []
+        self.keys: list[int] = []
+
+    def no_direct_map(self) -> bool:
+        return self.kind == "secretmem" or "NO_DIRECT_MAP" in self.flags
+
+    def _reindex(self) -> None:
+        self.keys = [e[0] for e in self.ext]
+
+    def _span(self, e) -> int:
+        return e[2] << e[4]
+
+    def split_at(self, idx: int) -> None:
+        """Make ``idx`` an extent boundary (order-0 extents only ever need it)."""
+        i = bisect.bisect_right(self.keys, idx) - 1
+        if i < 0:
+            return
+        e = self.ext[i]
+        if e[0] < idx < e[0] + self._span(e):
+            k = (idx - e[0]) >> e[4]
+            if not k or e[4]:
+                raise BulkUnsupported("a range that cuts a large folio")
+            tail = [idx, e[1] + k * e[3], e[2] - k, e[3], e[4], e[5]]
+            e[2] = k
+            self.ext.insert(i + 1, tail)
+            self.keys.insert(i + 1, idx)
+
+    def window(self, lo: int, hi: int) -> tuple[int, int]:
+        """Split at ``lo`` and ``hi``; extents ``ext[i:j]`` lie inside ``[lo, hi)``."""
+        self.split_at(lo)
+        self.split_at(hi)
+        return bisect.bisect_left(self.keys, lo), bisect.bisect_left(self.keys, hi)
+
+    def pfn_map(self) -> dict[int, int]:
+        """``{index: pfn}`` for every cached page (tests only: this is per page)."""
+        out = {}
+        for idx, first, n, step, order, _ in self.ext:
+            for i in range(n):
+                for j in range(1 << order):
+                    out[idx + (i << order) + j] = (first + i * step if order == 0 else first + j)
+        return out
+
+    @property
+    def nrpages(self) -> int:
+        return sum(e[2] << e[4] for e in self.ext)
+
+
+# -- the engine ---------------------------------------------------------------------------------------------------
+class BulkSystem:
+    """The range engine: ``step(op, **args)`` with :class:`~nbmodel.system.System`'s op names, where the fault
+    ops (``user_fault``, ``guest_fault``, ``secret_fault``) take a ``len`` and stand for one fault per 4K page
+    of the range, in order. ``large_zap`` lets ``folio_zap_direct_map()`` take 2M folios (ahead of v12)."""
+
+    def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
+                 cpus: int = 2, seed: int = 0, write: str = "refuse", large_folios: bool = False,
+                 batch_flush: bool = False, large_zap: bool = False, fwb: bool = True, reserved_pages: int = 64):
+        self.config = Config.make(design, (), write, large_folios, batch_flush)
+        self.design = design
+        self.arch = arch
+        self.mode = mode or ("4-level" if arch == "x86" else "rodata-full")
+        if arch == "arm64" and self.mode not in ("rodata-full", "bbml2", "no-set-direct-map"):
+            raise BulkUnsupported(f"arm64 mode {self.mode!r} is not in the range engine")
+        if arch not in ("x86", "arm64"):
+            raise ModelInputError(f"unknown arch {arch!r}")
+        if arch == "x86" and set(self.mode.replace(",", " ").split()) - {"4-level", "5-level", "nogbpages"}:
+            raise ModelInputError(f"unknown x86 mode {self.mode!r}; use 4-level, 5-level, nogbpages")
+        self.memmap = memory if isinstance(memory, MemoryMap) else MemoryMap.pc(memory)
+        self.ncpus = cpus
+        self.large_zap = large_zap
+        self.fwb = fwb
+        self.order = 9 if large_folios else 0
+        self.counters = Counters()
+        self.folio_ops = 0      # folios created, touched or removed by the ops so far
+        self.pages_added = 0    # 4K pages of the folios created
+        self.dmap = RunDirectMap(self, self.memmap, arch, self.mode)
+        self.alloc = RunAllocator(self.memmap, seed=seed, reserved=reserved_pages)
+        self.files: dict[str, BulkFile] = {}
+        self.can_set = not (arch == "arm64" and self.mode == "no-set-direct-map")
+        self._batching = False
+
+    def order_of(self, f: BulkFile) -> int:
+        """Folio order of a file's folios: memfd_secret always uses order 0."""
+        return 0 if f.kind == "secretmem" else self.order
+
+    # -- flushes --------------------------------------------------------------------------------------------
+    def flush_all(self, n: int = 1) -> None:
+        """``flush_tlb_all()`` ``n`` times (x86: an IPI to every other CPU each time)."""
+        c = self.counters
+        c["tlb_full_flushes"] += n
+        if self.arch == "x86" and self.ncpus > 1:
+            c["ipis"] += n * (self.ncpus - 1)
+
+    def flush_ranges(self, n: int, pages: int) -> None:
+        """``n`` calls of ``flush_tlb_kernel_range()`` over ``pages`` pages each."""
+        c = self.counters
+        if pages > (X86_CEILING if self.arch == "x86" else ARM64_CEILING):
+            self.flush_all(n)
+            return
+        c["tlb_flushes"] += n
+        if self.arch == "x86":
+            c["tlb_page_invalidations"] += n * pages * self.ncpus
+            if self.ncpus > 1:
+                c["ipis"] += n * (self.ncpus - 1)
+        else:
+            c["tlb_page_invalidations"] += n * pages
+
+    # -- the zap and the restore --------------------------------------------------------------------------
+    def _zap(self, first: int, n: int, step: int, order: int, how: str) -> None:
+        """Zap ``n`` folios (a run of 4K folios, or one 2M folio) and count each one's flushes. ``how``:
+        ``folio`` (``folio_zap_direct_map()`` or the secretmem-style ``set_direct_map_valid_noflush()`` + flush),
+        ``invalid`` (``set_direct_map_invalid_noflush()`` + flush: mainline secretmem), ``deferred`` (batched:
+        the flush comes once at the end of fallocate())."""
+        if order and how != "invalid" and self.design != "secretmem" and not self.large_zap:
+            raise BulkUnsupported("v12 folio_zap_direct_map() refuses large folios: pass large_zap=True")
+        if not self.can_set:
+            raise BulkUnsupported("zap without can_set_direct_map()")
+        lo = min(first, first + (n - 1) * step)
+        if order:
+            self.dmap.change_block(first, True)
+        else:
+            self.dmap.change_pages(lo, n, True)
+        self.counters["zaps"] += n
+        pages = 1 << order
+        if self.arch == "arm64" and how in ("folio", "deferred"):
+            self.flush_ranges(n, pages)   # set_memory_valid(addr, nr, 0) flushes in __change_memory_common()
+        if how != "deferred":
+            self.flush_ranges(n, pages)   # flush_tlb_kernel_range()
+
+    def _restore(self, first: int, n: int, step: int, order: int) -> None:
+        """``folio_restore_direct_map()`` / ``set_direct_map_default_noflush()`` for ``n`` folios: no flush, and
+        no split, since the zap split already (the engine refuses a restore that would need one)."""
+        lo = min(first, first + (n - 1) * step)
+        if not order and self.dmap.lvl[lo // PAGES_2M] != 1:
+            raise BulkUnsupported("a 4K restore inside a large leaf would split (restore_splits)")
+        if order:
+            self.dmap.change_block(first, False)
+        else:
+            self.dmap.change_pages(lo, n, False)
+        self.counters["restores"] += n
+
+    # -- ops ----------------------------------------------------------------------------------------------------
+    def step(self, op: str, **args) -> str:
+        """Run one op; returns the kernel's answer as System does (``"0"``, ``"EINVAL"``, bytes written...)."""
+        fn = getattr(self, f"op_{op}", None)
+        if fn is None:
+            raise BulkUnsupported(f"the range engine has no op {op!r}")
+        return fn(**args)
+
+    def op_gmem_create(self, file, size, flags=("MMAP", "INIT_SHARED", "NO_DIRECT_MAP"), vm_type="default"):
+        if vm_type != "default":
+            raise BulkUnsupported("only the default VM type is in the range engine")
+        if file in self.files:
+            raise ModelInputError(f"a file named {file!r} exists already")
+        nbytes = parse_size(size)
+        flags = frozenset(flags)
+        nodm_ok = self.can_set and (self.arch == "x86" or self.fwb)
+        if nbytes == 0 or nbytes % PAGE_SIZE or ("NO_DIRECT_MAP" in flags and not nodm_ok) \
+                or ("INIT_SHARED" in flags and "MMAP" not in flags):
+            return "EINVAL"
+        self.files[file] = BulkFile(file, "guest_memfd", nbytes, flags)
+        return "0"
+
+    def op_secret_create(self, file, size):
+        if file in self.files:
+            raise ModelInputError(f"a file named {file!r} exists already")
+        nbytes = parse_size(size)
+        if not self.can_set:
+            return "ENOSYS"
+        if nbytes == 0 or nbytes % PAGE_SIZE:
+            return "EINVAL"
+        self.files[file] = BulkFile(file, "secretmem", nbytes)
+        return "0"
+
+    def _file(self, name, kind):
+        f = self.files.get(name)
+        if f is None or f.kind != kind:
+            raise ModelInputError(f"no {kind} file named {name!r}")
+        return f
+
+    def op_fallocate(self, file, offset=0, len=None, keep_size=True):
+        f = self._file(file, "guest_memfd")
+        off, ln = parse_size(offset), parse_size(len)
+        if not keep_size:
+            return "EOPNOTSUPP"
+        if off % PAGE_SIZE or ln % PAGE_SIZE or ln == 0 or off + ln > f.size:
+            return "EINVAL"
+        batching = self.config.batch_flush and self.design == "filemap" and f.no_direct_map()
+        self._batching, self._deferred = batching, 0
+        try:
+            ret = self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, "fallocate")
+        finally:
+            self._batching = False
+        if batching and self._deferred:
+            self.flush_all()
+        return ret
+
+    def op_punch_hole(self, file, offset=0, len=None):
+        f = self._file(file, "guest_memfd")
+        off, ln = parse_size(offset), parse_size(len)
+        if off % PAGE_SIZE or ln % PAGE_SIZE or ln == 0 or off + ln > f.size:
+            return "EINVAL"
+        self._truncate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT)
+        return "0"
+
+    def op_close(self, file):
+        f = self.files.get(file)
+        if f is None:
+            raise ModelInputError(f"no file named {file!r}")
+        self._truncate(f, 0, f.size >> PAGE_SHIFT)
+        del self.files[file]
+        return "0"
+
+    def _fault(self, f, offset, len, how):
+        off, ln = parse_size(offset), parse_size(len)
+        if ln <= 0 or off % PAGE_SIZE or ln % PAGE_SIZE:
+            raise BulkUnsupported("fault ranges are whole pages")
+        if off >= f.size and how == "guest_fault":
+            return "EINVAL"
+        if off >= f.size or (how == "user_fault" and "INIT_SHARED" not in f.flags):
+            return "SIGBUS"
+        if off + ln > f.size:
+            raise BulkUnsupported("a fault range past the end of the file")
+        return self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, how)
+
+    def op_user_fault(self, file, offset=0, len=PAGE_SIZE):
+        return self._fault(self._file(file, "guest_memfd"), offset, len, "user_fault")
+
+    def op_guest_fault(self, file, offset=0, len=PAGE_SIZE):
+        return self._fault(self._file(file, "guest_memfd"), offset, len, "guest_fault")
+
+    def op_secret_fault(self, file, offset=0, len=PAGE_SIZE):
+        return self._fault(self._file(file, "secretmem"), offset, len, "secret_fault")
+
+    def op_write(self, file, offset=0, len=PAGE_SIZE):
+        f = self._file(file, "guest_memfd")
+        off, ln = parse_size(offset), parse_size(len)
+        if off % PAGE_SIZE or ln % PAGE_SIZE or ln == 0 or off + ln > f.size:
+            return "EINVAL"
+        if f.no_direct_map() and self.design == "secretmem":
+            return "EINVAL"
+        if f.no_direct_map() and self.design == "filemap" and self.config.write == "refuse":
+            return "EOPNOTSUPP"
+        self._written, self._wend = 0, off + ln
+        ret = self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, "write")
+        return str(self._written) if ret in ("0", "STOP") else ret
+
+    # -- population ---------------------------------------------------------------------------------------------
+    def _populate(self, f: BulkFile, lo: int, hi: int, how: str) -> str:
+        """Folios for indices ``[lo, hi)`` in index order: existing ones get ``how``'s work, holes get new ones."""
+        sh = self.order_of(f)
+        lo_f, hi_f = lo >> sh << sh, ((hi + (1 << sh) - 1) >> sh) << sh
+        i, j = f.window(lo_f, hi_f)
+        old = f.ext[i:j]
+        new: list[list[int]] = []
+        idx, k, ret = lo_f, 0, "0"
+        while idx < hi_f and ret == "0":
+            nxt = old[k][0] if k < len(old) else hi_f
+            if idx < nxt:
+                ret = self._add(f, idx, (nxt - idx) >> sh, how, new)
+                idx = nxt if ret == "0" else idx
+                continue
+            e = old[k]
+            k += 1
+            ret = self._existing(f, e, how)
+            new.append(e)
+            idx = e[0] + f._span(e)
+        new.extend(old[k:])
+        f.ext[i:j] = _merge(new)
+        f._reindex()
+        return ret
+
+    def _add_flags(self, f: BulkFile, how: str) -> tuple[str | None, int, bool]:
+        """For a folio created by ``how``: (how it is zapped or None, flags it ends with, zeroed by the kernel)."""
+        nodm, d = f.no_direct_map(), self.design
+        if f.kind == "secretmem":
+            return ("invalid" if d == "secretmem" else "folio"), UPTODATE | ZAPPED, True
+        if not nodm:
+            return None, (UPTODATE if how != "fallocate" else 0), how in ("user_fault", "guest_fault")
+        if d == "filemap":
+            up = UPTODATE if how != "fallocate" else 0
+            return ("deferred" if self._batching else "folio"), ZAPPED | ZEROED | up, True
+        if d == "secretmem":
+            return "folio", ZAPPED | ZEROED | (UPTODATE if how != "fallocate" else 0), True
+        if how == "fallocate":
+            return None, 0, False
+        return "folio", ZAPPED | UPTODATE, how != "write"
+
+    def _add(self, f: BulkFile, idx: int, count: int, how: str, out: list) -> str:
+        """Create ``count`` folios at ``idx``...: allocate each, then zero/zap it as the design does at add."""
+        zap, flags, zero = self._add_flags(f, how)
+        c = self.counters
+        order = self.order_of(f)
+        while count:
+            if order:
+                base = self.alloc.alloc9()
+                if base < 0:
+                    raise BulkUnsupported("out of memory")
+                run = (base, 1, 0)
+            else:
+                pfn = self.alloc.peek0()
+                if pfn < 0:
+                    raise BulkUnsupported("out of memory")
+                one = zap is not None and self._splits_at(pfn)
+                run = self.alloc.take0(1 if one else count)
+            n = run[1]
+            if zero:
+                c["zeroings"] += n
+            if zap is not None:
+                self._zap(run[0], n, run[2], order, zap)
+                if zap == "deferred":
+                    self._deferred += n
+            self._count_extra(f, how, idx, n, order)
+            out.append([idx, run[0], n, run[2], order, flags])
+            idx += n << order
+            count -= n
+            self.folio_ops += n
+            self.pages_added += n << order
+        return "0"
+
+    def _splits_at(self, pfn: int) -> bool:
+        """Would a 4K change at ``pfn`` split something that allocates a page table?"""
+        lvl = self.dmap.lvl[pfn // PAGES_2M]
+        if self.arch == "x86":
+            return lvl >= 2
+        return self.mode == "bbml2" and lvl >= 2
+
+    def _count_extra(self, f: BulkFile, how: str, idx: int, n: int, order: int) -> None:
+        if how == "write":
+            if order:   # kvm_gmem_write(): written += min(folio_size(), end - folio start)
+                self._written += sum(min(PAGE_SIZE << order, self._wend - ((idx + (i << order)) << PAGE_SHIFT))
+                                     for i in range(n))
+            else:
+                self._written += n << PAGE_SHIFT
+            if f.no_direct_map() and self.design == "filemap":
+                c = self.counters
+                before = c["mermap_maps"]
+                c["mermap_maps"] += n << order
+                c["mermap_local_flushes"] += c["mermap_maps"] // 512 - before // 512
+
+    def _existing(self, f: BulkFile, e: list, how: str) -> str:
+        """``how`` on folios already cached (extent ``e``): lazy zeroing, the per-folio zap, write()'s copy."""
+        if how == "fallocate" or f.kind == "secretmem":
+            self.folio_ops += e[2]
+            return "0"
+        n, order, flags = e[2], e[4], e[5]
+        c = self.counters
+        per_folio = self.design == "per-folio" and f.no_direct_map()
+        if how == "write" and per_folio and flags & ZAPPED:
+            return "STOP" if self._written else "EPERM"
+        if how == "write":
+            flags |= UPTODATE
+        elif not flags & UPTODATE:
+            if not flags & ZEROED:
+                c["zeroings"] += n
+            flags |= UPTODATE
+        if per_folio and not flags & ZAPPED:
+            if order == 0 and self._splits_at(e[1]):
+                # the first folio splits; page-table pages come from the allocator in between
+                self._zap(e[1], 1, 1, 0, "folio")
+                if n > 1:
+                    self._zap(e[1] + e[3], n - 1, e[3], 0, "folio")
+            else:
+                self._zap(e[1], n, e[3], order, "folio")
+            flags |= ZAPPED
+        self._count_extra(f, how, e[0], n, order)
+        e[5] = flags
+        self.folio_ops += n
+        return "0"
+
+    # -- truncation ---------------------------------------------------------------------------------------------
+    def _truncate(self, f: BulkFile, lo: int, hi: int) -> None:
+        """``truncate_inode_pages_range()``: folios wholly inside leave in index order, are restored and zeroed as
+        the design does, and go back to the allocator in index order."""
+        if self.order_of(f):
+            lo, hi = ((lo + 511) >> 9) << 9, hi >> 9 << 9   # partial 2M folios: untouched (AS_INACCESSIBLE)
+            if lo >= hi:
+                return
+        i, j = f.window(lo, hi)
+        gone = f.ext[i:j]
+        del f.ext[i:j]
+        f._reindex()
+        c = self.counters
+        d = self.design
+        for e in gone:
+            _, first, n, step, order, flags = e
+            self.folio_ops += n
+            if d == "filemap" and f.no_direct_map():
+                self._restore(first, n, step, order)
+                c["zeroings"] += n
+            elif flags & ZAPPED and d in ("per-folio", "secretmem"):
+                self._restore(first, n, step, order)
+                if d == "secretmem" and f.kind == "guest_memfd":
+                    c["zeroings"] += n
+            if f.kind == "secretmem":
+                c["zeroings"] += n   # secretmem_free_folio() zeroes under every design
+        for e in gone:
+            if e[4]:
+                self.alloc.free9(e[1])
+            else:
+                self.alloc.free0(e[1], e[2], e[3])
+
+    # -- results -------------------------------------------------------------------------------------------------
+    def leaf_counts(self) -> dict:
+        return {"4K": self.dmap.n4k, "2M": self.dmap.n2m, "1G": self.dmap.n1g}
+
+
+def _merge(exts: list) -> list:
+    """Join neighbouring order-0 extents that continue each other inside one pageblock with equal flags."""
+    out: list[list[int]] = []
+    for e in exts:
+        if out:
+            p = out[-1]
+            if p[4] == e[4] == 0 and p[5] == e[5] and p[0] + p[2] == e[0]:
+                last = p[1] + (p[2] - 1) * p[3]
+                d = e[1] - last
+                if d in (1, -1) and last // PAGES_2M == e[1] // PAGES_2M and (p[2] == 1 or p[3] == d) \
+                        and (e[2] == 1 or e[3] == d):
+                    p[2] += e[2]
+                    p[3] = d
+                    continue
+        out.append(e)
+    return out
+
+
+__all__ = ["BulkSystem", "BulkUnsupported", "RunAllocator", "RunDirectMap", "BulkFile"]

@@ -1,0 +1,106 @@
+"""Plots for the cost chapter: counts against guest size, designs, folio sizes and arches, from
+:class:`nbmodel.bench.BenchRun` records; and the live kernel against the model. Rendering only: every number
+comes from :mod:`nbmodel.bench`, :mod:`nbmodel.costmodel` or :mod:`nbmodel.crosscheck`."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from nbmodel.costmodel import LABEL
+from nbmodel.units import human
+
+COLORS = {"per-folio": "#d62728", "filemap": "#1f77b4", "secretmem": "#7f7f7f", "x86": "#1f77b4",
+          "arm64": "#2ca02c", "arm64-bbml2": "#ff7f0e", "4K": "#9467bd", "2M": "#8c564b"}
+MARKERS = ("o", "s", "^", "D")
+DASHES = ("-", "--", ":", "-.")
+
+
+def _done(fig):
+    """Detach the figure from pyplot, so it is shown once: as the value of the cell that returns it."""
+    plt.close(fig)
+    return fig
+
+
+def _series(ax, runs, key, value, ylabel, log=True):
+    """One line per ``key(run)``, x = guest size, y = ``value(run)``. Lines that coincide stay visible: each has
+    its own marker and dash; zero is drawn on a symlog axis, not left out."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(key(r), []).append(r)
+    cycle = plt.get_cmap("tab10")
+    for i, (name, rs) in enumerate(groups.items()):
+        rs = sorted(rs, key=lambda r: r.size)
+        ax.plot([r.size for r in rs], [value(r) for r in rs], label=name, color=COLORS.get(name, cycle(i % 10)),
+                marker=MARKERS[i % len(MARKERS)], markersize=9 - 2 * (i % 3), linestyle=DASHES[i % len(DASHES)],
+                markerfacecolor="none" if i % 2 else None)
+    ax.set_xscale("log", base=2)
+    sizes = sorted({r.size for r in runs})
+    ax.set_xticks(sizes, [human(s) for s in sizes])
+    ax.minorticks_off()
+    if log:
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel("guest size")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def flushes(r) -> int:
+    return r.counters["tlb_flushes"] + r.counters["tlb_full_flushes"]
+
+
+def counts_vs_size(runs, key=lambda r: r.design, title=""):
+    """Three panels against guest size: 2M->4K splits, TLB flushes (ranged + full), IPIs."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
+    _series(axes[0], runs, key, lambda r: r.counters["direct_map_level2_splits"], "2M -> 4K splits")
+    _series(axes[1], runs, key, flushes, "TLB flushes (ranged + full)")
+    _series(axes[2], runs, key, lambda r: r.counters["ipis"], "IPIs")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _done(fig)
+
+
+def estimate_vs_size(runs, key=lambda r: r.design, title=""):
+    """Estimated kernel time against guest size (log-log), one line per ``key``."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    _series(ax, runs, key, lambda r: r.estimate_ns / 1e6, f"ms, {LABEL}")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _done(fig)
+
+
+def breakdown(runs, label=lambda r: r.design, title=""):
+    """Stacked bars: where the estimated time goes, one bar per run."""
+    parts = [p for p in runs[0].estimate_parts if any(r.estimate_parts[p] for r in runs)]
+    fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    bottom = [0.0] * len(runs)
+    names = [label(r) for r in runs]
+    cmap = plt.get_cmap("tab10")
+    for i, p in enumerate(parts):
+        vals = [r.estimate_parts[p] / 1e6 for r in runs]
+        ax.bar(names, vals, bottom=bottom, label=p, color=cmap(i % 10))
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel(f"ms, {LABEL}")
+    ax.legend(fontsize=7, ncols=2)
+    ax.set_title(title, fontsize=10)
+    return _done(fig)
+
+
+def live_vs_model(cross):
+    """Per round of the cross-check: 2M->4K splits the kernel counted, the model predicted, and how many regions
+    the kernel had split before we started."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
+    rounds = [f"round {i}" for i in range(1, len(cross.rounds) + 1)]
+    width = 0.27
+    series = [("kernel", [r.kernel.get("direct_map_level2_splits", 0) for r in cross.rounds], "#1f77b4"),
+              ("model", [r.model_level2 for r in cross.rounds], "#ff7f0e"),
+              ("already split", [r.already_split for r in cross.rounds], "#7f7f7f")]
+    for i, (name, vals, color) in enumerate(series):
+        ax.bar([x + (i - 1) * width for x in range(len(rounds))], vals, width, label=name, color=color)
+    ax.set_xticks(range(len(rounds)), rounds)
+    ax.set_ylabel("2M -> 4K splits")
+    ax.legend(fontsize=8)
+    return _done(fig)
+
+
+__all__ = ["counts_vs_size", "estimate_vs_size", "breakdown", "live_vs_model"]

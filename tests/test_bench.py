@@ -1,0 +1,256 @@
+"""The range engine (nbmodel.bulk) against the traced System, and the benchmark's output.
+
+Equivalence is checked on small machines: every counter, every step's result, the PFN of every cached page,
+the page allocator (free pages, per-CPU list, carve, pageblock lists, RNG) and the direct map page by page
+(validity and leaf level per 2M region). Speed targets are not asserted here: ``nbmodel bench`` checks them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+
+import pytest
+
+from nbmodel import bench
+from nbmodel.bulk import BulkSystem, BulkUnsupported, RunAllocator
+from nbmodel.pagetable import MAPPED, VALID
+from nbmodel.physmem import MemoryMap, PageAllocator
+from nbmodel.system import System
+from nbmodel.units import PAGE_SIZE, parse_size
+
+FAULTS = {"user_fault": "op_user_fault", "guest_fault": "op_guest_fault", "secret_fault": "op_secret_fault"}
+ARCH_MODES = [("x86", None), ("x86", "nogbpages"), ("arm64", "rodata-full"), ("arm64", "bbml2")]
+DESIGNS = ("per-folio", "filemap", "secretmem")
+
+
+# -- running the same ops both ways ----------------------------------------------------------------------------
+def run_traced(cfg: dict, ops: list, large_zap: bool) -> tuple[System, list]:
+    """The traced System; a fault op with ``len`` is one fault per page (called like System.step does, without
+    the per-step invariant pass, which would make this quadratic)."""
+    s = System(trace=False, **cfg)
+    s.k.allow_large_zap = large_zap  # same as System(large_zap=...)
+    results = []
+    for op in ops:
+        op = dict(op)
+        name = op.pop("op")
+        if name in FAULTS:
+            off, ln = parse_size(op.pop("offset", 0)), parse_size(op.pop("len", PAGE_SIZE))
+            extra = {"race": False} if name == "secret_fault" else {}
+            got = "0"
+            for o in range(off, off + ln, PAGE_SIZE):
+                r, _ = getattr(s, FAULTS[name])(file=op["file"], offset=o, **extra)
+                got = r if got == "0" else got
+            results.append(got)
+        else:
+            results.append(s.step(name, **op).result)
+    return s, results
+
+
+def traced_dmap(s: System, nreg: int) -> tuple[bytearray, bytearray]:
+    inval, lvl = bytearray(nreg * 512), bytearray(nreg)
+    for level, first, prot in s.k.dmap.pt.leaves():
+        if prot & MAPPED and not prot & VALID:
+            inval[first:first + level] = b"\x01" * level
+        r = first // 512
+        if level == 512 * 512:
+            lvl[r:r + 512] = b"\x03" * 512
+        else:
+            lvl[r] = 2 if level == 512 else 1
+    return inval, lvl
+
+
+def differences(cfg: dict, ops: list, large_zap: bool = False) -> list:
+    s, r1 = run_traced(cfg, ops, large_zap)
+    b = BulkSystem(large_zap=large_zap, **cfg)
+    r2 = [b.step(**dict(op)) for op in ops]
+    out = []
+    if r1 != r2:
+        out.append(("results", r1, r2))
+    bad = {k: (v, b.counters[k]) for k, v in s.k.counters.items() if v != b.counters[k]}
+    if bad:
+        out.append(("counters", bad))
+    for name, f in s.files.items():
+        pfns = {i + j: fo.pfn + j for i, fo in f.mapping.i_pages.items() for j in range(fo.nr_pages)}
+        if pfns != b.files[name].pfn_map():
+            out.append(("pfns", name))
+    a, ra = s.k.alloc, b.alloc
+    if (a.free_pages, list(a._pcp), list(a._carve), a._whole, a._partial) != \
+            (ra.free_pages, ra.pcp_pages(), ra.carve_pages(), ra.whole, ra.partial):
+        out.append(("allocator",))
+    if a._rng.getstate() != ra._rng.getstate() or bytes(a._state) != bytes(ra.state[:len(a._state)]):
+        out.append(("allocator state",))
+    inval, lvl = traced_dmap(s, len(b.dmap.lvl))
+    if inval != b.dmap.inval or lvl != b.dmap.lvl:
+        out.append(("direct map", inval.count(1), b.dmap.inval.count(1)))
+    return out
+
+
+def lifecycle(g: str = "4M") -> list[dict]:
+    """One sequence touching every op the engine has: fallocate, faults, punch/refault, write, close, re-create,
+    a memfd_secret file."""
+    n = parse_size(g)
+    q = n // 4
+    f = {"file": "g"}
+    return [
+        {"op": "gmem_create", **f, "size": g},
+        {"op": "fallocate", **f, "offset": 0, "len": 2 * q},
+        {"op": "guest_fault", **f, "offset": q, "len": 2 * q},
+        {"op": "write", **f, "offset": 3 * q, "len": q},
+        {"op": "user_fault", **f, "offset": 0, "len": n},
+        {"op": "punch_hole", **f, "offset": q, "len": 2 * q},
+        {"op": "user_fault", **f, "offset": q, "len": q},
+        {"op": "write", **f, "offset": 2 * q, "len": q},
+        {"op": "close", **f},
+        {"op": "gmem_create", **f, "size": g},
+        {"op": "guest_fault", **f, "offset": 0, "len": n},
+        {"op": "secret_create", "file": "s", "size": "1M"},
+        {"op": "secret_fault", "file": "s", "offset": 0, "len": "1M"},
+        {"op": "close", "file": "s"},
+        {"op": "close", **f},
+    ]
+
+
+def check(cfg, ops, large_zap=False):
+    diffs = differences(cfg, ops, large_zap)
+    assert not diffs, f"bulk engine and traced System differ for {cfg}: {diffs}"
+
+
+# -- equivalence ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("large", [False, True], ids=["4K", "2M"])
+@pytest.mark.parametrize("design", DESIGNS)
+@pytest.mark.parametrize("arch,mode", ARCH_MODES, ids=[f"{a}-{m or 'default'}" for a, m in ARCH_MODES])
+def test_bulk_matches_traced_lifecycle(arch, mode, design, large):
+    cfg = dict(design=design, arch=arch, mode=mode, memory="64M", seed=0, large_folios=large, write="mermap")
+    check(cfg, lifecycle(), large_zap=large)
+
+
+@pytest.mark.parametrize("memory", ["12M", "5G"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("arch,mode", [("x86", None), ("arm64", "bbml2")])
+@pytest.mark.parametrize("design", ["per-folio", "filemap"])
+def test_bulk_matches_traced_seeds_and_layouts(design, arch, mode, seed, memory):
+    """Tight memory (partial pageblocks, reuse of freed pages) and a machine with 1G leaves, several seeds."""
+    cfg = dict(design=design, arch=arch, mode=mode, memory=memory, seed=seed, cpus=3)
+    check(cfg, lifecycle("4M"))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_bulk_matches_traced_64m_fallocate(batch):
+    g = "64M"
+    ops = [{"op": "gmem_create", "file": "g", "size": g}, {"op": "fallocate", "file": "g", "len": g},
+           {"op": "punch_hole", "file": "g", "offset": "8M", "len": "16M"}, {"op": "close", "file": "g"}]
+    check(dict(design="filemap", memory="5G", seed=7, batch_flush=batch), ops)
+
+
+@pytest.mark.parametrize("program", range(8))
+def test_bulk_matches_traced_random_programs(program):
+    """Random op sequences (64K-aligned ranges) on random configurations."""
+    rng = random.Random(program)
+    arch, mode = rng.choice(ARCH_MODES)
+    design = rng.choice(["per-folio", "filemap"])
+    large = rng.random() < 0.3
+    size = 4 << 20
+    unit = (2 << 20) if large else (64 << 10)
+    ops = [{"op": "gmem_create", "file": "g", "size": size}]
+    for _ in range(10):
+        op = rng.choice(["fallocate", "guest_fault", "user_fault", "punch_hole", "write"])
+        off = rng.randrange(0, size // unit) * unit
+        ln = rng.randrange(1, (size - off) // unit + 1) * unit
+        ops.append({"op": op, "file": "g", "offset": off, "len": ln})
+    ops.append({"op": "close", "file": "g"})
+    cfg = dict(design=design, arch=arch, mode=mode, memory=rng.choice(["16M", "64M"]), seed=program,
+               large_folios=large, write=rng.choice(["refuse", "mermap"]), batch_flush=rng.random() < 0.5)
+    check(cfg, ops, large_zap=large)
+
+
+def test_run_allocator_matches_page_allocator():
+    """Random order-0 runs, single pages, order-9 blocks and frees: the same PFNs and the same state."""
+    mm = MemoryMap.pc("24M")
+    for seed in range(5):
+        rng = random.Random(seed)
+        pa, ra = PageAllocator(mm, seed=seed, reserved=64), RunAllocator(mm, seed=seed, reserved=64)
+        held0, held9 = [], []
+        for _ in range(300):
+            r = rng.random()
+            if r < 0.4:
+                n = rng.randrange(1, 600)
+                run = ra.take0(n) if ra.peek0() >= 0 else None
+                if run is None:
+                    assert pa.alloc(0) < 0
+                    continue
+                first, m, step = run
+                assert [pa.alloc(0) for _ in range(m)] == [first + i * step for i in range(m)]
+                held0.append(run)
+            elif r < 0.55:
+                got = ra.alloc9()
+                assert got == pa.alloc(9)
+                if got >= 0:
+                    held9.append(got)
+            elif r < 0.85 and held0:
+                first, m, step = held0.pop(rng.randrange(len(held0)))
+                ra.free0(first, m, step)
+                for i in range(m):
+                    pa.free(first + i * step, 0)
+            elif held9:
+                base = held9.pop(rng.randrange(len(held9)))
+                ra.free9(base)
+                pa.free(base, 9)
+            assert (pa.free_pages, pa._pcp, pa._carve, pa._whole, pa._partial) == \
+                (ra.free_pages, ra.pcp_pages(), ra.carve_pages(), ra.whole, ra.partial)
+        assert bytes(pa._state) == bytes(ra.state)
+
+
+def test_bulk_refuses_what_it_does_not_model():
+    with pytest.raises(BulkUnsupported):
+        b = BulkSystem(design="filemap", memory="64M", large_folios=True)
+        b.step("gmem_create", file="g", size="4M")
+        b.step("fallocate", file="g", len="4M")   # v12 folio_zap_direct_map() refuses large folios
+    with pytest.raises(BulkUnsupported):
+        BulkSystem(arch="arm64", mode="blocks-no-bbml2")
+    with pytest.raises(BulkUnsupported):
+        BulkSystem().step("migrate", file="g")
+
+
+# -- the benchmark -------------------------------------------------------------------------------------------------
+def test_bench_runs_are_deterministic():
+    a = bench.run_workload("balloon", "64M", "4K", "x86", "filemap")
+    b = bench.run_workload("balloon", "64M", "4K", "x86", "filemap")
+    assert a.deterministic() == b.deterministic()
+    assert a.ok and a.counters["zaps"] == a.counters["restores"] == a.pages_added
+
+
+def test_bench_quick_matrix_prints_figures(capsys):
+    runs = bench.matrix(bench.QUICK_SIZES, progress=False)
+    assert len(runs) == len(bench.QUICK_SIZES) * 2 * 3 * 3 * len(bench.WORKLOADS)
+    print(bench.format_runs(runs))
+    by = {(r.workload, r.size, r.folio, r.arch, r.design): r for r in runs}
+    big = parse_size(bench.QUICK_SIZES[-1])
+    r4k = by["boot-fault", big, "4K", "x86", "filemap"]
+    r2m = by["boot-fault", big, "2M", "x86", "filemap"]
+    assert r4k.counters["direct_map_level2_splits"] > 0 and r2m.counters["direct_map_level2_splits"] == 0
+    assert r4k.directmap_after["DirectMap4k"] > r4k.directmap_before["DirectMap4k"]
+    assert by["boot-fault", big, "4K", "arm64", "filemap"].counters["direct_map_level2_splits"] == 0
+    assert by["write", big, "4K", "x86", "secretmem"].results[1] == "EINVAL"
+    out = capsys.readouterr().out
+    assert "estimated from the cost model" in out
+
+
+def test_bench_json_shape():
+    parser = __import__("argparse").ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--json", "--no-speed", "--workload", "boot-fault", "--arch", "x86"])
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert bench.run(args) == 0
+    doc = json.loads(buf.getvalue())
+    assert doc["version"] == 1 and doc["label"] == "estimated from the cost model"
+    assert {"runs", "speed", "cost_model", "sizes", "peak_rss_kb"} <= set(doc)
+    run = doc["runs"][0]
+    for key in ("workload", "size", "folio", "arch", "design", "counters", "directmap_before", "directmap_after",
+                "estimate_ns", "estimate_parts", "folio_ops", "folio_ops_per_s", "results"):
+        assert key in run
+    assert set(run["directmap_after"]) == {"DirectMap4k", "DirectMap2M", "DirectMap1G"}
+    assert all({"name", "value", "unit", "badge", "source"} <= set(p) for p in doc["cost_model"])

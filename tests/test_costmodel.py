@@ -1,0 +1,76 @@
+"""The cost model: every price carries a value, a unit, a source and a badge; estimates are labelled and never
+decrease when a count grows."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbmodel.costmodel import BADGES, DEFAULTS, LABEL, PUBLISHED, CostModel, Estimate
+from nbmodel.counters import COUNTERS
+from nbmodel.realkernel import ProbeResult
+
+PRICED = ("zaps", "restores", "direct_map_level2_splits", "direct_map_level3_splits", "arm64_contpte_splits",
+          "arm64_contpmd_splits", "tlb_flushes", "tlb_page_invalidations", "tlb_full_flushes", "ipis",
+          "mermap_maps", "mermap_local_flushes", "zeroings")
+
+
+def test_every_parameter_has_value_unit_source_and_badge():
+    assert {"invlpg_ns", "ipi_ns", "full_flush_ns", "split_ns", "zero_bytes_per_ns", "mermap_map_ns",
+            "secretmem_fault_ns"} <= set(DEFAULTS)
+    for name, p in DEFAULTS.items():
+        assert p.name == name
+        assert p.value >= 0 and p.unit and p.what
+        assert len(p.source) > 10, f"{name} needs a source"
+        assert p.badge in BADGES
+    assert DEFAULTS["invlpg_ns"].value == 100 and "tlb.c" in DEFAULTS["invlpg_ns"].source
+    for what, number, source, badge in PUBLISHED:
+        assert what and number and source and badge in BADGES
+
+
+def test_priced_counters_are_model_counters():
+    assert set(PRICED) <= set(COUNTERS)
+
+
+@pytest.mark.parametrize("arch", ["x86", "arm64"])
+@pytest.mark.parametrize("name", PRICED)
+def test_estimate_is_monotone_in_every_count(arch, name):
+    m = CostModel()
+    base = {k: 10 for k in PRICED}
+    lo = m.estimate(base, arch, populated_pages=5).total_ns
+    hi = m.estimate({**base, name: 11}, arch, populated_pages=5).total_ns
+    assert hi >= lo
+    if not (arch == "arm64" and name == "ipis"):
+        assert hi > lo, f"{name} is not priced on {arch}"
+
+
+def test_estimate_is_labelled_and_has_parts():
+    e = CostModel().estimate({"zaps": 1, "tlb_flushes": 1, "tlb_page_invalidations": 2, "ipis": 1})
+    assert isinstance(e, Estimate) and LABEL in str(e)
+    assert e.total_ns == pytest.approx(250 + 300 + 2 * 100 + 1000)
+    assert e.as_dict()["label"] == LABEL == "estimated from the cost model"
+
+
+def test_from_probe_marks_measured_prices():
+    probes = [ProbeResult("guest_memfd", 1 << 20, 256, ns_net_median=3000.0),
+              ProbeResult("secretmem", 1 << 20, 256, ns_net_median=13000.0),
+              ProbeResult("memfd", 1 << 20, 256, skipped="no")]
+    m = CostModel.from_probe(probes, zero_bytes_per_ns=12.5, cpus=2)
+    for name in ("populate_page_ns", "secretmem_fault_ns", "ipi_ns", "zero_bytes_per_ns"):
+        assert m.params[name].badge == "measured here"
+    assert m["populate_page_ns"] == 3000.0 and m["secretmem_fault_ns"] == 13000.0
+    # one call, one ranged flush of one page on 2 CPUs, one IPI: the secretmem - guest_memfd difference
+    per_page = m["cpa_call_ns"] + m["flush_call_ns"] + 2 * m["invlpg_ns"] + m["ipi_ns"]
+    assert per_page == pytest.approx(10000.0)
+    assert CostModel().params["ipi_ns"].badge == "illustrative"
+
+
+def test_with_value_rejects_unknown_badges():
+    with pytest.raises(ValueError):
+        CostModel().with_value("ipi_ns", 1.0, "folklore", "nowhere")
+
+
+def test_from_probe_derives_the_split_price_from_attributed_faults():
+    probe = ProbeResult("secretmem", 1 << 20, 256, split_fault_ns=60000.0, plain_fault_ns=20000.0)
+    m = CostModel.from_probe([probe], cpus=2)
+    assert m.params["split_ns"].badge == "measured here"
+    assert m["split_ns"] == pytest.approx(40000.0 - m["full_flush_ns"] - m["ipi_ns"])
