@@ -15,9 +15,11 @@ from .folio import Folio
 from .pagetable import DEFAULT, MAPPED, RW, VALID
 from .physmem import MemoryMap, PageAllocator
 from .tlb import TLB
-from .trace import event
+from .trace import Event
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .x86 import X86DirectMap
+
+_new_event = tuple.__new__
 
 ARCHES = ("x86", "arm64")
 
@@ -66,7 +68,8 @@ class Kernel:
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, kind: str, **args) -> None:
         if self.trace_enabled:
-            self.trace.append(event(kind, **args))
+            # tuple.__new__ skips NamedTuple's generated __new__: this is the model's hottest line.
+            self.trace.append(_new_event(Event, (kind, tuple(args.items()))))
 
     def point(self, name: str, pfn: int) -> None:
         """A place where another CPU may run in between (the explorer and race scenarios use it)."""
@@ -194,6 +197,9 @@ class Kernel:
         self._check_pfn(pfn, numpages)
         if not isinstance(valid, bool):
             raise ModelInputError(f"valid must be True or False, not {valid!r}")
+        return self._set_valid(pfn, numpages, valid)
+
+    def _set_valid(self, pfn: int, numpages: int, valid: bool) -> int:
         ret = self._change(pfn, numpages, valid)
         if self.arch == "arm64" and not valid and self.can_set_direct_map():
             self._flush_range(pfn, numpages, reason="set_memory_valid")
@@ -206,12 +212,12 @@ class Kernel:
         if folio.order and not self.allow_large_zap:
             self.emit("error", what="folio_zap_direct_map", ret="EINVAL")
             return -Errno.EINVAL
-        addr = self.page_address(folio.pfn)
-        ret = self.set_direct_map_valid_noflush(addr, folio.nr_pages, False)
+        self._check_pfn(folio.pfn, folio.nr_pages)
+        ret = self._set_valid(folio.pfn, folio.nr_pages, False)
         if ret == 0:
             self.counters["zaps"] += 1
         self.point("after_zap", folio.pfn)
-        self.flush_tlb_kernel_range(addr, addr + folio.size)
+        self._flush_range(folio.pfn, folio.nr_pages, reason="flush_tlb_kernel_range")
         return ret
 
     def folio_restore_direct_map(self, folio: Folio, granule_pages: int | None = None) -> None:
@@ -220,9 +226,9 @@ class Kernel:
         step = granule_pages or folio.nr_pages
         splits_before = self.counters["direct_map_level2_splits"] + self.counters["direct_map_level3_splits"]
         failed = False
+        self._check_pfn(folio.pfn, folio.nr_pages)
         for off in range(0, folio.nr_pages, step):
-            addr = self.page_address(folio.pfn + off)
-            if self.set_direct_map_valid_noflush(addr, min(step, folio.nr_pages - off), True):
+            if self._set_valid(folio.pfn + off, min(step, folio.nr_pages - off), True):
                 failed = True
         splits = self.counters["direct_map_level2_splits"] + self.counters["direct_map_level3_splits"]
         self.counters["restore_splits"] += splits - splits_before
@@ -283,6 +289,9 @@ class Kernel:
         cpu = self.current_cpu if cpu is None else cpu
         if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
             raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
+        return self._access(pfn, cpu, what)
+
+    def _access(self, pfn: int, cpu: int, what: str) -> str:
         tlb = self.tlbs[cpu]
         valid = self.dmap.pt.is_valid(pfn)
         if tlb.lookup(pfn) is not None:
@@ -305,8 +314,12 @@ class Kernel:
         """``clear_highpage()`` / ``folio_zero_segment()``: the kernel writes zeroes through the direct map.
         Returns the worst access result over the folio's pages."""
         worst = "ok"
+        self._check_pfn(folio.pfn, folio.nr_pages)
+        cpu = self.current_cpu if cpu is None else cpu
+        if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
+            raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
         for p in range(folio.pfn, folio.pfn + folio.nr_pages):
-            got = self.kernel_access(p, cpu=cpu, write=True, what="zero")
+            got = self._access(p, cpu, "zero")
             if got != "ok" and worst != "oops":
                 worst = got
         if worst != "oops":

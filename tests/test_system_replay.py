@@ -41,3 +41,16 @@ def test_step_records_events_and_counter_deltas():
     assert falloc.counters["zaps"] == 4
     assert s.steps[3].result == "oops" and s.steps[3].saw is None
     assert s.invariant_status()["unmapped_while_cached"] == "held"
+
+
+def test_every_emitted_event_kind_is_documented():
+    from nbmodel import scenario
+    from nbmodel.trace import EVENT_KINDS
+
+    seen = set()
+    for path in sorted(scenario.find_files(["scenarios"])):
+        for run in scenario.run(scenario.load(path)):
+            for st in run.system.steps:
+                seen.update(e.kind for e in st.events)
+    assert seen <= set(EVENT_KINDS), seen - set(EVENT_KINDS)
+    assert {"zap", "restore", "split", "flush", "insert", "delete", "oops", "stale"} <= seen
