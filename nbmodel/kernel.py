@@ -291,12 +291,14 @@ class Kernel:
             raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
         return self._access(pfn, cpu, what)
 
-    def _access(self, pfn: int, cpu: int, what: str) -> str:
+    def _access(self, pfn: int, cpu: int, what: str, quiet: bool = False) -> str:
+        """One access; ``quiet`` leaves a successful access out of the trace (a "zero" event summarises)."""
         tlb = self.tlbs[cpu]
         valid = self.dmap.pt.is_valid(pfn)
         if tlb.lookup(pfn) is not None:
             if valid:
-                self.emit("access", cpu=cpu, pfn=pfn, what=what)
+                if not quiet:
+                    self.emit("access", cpu=cpu, pfn=pfn, what=what)
                 return "ok"
             self.counters["stale_reads"] += 1
             self.emit("stale", cpu=cpu, pfn=pfn, what=what)
@@ -307,7 +309,8 @@ class Kernel:
             return "oops"
         first, span = self.dmap.tlb_span(pfn)
         tlb.fill(first, span)
-        self.emit("access", cpu=cpu, pfn=pfn, what=what)
+        if not quiet:
+            self.emit("access", cpu=cpu, pfn=pfn, what=what)
         return "ok"
 
     def folio_zero(self, folio: Folio, cpu: int | None = None) -> str:
@@ -319,7 +322,7 @@ class Kernel:
         if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
             raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
         for p in range(folio.pfn, folio.pfn + folio.nr_pages):
-            got = self._access(p, cpu, "zero")
+            got = self._access(p, cpu, "zero", quiet=True)
             if got != "ok" and worst != "oops":
                 worst = got
         if worst != "oops":
