@@ -19,7 +19,15 @@ lint_rc=0
 echo "test.sh: ruff check"
 .venv/bin/ruff check --output-format concise . || lint_rc=$?
 
-echo "test.sh: setup, book and lint took $((SECONDS - start)) s; running pytest"
+# The figures CI should show (issue: bench and probe run in CI and print their numbers): what the modelled
+# kernel does per workload, the model's own speed against its targets, and the running kernel beside it.
+fig_rc=0
+echo "test.sh: nbmodel bench --quick"
+.venv/bin/nbmodel bench --quick 2>/dev/null | tail -n 12 || fig_rc=$?
+echo "test.sh: nbmodel probe --crosscheck"
+.venv/bin/nbmodel probe --crosscheck || fig_rc=$?
+
+echo "test.sh: setup, book, lint and figures took $((SECONDS - start)) s; running pytest"
 mkdir -p artifacts
 rc=0
 .venv/bin/python -m pytest \
@@ -28,6 +36,10 @@ rc=0
 
 if [[ $rc -eq 5 ]]; then
     echo "test.sh: pytest collected no tests (exit 5): the suite must never be empty" >&2
+fi
+if [[ $fig_rc -ne 0 ]]; then
+    echo "test.sh: nbmodel bench or probe failed (see above)" >&2
+    [[ $rc -eq 0 ]] && rc=$fig_rc
 fi
 if [[ $lint_rc -ne 0 ]]; then
     echo "test.sh: ruff check failed (see above)" >&2
