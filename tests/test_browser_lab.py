@@ -151,3 +151,51 @@ def test_pipeline_notebook_runs_in_jupyterlab(lab, chromium, screenshots_dir):
             page.screenshot(path=str(screenshots_dir / "lab-00_pipeline.png"))
             browser.close()
     assert not outside, "JupyterLab requested outside localhost:\n" + "\n".join(outside)
+
+
+def test_folio_stepper_steps_in_jupyterlab(lab, chromium, screenshots_dir):
+    """Chapter 4's live stepper: run the notebook, click "step >", and the page-table view changes."""
+    from playwright.sync_api import sync_playwright
+
+    base, token = lab
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+
+        def route(r):
+            if r.request.url.startswith(base) or r.request.url.startswith("data:"):
+                r.continue_()
+            else:
+                outside.append(r.request.url)
+                r.abort()
+
+        page.route("**/*", route)
+        try:
+            page.goto(f"{base}/lab/tree/notebooks/04_v12_per_folio.ipynb?token={token}", timeout=60_000)
+            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+            page.wait_for_function(KERNEL_READY_JS, timeout=90_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+            step = page.locator(".jp-OutputArea-output .widget-button", has_text="step >").first
+            step.wait_for(state="visible", timeout=90_000)
+            page.wait_for_function(KERNEL_READY_JS, timeout=90_000)  # all cells done
+            out = page.locator(".jp-OutputArea-output", has=page.locator(".widget-button", has_text="step >")).last
+            view = out.locator(".nbmodel-diagram").first
+            view.wait_for(state="visible", timeout=30_000)
+            before = view.inner_html()
+            status = out.locator(".widget-html", has_text="step ").first
+            status_before = status.inner_text()
+            step.scroll_into_view_if_needed(timeout=10_000)
+            step.click()
+            for _ in range(60):  # up to 30 s for the kernel to answer the click and the view to redraw
+                if view.inner_html() != before:
+                    break
+                page.wait_for_timeout(500)
+            assert view.inner_html() != before, "the page-table view did not change after 'step >'"
+            assert out.locator(".widget-html", has_text="step ").first.inner_text() != status_before
+            out.screenshot(path=str(screenshots_dir / "lab-04_stepper-after-step.png"))
+        finally:
+            page.screenshot(path=str(screenshots_dir / "lab-04_stepper.png"), full_page=False)
+            browser.close()
+    assert not outside, "JupyterLab requested outside localhost:\n" + "\n".join(outside)
