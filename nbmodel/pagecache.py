@@ -245,7 +245,7 @@ def replace_page_cache_folio(k, old: Folio, new: Folio) -> None:
     mapping, index = old.mapping, old.index
     hooks = _hooks(k, mapping)
     if hooks is not None and hooks.hook_replace:
-        ret = hooks.prep_add_unmapped_folio(k, mapping, new)
+        ret = hooks.prep_add_unmapped_folio(k, mapping, new, zero=False)  # new already holds the data
         if ret:
             raise ModelInputError(f"replace_page_cache_folio cannot fail, but the zap returned {ret}")
     k.folio_get(new)
@@ -309,6 +309,7 @@ def filemap_migrate_folio(k, mapping: AddressSpace, dst: Folio, src: Folio) -> i
     mapping.i_pages[index] = dst
     src.mapping = None
     dst.private, src.private = src.private, 0
+    dst.flags |= src.flags - {"locked"}  # folio_migrate_flags(): uptodate, dirty... move with the data
     k.emit("delete", mapping=mapping.name, index=index, pfn=src.pfn)
     k.emit("insert", mapping=mapping.name, index=index, pfn=dst.pfn)
     if hooked:

@@ -284,6 +284,7 @@ class System:
         if isinstance(new, int):
             return errno_name(new), None
         new.content = old.content
+        new.flags |= old.flags - {"locked"}  # the caller hands over an uptodate copy
         old.flags.add("locked")
         new.flags.add("locked")
         self.k.folio_get(old)

@@ -1,0 +1,1098 @@
+"""``nbmodel explore``: breadth-first search over every operation sequence of a small configuration.
+
+A configuration (:class:`~nbmodel.explore_state.Space`) is a design, its break-it switches, an arch and mode,
+a guest_memfd of a few pages (optionally a memfd_secret file too) and two CPUs. From the state after the
+files are created, the search applies every operation to every page (fallocate, punch hole, user and guest
+fault, write, migrate, replace, a racing add, a read through the direct map on each CPU) and, for each
+operation that passes one of :data:`~nbmodel.system.INTERRUPT_POINTS`, the same operation with the other
+CPU reading the page at that point. Equal states are visited once, so the search ends when nothing new is
+reachable (or at ``max_depth``). Because it is breadth-first, the first path found to a property's violation
+is a shortest one.
+
+Every transition is computed by the real :meth:`System.step` on a scratch System (see
+:mod:`nbmodel.explore_state`); every counterexample is replayed on a fresh System before it is reported.
+
+Python API: :func:`explore` -> :class:`ExploreResult`, :func:`sweep`, :func:`state_space_sizes`,
+:func:`replay`. Command line: :func:`add_arguments` and :func:`run` (``nbmodel explore --help``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from . import explore_fast as fast
+from .designs import DESIGNS, SWITCHES
+from .errors import ModelInputError
+from .explore_fast import FastUniverse
+from .explore_state import GMEM, ExploreLimit, RefusedMove, Space, Universe, observe
+from .invariants import INVARIANTS
+from .system import INTERRUPT_POINTS, System
+from .units import PAGE_SHIFT, human
+
+
+# -- what the search looks for -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Property:
+    """Something the search checks: a model invariant (a state predicate) or an observation of one step."""
+
+    key: str
+    name: str
+    kind: str            # "invariant": checked on states; "observation": on steps; "goal": wanted reachable
+    text: str
+    designs: tuple = DESIGNS
+
+
+def _invariant_properties() -> dict:
+    return {k: Property(k, inv.name, "invariant", inv.why.split(". ")[0] + ".", inv.designs)
+            for k, inv in INVARIANTS.items()}
+
+
+PROPERTIES = {
+    **_invariant_properties(),
+    "leak": Property("leak", "guest_data_read_through_direct_map", "observation",
+                     "A CPU reads guest data through the direct map (a read or a racing read returns ok or "
+                     "stale on a page holding guest-secret, guest-image or secret)."),
+    "oops": Property("oops", "kernel_path_oops", "observation",
+                     "A kernel path of the model itself (zeroing, write(), a migration copy) faults on a "
+                     "direct-map hole; reads the search makes on purpose do not count."),
+    "warn": Property("warn", "warn_on", "observation", "A WARN_ON_ONCE fires (a set_direct_map_* call failed)."),
+    "eperm": Property("eperm", "write_refused_after_zap", "goal",
+                      "write() returns EPERM: per-folio's 'userspace can write() exactly once'."),
+}
+
+#: Which break-it switch is expected to show itself as which property (used by the tests and the book).
+SWITCH_FINDS = {"skip_flush": "a", "zero_after_insert": "oops", "restore_4k": "c", "arm64_no_bbml2": "warn",
+                "unhooked_migration": "a", "put_before_restore": "b"}
+
+GMEM_OPS = ("fallocate", "punch_hole", "user_fault", "guest_fault", "write", "migrate", "replace", "race_add")
+SECRET_OPS = ("secret_fault", "secret_fault+race", "migrate", "replace")
+SIZED_OPS = ("fallocate", "punch_hole", "write")
+
+
+# -- moves ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Move:
+    """One operation the search can take: an op on a file index, maybe with a racing read by another CPU."""
+
+    op: str
+    file: str
+    index: int | None = None
+    cpu: int | None = None
+    at: str | None = None
+    icpu: int | None = None
+
+    def step(self, space: Space) -> dict:
+        """The ``System.step`` arguments (sizes as strings) for this move."""
+        if self.op in ("gmem_create", "secret_create"):
+            return space.create_step(self.file)
+        out = {"op": "secret_fault" if self.op == "secret_fault+race" else self.op, "file": self.file}
+        if self.index is not None:
+            out["offset"] = human(self.index << PAGE_SHIFT)
+        if self.op in SIZED_OPS:
+            out["len"] = "4K"
+        if self.op == "secret_fault+race":
+            out["race"] = True
+        if self.cpu is not None:
+            out["cpu"] = self.cpu
+        if self.at is not None:
+            out.update(interrupt_at=self.at, interrupt_cpu=self.icpu)
+        return out
+
+
+#: Moves left out with 2M folios: race_add puts an order-0 folio inside a 2M folio's range, after which the
+#: model's kvm_gmem_allocate() never terminates (kvm_gmem_get_folio() returns the order-0 folio at the
+#: aligned base again and again). Reported to the model's owner; remove when fixed.
+LARGE_FOLIO_SKIP = ("race_add",)
+
+
+def _plain_moves(space: Space, name: str, index: int) -> list[Move]:
+    ops = GMEM_OPS if name == GMEM else SECRET_OPS
+    if name == GMEM and space.config().large_folios:
+        ops = tuple(op for op in ops if op not in LARGE_FOLIO_SKIP)
+    ops = tuple(op for op in ops if op not in space.skip)
+    reads = [Move("kernel_read", name, index, cpu=c) for c in range(space.cpus) if "kernel_read" not in space.skip]
+    return [Move(op, name, index) for op in ops] + reads
+
+
+def _variants(space: Space, move: Move, reached) -> list[Move]:
+    if not space.interleave or move.op == "kernel_read":
+        return []
+    return [replace(move, at=at, icpu=c) for at in INTERRUPT_POINTS if at in reached
+            for c in range(1, space.cpus)]
+
+
+# -- results ---------------------------------------------------------------------------------------------------
+@dataclass
+class Counterexample:
+    """A shortest path to a property's violation, replayed on a real System."""
+
+    prop: str
+    steps: list              # step dicts, setup included, as System.step takes them
+    reason: str
+    space: Space
+    replay: list = field(default_factory=list)   # Step.as_dict() of the replay
+    verified: bool = False
+
+    @property
+    def invariant(self) -> str:
+        return self.prop
+
+    def numbered(self) -> list[str]:
+        """The replayed steps as ``N. op args -> result`` lines."""
+        out = []
+        for d in self.replay:
+            args = " ".join(f"{k}={v}" for k, v in d["args"].items())
+            extra = f" saw={d['saw']}" if "saw" in d else ""
+            extra += f" interrupt={d['interrupt']}" if "interrupt" in d else ""
+            out.append(f"{d['index']:>3}. {d['op']} {args} -> {d['result']}{extra}")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"property": self.prop, "invariant": self.prop, "kind": PROPERTIES[self.prop].kind,
+                "name": PROPERTIES[self.prop].name, "reason": self.reason,
+                "config": space_dict(self.space), "steps": self.steps, "replay": self.replay,
+                "verified": self.verified}
+
+    def to_toml(self) -> str:
+        return scenario_toml(self)
+
+
+@dataclass
+class ExploreResult:
+    """What one search found: sizes, time, and per property ``None`` (holds) or a :class:`Counterexample`."""
+
+    space: Space
+    states: int
+    transitions: int
+    depth: int
+    complete: bool
+    seconds: float
+    per_invariant: dict
+    misses: int = 0
+    engine: str = ""
+    dm_states: int | None = None
+    membership_states: int | None = None
+
+    @property
+    def states_per_second(self) -> float:
+        return self.states / self.seconds if self.seconds else float("inf")
+
+    def applies(self, key: str) -> bool:
+        return self.space.design in PROPERTIES[key].designs
+
+    def to_dict(self, timing: bool = True) -> dict:
+        out = {"config": space_dict(self.space), "label": self.space.label(), "states": self.states,
+               "transitions": self.transitions, "depth": self.depth, "complete": self.complete,
+               "per_invariant": {k: (None if v is None else v.to_dict()) for k, v in self.per_invariant.items()
+                                 if self.applies(k)}}
+        if self.dm_states is not None:
+            out.update(dm_states=self.dm_states, membership_states=self.membership_states)
+        if timing:
+            out.update(seconds=round(self.seconds, 3), states_per_second=round(self.states_per_second))
+        return out
+
+    def to_json(self, timing: bool = True) -> str:
+        return json.dumps(self.to_dict(timing), indent=1)
+
+
+def space_dict(space: Space) -> dict:
+    return {"design": space.design, "arch": space.arch, "mode": space.mode, "switches": list(space.switches),
+            "offsets": space.offsets, "secret": space.secret, "cpus": space.cpus, "memory": space.memory,
+            "seed": space.seed, "write": space.write, "large_folios": space.large_folios,
+            "batch_flush": space.batch_flush, "close": space.close, "interleave": space.interleave,
+            "skip": list(space.skip)}
+
+
+# -- engines ----------------------------------------------------------------------------------------------
+class RealEngine:
+    """Transitions computed by the real System.step on a scratch System (any configuration)."""
+
+    name = "real"
+
+    def __init__(self, space: Space):
+        self.space = space
+        self.u = Universe(space)
+        self.full = space.config().large_folios
+        self.root = self.u.root
+        self.positions = self.u.positions
+        self.records, self.globals = self.u.records, self.u.globals
+        self.moves: list[Move] = []
+        self.move_ids: dict = {}
+        self.memo: dict = {}
+        self.inv_rec: dict = {}
+        self.inv_g: dict = {}
+        self.misses = 0
+        self.refused: dict = {}
+
+    def move(self, pos, tid) -> Move:
+        return self.moves[tid]
+
+    def _id(self, move: Move) -> int:
+        got = self.move_ids.get(move)
+        if got is None:
+            got = self.move_ids[move] = len(self.moves)
+            self.moves.append(move)
+        return got
+
+    def local(self, pos: int, rid: int, gid: int) -> tuple:
+        key = (pos, rid, gid)
+        got = self.memo.get(key)
+        if got is None:
+            name, index = self.positions[pos - 1]
+            if not self.globals.value(gid)[0][_file_number(self.space, name)]:
+                got = ((), ())
+            else:
+                got = self._collect(gid, {(name, index): rid}, _plain_moves(self.space, name, index), False)
+            self.memo[key] = got
+        return got
+
+    def whole(self, state: tuple) -> tuple:
+        got = self.memo.get(state)
+        if got is None:
+            recs = dict(zip(self.positions, state[1:], strict=False))
+            got = self.memo[state] = self._collect(state[0], recs, _whole_moves(self.space, self.globals.value(
+                state[0])[0], self.full), True)
+        return got
+
+    def _collect(self, gid: int, recs: dict, plain: list, whole: bool) -> tuple:
+        self.misses += 1
+        trans, props, seen = [], {}, set()
+        for move in plain:
+            for mv, out in self._run_all(gid, recs, move):
+                mi = self._id(mv)
+                for p in out.props:
+                    props.setdefault(p, mi)
+                if whole:
+                    target = (out.gid,) + tuple(out.records[p] for p in self.positions)
+                else:
+                    ((_, rid), (_, rid2)) = next(iter(recs.items())), next(iter(out.records.items()))
+                    if rid2 == rid and out.gid == gid and not out.flush_all:
+                        continue
+                    target = (rid2, out.gid, out.flush_all)
+                if target not in seen:
+                    seen.add(target)
+                    trans.append((mi,) + (target if not whole else (target,)))
+        return tuple(trans), tuple(props.items())
+
+    def _run_all(self, gid: int, recs: dict, move: Move):
+        try:
+            got = self.u.run(gid, recs, move.step(self.space))
+        except RefusedMove as e:
+            self.refused.setdefault(move.op, str(e))
+            return
+        yield move, got
+        for var in _variants(self.space, move, got.reached):
+            try:
+                yield var, self.u.run(gid, recs, var.step(self.space))
+            except RefusedMove as e:
+                self.refused.setdefault(var.op, str(e))
+
+    def broken(self, state: tuple, pending=()) -> frozenset:
+        gid = state[0]
+        if self.full:
+            return self.u.broken_keys(gid, dict(zip(self.positions, state[1:], strict=False)))
+        out = self.inv_g.get(gid)
+        if out is None:
+            out = self.inv_g[gid] = self.u.broken_keys(gid, {})
+        for pos in range(1, len(state)):
+            rid = state[pos]
+            if rid:
+                key = (pos, rid, gid)
+                got = self.inv_rec.get(key)
+                if got is None:
+                    got = self.inv_rec[key] = self.u.broken_keys(gid, {self.positions[pos - 1]: rid})
+                out = out | got
+        return out
+
+    def clear_tlb(self, rid: int) -> int:
+        return self.u.clear_tlb(rid)
+
+    @staticmethod
+    def view(rec: tuple) -> tuple:
+        """A record's direct-map view: (valid bits, private bit)."""
+        return bool(rec[7] if rec[7] is not None else 3), rec[3] & 1
+
+
+class FastEngine:
+    """Transitions computed by :mod:`nbmodel.explore_fast` (order-0 folios), memoized twice: exactly per
+    ``(file, record, G)``, and per ``(file, record, view of G)`` as deltas, where the view hides the per-CPU
+    list below its top entry (a step that needs more is recomputed on the whole G)."""
+
+    name = "fast"
+    full = False
+
+    def __init__(self, space: Space):
+        self.space = space
+        self.u = FastUniverse(space)
+        self.m = self.u.m
+        self.root = self.u.root
+        self.positions = self.u.positions
+        self.records, self.globals = self.u.records, self.u.globals
+        self.files = [name for name, _ in self.positions]
+        self.tlist: list = []
+        self.tids: dict = {}
+        self.table = {name: self._table(name) for name, _ in space.files()}
+        self.memo = {name: {} for name, _ in space.files()}
+        self.memos_by_pos = [None] + [self.memo[name] for name in self.files]
+        self.vmemo: dict = {}
+        self.inv: dict = {}
+        self.misses = self.view_misses = 0
+
+    def _tid(self, move: Move) -> int:
+        got = self.tids.get(move)
+        if got is None:
+            got = self.tids[move] = len(self.tlist)
+            self.tlist.append(move)
+        return got
+
+    def _table(self, name: str) -> list:
+        """Per plain move: (move at index 0, tid, {point: [(variant at index 0, tid)]})."""
+        out = []
+        for move in _plain_moves(self.space, name, 0):
+            variants = {at: [(v, self._tid(replace(v, index=None))) for v in _variants(self.space, move, (at,))]
+                        for at in INTERRUPT_POINTS}
+            out.append((move, self._tid(replace(move, index=None)), variants))
+        return out
+
+    def move(self, pos, tid) -> Move:
+        move = self.tlist[tid]
+        return move if pos is None else replace(move, index=self.positions[pos - 1][1])
+
+    def local(self, pos: int, rid: int, gid: int) -> tuple:
+        name = self.files[pos - 1]
+        memo = self.memo[name]
+        key = (rid << 32) | gid
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = self._local(name, rid, gid)
+        return got
+
+    def _local(self, name: str, rid: int, gid: int) -> tuple:
+        self.misses += 1
+        g = self.globals.value(gid)
+        if not g[0][self.m.names.index(name)]:
+            return (), ()
+        pcp = g[1]
+        view = (g[0], pcp[-1:], len(pcp) > 1) + g[2:]
+        vkey = (name, rid, view)
+        deltas = self.vmemo.get(vkey)
+        if deltas is None:
+            deltas = self.vmemo[vkey] = self._deltas(name, rid, view)
+        if deltas is False:
+            return self._exact(name, rid, gid, g)
+        trans, seen = [], set()
+        gintern = self.globals.id
+        for tid, rid2, delta in deltas[0]:
+            gid2 = gintern(fast.apply_delta(g, delta))
+            key = (rid2, gid2, delta[-1])
+            if (rid2 == rid and gid2 == gid and not delta[-1]) or key in seen:
+                continue
+            seen.add(key)
+            trans.append((tid, rid2, gid2, delta[-1]))
+        return tuple(trans), deltas[1]
+
+    def _deltas(self, name: str, rid: int, view: tuple):
+        """The moves of one record on a view of G, as deltas; False if some move needs the whole G."""
+        self.view_misses += 1
+        g = (view[0], view[1]) + view[3:]
+        recs = {(name, 0): self.records.value(rid)}
+        out, props = [], {}
+        try:
+            for tid, out_ in self._run_table(name, g, recs, view[2]):
+                for p in out_.props:
+                    props.setdefault(p, tid)
+                out.append((tid, self.records.id(out_.records[(name, 0)]), out_.delta))
+        except fast.NeedDeeper:
+            return False
+        return tuple(out), tuple(props.items())
+
+    def _exact(self, name: str, rid: int, gid: int, g: tuple) -> tuple:
+        recs = {(name, 0): self.records.value(rid)}
+        trans, props, seen = [], {}, set()
+        for tid, out in self._run_table(name, g, recs, None):
+            for p in out.props:
+                props.setdefault(p, tid)
+            rid2, gid2 = self.records.id(out.records[(name, 0)]), self.globals.id(out.g)
+            key = (rid2, gid2, out.flush_all)
+            if (rid2 == rid and gid2 == gid and not out.flush_all) or key in seen:
+                continue
+            seen.add(key)
+            trans.append((tid, rid2, gid2, out.flush_all))
+        return tuple(trans), tuple(props.items())
+
+    def _run_table(self, name: str, g: tuple, recs: dict, deeper):
+        m = self.m
+        for move, tid, variants in self.table[name]:
+            try:
+                out = fast.step(m, g, recs, move, deeper)
+            except fast.Invalid:
+                continue
+            yield tid, out
+            for at in out.reached:
+                for var, vtid in variants[at]:
+                    try:
+                        yield vtid, fast.step(m, g, recs, var, deeper)
+                    except fast.Invalid:
+                        continue
+
+    def whole(self, state: tuple) -> tuple:
+        self.misses += 1
+        g = self.globals.value(state[0])
+        recs = {p: self.records.value(r) for p, r in zip(self.positions, state[1:], strict=False)}
+        trans, props, seen = [], {}, set()
+        for move in _whole_moves(self.space, g[0], False):
+            for mv, out in self._run_all(g, recs, move):
+                tid = self._tid(mv)
+                for p in out.props:
+                    props.setdefault(p, tid)
+                ns = (self.globals.id(out.g),) + tuple(self.records.id(out.records[p]) for p in self.positions)
+                if ns != state and ns not in seen:
+                    seen.add(ns)
+                    trans.append((tid, ns))
+        return tuple(trans), tuple(props.items())
+
+    def _run_all(self, g, recs, move):
+        try:
+            out = fast.step(self.m, g, recs, move)
+        except fast.Invalid:
+            return
+        yield move, out
+        for var in _variants(self.space, move, out.reached):
+            try:
+                yield var, fast.step(self.m, g, recs, var)
+            except fast.Invalid:
+                continue
+
+    def broken(self, state: tuple, pending=("a", "d")) -> frozenset:
+        gid = state[0]
+        g = self.globals.value(gid)
+        out = fast.broken_global(self.m, g)
+        if "a" not in pending and "d" not in pending:
+            return out
+        for pos in range(1, len(state)):
+            rid = state[pos]
+            if rid:
+                key = (pos, rid, gid)
+                got = self.inv.get(key)
+                if got is None:
+                    got = self.inv[key] = fast.broken_record(self.m, g, self.files[pos - 1],
+                                                             self.records.value(rid))
+                out = out | got
+        return out
+
+    def clear_tlb(self, rid: int) -> int:
+        return self.u.clear_tlb(rid)
+
+    @staticmethod
+    def view(rec: tuple) -> tuple:
+        return bool(rec[6]), rec[3] & 1
+
+
+def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
+    out = []
+    for (name, n), there in zip(space.files(), exists, strict=False):
+        if not there:
+            out.append(Move("gmem_create" if name == GMEM else "secret_create", name))
+            continue
+        if full:
+            for i in range(n):
+                out.extend(_plain_moves(space, name, i))
+        if space.close or full:
+            out.append(Move("close", name))
+    return out
+
+
+def make_engine(space: Space, engine: str = "auto"):
+    """``"fast"`` (order-0 folios on x86, arm64 bbml2/rodata-full/blocks-no-bbml2), ``"real"``, or ``"auto"``."""
+    if engine == "real":
+        return RealEngine(space)
+    try:
+        return FastEngine(space)
+    except ExploreLimit:
+        if engine == "fast":
+            raise
+        return RealEngine(space)
+
+
+# -- the search ---------------------------------------------------------------------------------------------
+class Search:
+    """Breadth-first search over one :class:`Space`; ``engine`` computes (and memoizes) the transitions."""
+
+    def __init__(self, space: Space, engine: str = "auto"):
+        self.space = space
+        self.e = make_engine(space, engine)
+
+    def run(self, max_depth: int | None = None, max_states: int | None = None):
+        """BFS to a fixpoint, ``max_depth`` steps, or ``max_states`` states (checked as states are added, so a
+        budget stops mid-level; every counterexample found is still a shortest one)."""
+        e = self.e
+        root = e.root
+        parent = {root: None}
+        found: dict = {}
+        self.pending = {k for k, inv in INVARIANTS.items() if self.space.design in inv.designs}
+        self._note([root], found)
+        self.budget = max_states
+        frontier, depth, transitions, cut = [root], 0, 0, False
+        while frontier and (max_depth is None or depth < max_depth):
+            frontier, count, cut = self._level(frontier, parent, found)
+            transitions += count
+            depth += 1
+            self._note(frontier, found)
+            if cut:
+                break
+        complete = not frontier and not cut
+        return parent, found, transitions, (depth if frontier or cut else depth - 1), complete
+
+    def _note(self, states: list, found: dict) -> None:
+        """Record the first state (in BFS order) breaking each invariant not yet broken."""
+        if not self.pending:
+            return
+        broken = self.e.broken
+        pending = self.pending
+        for s in states:
+            for key in broken(s, pending):
+                if key in self.pending:
+                    self.pending.discard(key)
+                    found.setdefault(key, ("state", s, None))
+            if not self.pending:
+                return
+
+    def _level(self, frontier: list, parent: dict, found: dict) -> tuple[list, int, bool]:
+        """Expand one BFS level: the next frontier, how many transitions were taken, whether the budget cut
+        the level short."""
+        e = self.e
+        nxt, count = [], 0
+        budget = self.budget
+        local = e.local
+        memos = getattr(e, "memos_by_pos", None)
+        whole_always = e.full or self.space.close
+        for s in frontier:
+            gid = s[0]
+            if not e.full:
+                for pos in range(1, len(s)):
+                    rid = s[pos]
+                    entry = memos[pos].get((rid << 32) | gid) if memos else None
+                    trans, props = entry or local(pos, rid, gid)
+                    count += len(trans)
+                    for tid, rid2, gid2, fa in trans:
+                        ns = self._flushed(s, pos, rid2, gid2) if fa else (gid2,) + s[1:pos] + (rid2,) + s[pos + 1:]
+                        if ns not in parent:
+                            parent[ns] = (s, pos, tid)
+                            nxt.append(ns)
+                    for key, tid in props:
+                        if key not in found:
+                            found[key] = ("step", s, (pos, tid))
+            if whole_always or not all(e.globals.value(gid)[0]):
+                trans, props = e.whole(s)
+                count += len(trans)
+                for tid, ns in trans:
+                    if ns not in parent:
+                        parent[ns] = (s, None, tid)
+                        nxt.append(ns)
+                for key, tid in props:
+                    if key not in found:
+                        found[key] = ("step", s, (None, tid))
+            if budget is not None and len(parent) >= budget:
+                return nxt, count, True
+        return nxt, count, False
+
+    def _flushed(self, s: tuple, pos: int, rid2: int, gid2: int) -> tuple:
+        clear = self.e.clear_tlb
+        rest = [clear(r) for r in s[1:]]
+        rest[pos - 1] = rid2
+        return (gid2,) + tuple(rest)
+
+    # -- counterexamples ---------------------------------------------------------------------------------------
+    def path(self, parent: dict, state: tuple) -> list[Move]:
+        out = []
+        while parent[state] is not None:
+            state, pos, tid = parent[state]
+            out.append(self.e.move(pos, tid))
+        return out[::-1]
+
+    def counterexample(self, parent: dict, key: str, how) -> Counterexample:
+        kind, s, last = how
+        moves = self.path(parent, s) + ([self.e.move(*last)] if kind == "step" else [])
+        steps = self.space.setup_steps() + [m.step(self.space) for m in moves]
+        return verify(Counterexample(key, steps, "", self.space))
+
+
+def _file_number(space: Space, name: str) -> int:
+    return [n for n, _ in space.files()].index(name)
+
+
+# -- replay --------------------------------------------------------------------------------------------------
+def replay(scenario_steps, setup: dict) -> System:
+    """Run step dicts on a fresh System built from a scenario-style ``setup`` (``designs`` or ``design``,
+    arch, mode, memory, cpus, seed, switches, write, large_folios, batch_flush, fwb)."""
+    design = setup.get("design") or (setup.get("designs") or ["filemap"])[0]
+    kw = {k: setup[k] for k in ("arch", "mode", "memory", "cpus", "seed", "write", "large_folios", "batch_flush",
+                                "fwb") if k in setup}
+    sys = System(design=design, switches=tuple(setup.get("switches", ())), **kw)
+    for st in scenario_steps:
+        sys.step(**dict(st))
+    return sys
+
+
+def setup_of(space: Space) -> dict:
+    """The scenario ``[setup]`` table for a space."""
+    out = {"arch": space.arch}
+    if space.mode is not None and "arm64_no_bbml2" not in space.switches:
+        out["mode"] = space.mode
+    out.update(memory=space.memory, cpus=space.cpus, seed=space.seed, designs=[space.design],
+               switches=list(space.switches))
+    if space.write != "refuse":
+        out["write"] = space.write
+    for key in ("large_folios", "batch_flush"):
+        if getattr(space, key):
+            out[key] = True
+    return out
+
+
+def verify(ce: Counterexample) -> Counterexample:
+    """Replay ``ce`` on a fresh System (trace on) and check its last step shows the property."""
+    sys = replay(ce.steps, setup_of(ce.space))
+    last = sys.steps[-1]
+    ce.replay = [st.as_dict() for st in sys.steps]
+    if PROPERTIES[ce.prop].kind == "invariant":
+        ce.verified = sys.first_broken.get(ce.prop) == last.index
+        ce.reason = last.broken.get(ce.prop, "not broken on replay")
+    else:
+        ce.verified = ce.prop in replay_observations(last)
+        ce.reason = f"step {last.index}: {describe_step(last)}"
+    return ce
+
+
+def replay_observations(step) -> frozenset:
+    """What a replayed step shows; a racing read that reached a page counts as the leak the search saw."""
+    racing = [(None, step.interrupt)] if step.interrupt in ("ok", "stale") else []
+    return observe(step, {None: "guest-secret"}, racing)
+
+
+def describe_step(step) -> str:
+    bits = [f"{step.op} -> {step.result}"]
+    if step.interrupt is not None:
+        bits.append(f"racing read at {step.args.get('interrupt_at')} by CPU {step.args.get('interrupt_cpu')}: "
+                    f"{step.interrupt}")
+    if step.saw is not None:
+        bits.append(f"saw {step.saw}")
+    for name in ("oops", "stale_reads", "warns"):
+        if step.counters.get(name):
+            bits.append(f"{name}+{step.counters[name]}")
+    return "; ".join(bits)
+
+
+# -- scenario files ----------------------------------------------------------------------------------------
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(str(v))
+
+
+def scenario_name(ce: Counterexample) -> str:
+    sp = ce.space
+    parts = ["EXPLORE", sp.design, sp.arch] + ([sp.mode] if sp.mode else []) + list(sp.switches) + [ce.prop]
+    return "-".join(parts).upper().replace("_", "-")
+
+
+def scenario_toml(ce: Counterexample) -> str:
+    """The counterexample as a scenario file that ``nbmodel run`` replays to the same violation."""
+    prop = PROPERTIES[ce.prop]
+    n = len(ce.steps)
+    lines = [f"name = {_toml_value(scenario_name(ce))}",
+             f"purpose = {_toml_value(f'shortest path found by nbmodel explore to {prop.key} ({prop.name})')}",
+             "", "[setup]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in setup_of(ce.space).items()]
+    for st in ce.steps:
+        lines += ["", "[[step]]"] + [f"{k} = {_toml_value(v)}" for k, v in st.items()]
+    for table in _expectations(ce, n):
+        lines += ["", "[[expect]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _expectations(ce: Counterexample, n: int) -> list[dict]:
+    why = PROPERTIES[ce.prop].text
+    if PROPERTIES[ce.prop].kind == "invariant":
+        return [{"invariant": ce.prop, "held": False, "why": why}, {"invariant": ce.prop, "broken_at": n}]
+    last = ce.replay[-1] if ce.replay else {}
+    if ce.prop == "eperm":
+        return [{"step": n, "result": "EPERM", "why": why}]
+    if ce.prop == "leak" and last.get("interrupt") in ("ok", "stale"):
+        return [{"step": n, "interrupt": last["interrupt"], "why": why}]
+    if ce.prop == "leak":
+        return [{"step": n, "saw": last.get("saw", ""), "why": why}]
+    counter = {"oops": "oops", "warn": "warns"}[ce.prop]
+    events = {"oops": ["oops("], "warn": ["warn("]}[ce.prop]
+    return [{"step": n, "events": events, "why": why}, {"counter": counter, "at_least": 1}]
+
+
+# -- entry points ----------------------------------------------------------------------------------------
+#: Default state budget per engine: the search stops after the BFS level at which it has more states.
+BUDGET = {"fast": 150_000, "real": 150}
+AUTO = "auto"
+
+
+def explore(design: str = "filemap", arch: str = "x86", mode: str | None = None, switches=(), offsets: int = 3,
+            cpus: int = 2, max_depth: int | None = None, secret: int = 0, close: bool = False,
+            interleave: bool = True, memory: str = "4G", seed: int = 0, write: str = "refuse",
+            large_folios: bool = False, batch_flush: bool = False, max_states=AUTO, sizes: bool = False,
+            engine: str = "auto", skip=()) -> ExploreResult:
+    """Explore one configuration breadth-first; see the module docstring.
+
+    ``max_states`` is a budget: the search stops after the level at which it has visited more states
+    (``"auto"``: :data:`BUDGET` for the engine; None: no budget). ``sizes`` also counts direct-map views."""
+    space = Space(design, arch, mode, tuple(sorted(switches)), offsets, secret, cpus, memory, seed, write,
+                  large_folios, batch_flush, close, interleave, skip=tuple(sorted(skip)))
+    return explore_space(space, max_depth=max_depth, max_states=max_states, sizes=sizes, engine=engine)
+
+
+def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False, engine="auto") -> ExploreResult:
+    _check_space(space)
+    start = time.perf_counter()
+    search = Search(space, engine)
+    budget = BUDGET[search.e.name] if max_states == AUTO else max_states
+    parent, found, transitions, depth, complete = search.run(max_depth, budget)
+    seconds = time.perf_counter() - start
+    per = {k: (search.counterexample(parent, k, found[k]) if k in found else None) for k in PROPERTIES}
+    res = ExploreResult(space, len(parent), transitions, depth, complete, seconds, per, search.e.misses,
+                        engine=search.e.name)
+    res.refused = dict(getattr(search.e, "refused", {}))
+    if sizes:
+        res.dm_states, res.membership_states = _views(search, parent)
+    return res
+
+
+def _check_space(space: Space) -> None:
+    if space.design not in DESIGNS:
+        raise ModelInputError(f"unknown design {space.design!r}; choose one of {', '.join(DESIGNS)}")
+    unknown = set(space.switches) - set(SWITCHES)
+    if unknown:
+        raise ModelInputError(f"unknown switches {sorted(unknown)}; known: {', '.join(SWITCHES)}")
+    if not 0 <= space.offsets <= 16 or not 0 <= space.secret <= 16 or space.offsets + space.secret == 0:
+        raise ModelInputError("offsets and secret must be 0..16 pages, and not both 0")
+    if not 1 <= space.cpus <= 8:
+        raise ModelInputError("cpus must be from 1 to 8")
+
+
+def _views(search: Search, parent: dict) -> tuple[int, int]:
+    """Distinct direct-map views (per page: cached?, direct map valid?, private bit) and memberships."""
+    value = search.e.records.value
+    views, members = set(), set()
+    for s in parent:
+        recs = [value(r) for r in s[1:]]
+        views.add(tuple(None if r is None else search.e.view(r) for r in recs))
+        members.add(tuple(r is None for r in recs))
+    return len(views), len(members)
+
+
+def state_space_sizes(design: str = "filemap", offsets_range=range(1, 4), **kw) -> list[dict]:
+    """For the book: reachable states and direct-map views against the number of pages, for one design.
+    ``dm_states`` counts distinct per-page (cached?, direct map valid?, private bit) views; under the
+    filemap design it equals ``membership_states``: the direct map is a function of page-cache membership."""
+    out = []
+    for n in offsets_range:
+        r = explore(design=design, offsets=n, sizes=True, **kw)
+        out.append({"design": design, "offsets": n, "states": r.states, "transitions": r.transitions,
+                    "complete": r.complete, "depth": r.depth, "dm_states": r.dm_states,
+                    "membership_states": r.membership_states})
+    return out
+
+
+#: Space changes a switch needs to show itself (put_before_restore acts on memfd_secret's racing fault).
+SWITCH_SPACE = {"put_before_restore": {"offsets": 1, "secret": 1}, "restore_4k": {"offsets": 1}}
+ARCHES = (("x86", None), ("arm64", "bbml2"), ("arm64", "rodata-full"))
+
+
+def default_spaces(designs=DESIGNS, arches=ARCHES, switch_sets=None, **kw) -> list[Space]:
+    """The sweep ``nbmodel explore`` runs: every design x arch x (no switch, each switch alone);
+    ``arm64_no_bbml2`` (which forces the arm64 mode) once per design."""
+    if switch_sets is None:
+        switch_sets = [()] + [(s,) for s in SWITCHES]
+    out = []
+    for design in designs:
+        for switches in switch_sets:
+            extra = {k: v for sw in switches for k, v in SWITCH_SPACE.get(sw, {}).items() if k not in kw}
+            for arch, mode in arches:
+                if "arm64_no_bbml2" in switches:
+                    if arch != "arm64" or (arch, mode) != next(a for a in arches if a[0] == "arm64"):
+                        continue
+                    mode = None
+                out.append(Space(design, arch, mode, tuple(switches), **{**kw, **extra}))
+    return out
+
+
+def effective_key(space: Space):
+    """Spaces with equal keys explore the same machine (a switch with no effect on this design's paths);
+    None when only the real engine covers the space."""
+    try:
+        m = fast.Machine.of(space)
+    except ExploreLimit:
+        return None
+    hooks = m.hooks
+    return (m.kind, m.design, hooks, hooks and m.zero_before_add, hooks and m.hook_migrate, m.skip_flush,
+            hooks and m.batch_flush, m.design == "filemap" and m.write_mode, bool(space.secret) and m.put_first,
+            m.gmem_nodm, m.gmem_shared, tuple(m.carve[:8]), m.split_allocs, m.boot_split, m.boot_noncont,
+            space.offsets, space.secret, space.cpus, space.interleave, space.close, space.skip)
+
+
+def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_states=AUTO) -> list:
+    """Explore several spaces in parallel processes; results in the order given. A space whose machine
+    equals an earlier one's (:func:`effective_key`) is not explored again: its entry is ``("same", i)``."""
+    keys = [effective_key(sp) for sp in spaces]
+    first: dict = {}
+    todo = []
+    for i, key in enumerate(keys):
+        if key is not None and key in first:
+            continue
+        if key is not None:
+            first[key] = i
+        todo.append(i)
+    # One process by default: the whole default sweep takes ~30 s in one process, and a pool of workers
+    # was seen to stall on this 2-core machine while other work ran.
+    jobs = max(1, min(jobs or 1, len(todo)))
+    if jobs == 1:
+        done = {i: explore_space(spaces[i], max_depth, max_states) for i in todo}
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futs = {i: pool.submit(explore_space, spaces[i], max_depth, max_states) for i in todo}
+            done = {i: f.result() for i, f in futs.items()}
+    return [done[i] if i in done else ("same", first[keys[i]]) for i in range(len(spaces))]
+
+
+# -- text output -------------------------------------------------------------------------------------------
+COLUMNS = ("a", "b", "c", "d", "leak", "oops", "warn", "eperm")
+
+
+def verdict(r: ExploreResult, key: str) -> str:
+    """A table cell: ``ok`` (holds, complete), ``ok<`` (holds in the bounded search), ``N`` (shortest
+    counterexample has N steps), ``-`` (does not apply)."""
+    if not r.applies(key):
+        return "-"
+    ce = r.per_invariant.get(key)
+    if ce is None:
+        return "ok" if r.complete else "ok<"
+    return str(len(ce.steps)) + ("" if ce.verified else "!")
+
+
+def format_result(r: ExploreResult, timing: bool = True, details: bool = True, toml: bool = False) -> str:
+    """One configuration: sizes, then per property ``holds`` or the shortest counterexample."""
+    sp = r.space
+    files = f"guest_memfd of {sp.offsets} page(s)" + (f" + memfd_secret of {sp.secret}" if sp.secret else "")
+    lines = [f"== {sp.label()}: {files}, {sp.cpus} CPUs, interleavings {'on' if sp.interleave else 'off'}, "
+             f"engine {r.engine}"]
+    scope = "complete: every reachable state visited" if r.complete else "bounded: state budget or --depth"
+    lines.append(f"   {r.states} states, {r.transitions} transitions, depth {r.depth} ({scope})")
+    if timing:
+        lines.append(f"   {r.seconds:.2f} s, {r.states_per_second:,.0f} states/s")
+    for key, prop in PROPERTIES.items():
+        lines.extend(_property_lines(r, key, prop, details, toml))
+    for op, why in sorted(getattr(r, "refused", {}).items()):
+        lines.append(f"   note: the model refused {op} in some states: {why}")
+    return "\n".join(lines)
+
+
+def _property_lines(r: ExploreResult, key: str, prop: Property, details: bool, toml: bool = False) -> list[str]:
+    head = f"   {key:<5} {prop.name:<36}"
+    if not r.applies(key):
+        return [f"{head} n/a ({', '.join(prop.designs)} only)"]
+    ce = r.per_invariant.get(key)
+    where = "all" if r.complete else "all explored"
+    if ce is None:
+        if prop.kind == "goal":
+            return [f"{head} not reachable in {where} {r.transitions} transitions"]
+        unit = f"{r.states} states" if prop.kind == "invariant" else f"{r.transitions} transitions"
+        return [f"{head} holds in {where} {unit}"]
+    what = "reachable" if prop.kind == "goal" else "COUNTEREXAMPLE"
+    out = [f"{head} {what}, {len(ce.steps)} steps{'' if ce.verified else ' (NOT reproduced on replay!)'}"]
+    if details:
+        out += [f"        {line}" for line in ce.numbered()]
+        out.append(f"        -> {ce.reason}")
+    if toml:
+        out += [f"        | {line}" for line in ce.to_toml().splitlines()]
+    return out
+
+
+def format_table(spaces: list[Space], results: list, timing: bool = True) -> str:
+    """The sweep as one line per configuration."""
+    width = max(len(sp.label()) for sp in spaces) + 2
+    head = f"{'configuration':<{width}}{'engine':<7}{'states':>9}{'depth':>7} " + "".join(f"{c:>6}" for c in COLUMNS)
+    lines = [head + ("   seconds" if timing else "")]
+    for sp, r in zip(spaces, results, strict=False):
+        if isinstance(r, tuple):
+            lines.append(f"{sp.label():<{width}}= {spaces[r[1]].label()} (the switch changes nothing here)")
+            continue
+        depth = f"{r.depth}{'' if r.complete else '<'}"
+        row = f"{sp.label():<{width}}{r.engine:<7}{r.states:>9}{depth:>7} " + "".join(
+            f"{verdict(r, c):>6}" for c in COLUMNS)
+        lines.append(row + (f"{r.seconds:>10.2f}" if timing else ""))
+    return "\n".join(lines)
+
+
+LEGEND = ("ok: holds in every reachable state (complete search)  ok<: holds in every state the bounded search "
+          "visited  N: shortest counterexample has N steps (setup included; --details prints it)  -: n/a  "
+          "depth N<: bounded")
+
+
+# -- command line ------------------------------------------------------------------------------------------
+EPILOG = """examples:
+  nbmodel explore                                   every design x arch x switch, one line each
+  nbmodel explore --design filemap --arch x86       one configuration: sizes and per property
+                                                    "holds in all N states" or the shortest counterexample
+  nbmodel explore --design filemap --switch skip_flush --scenario-out /tmp/ce
+                                                    ... and write each counterexample as a scenario file
+                                                    that `nbmodel run /tmp/ce/*.toml` replays
+  nbmodel explore --design per-folio --offsets 3 --depth 6 --json
+
+properties: a-d are the model's invariants (nbmodel.invariants), checked after every step and, at interrupt
+points, inside it; leak: a CPU reads guest data through the direct map; oops: a kernel path faults on a
+direct-map hole; warn: a WARN_ON fires; eperm: write() refused after a zap (a goal, not a bug).
+
+exit status: 0 (a counterexample is a result, not an error); 2 for bad arguments."""
+
+
+def add_arguments(parser) -> None:
+    """The ``nbmodel explore`` options."""
+    parser.epilog = EPILOG
+    parser.add_argument("--design", action="append", choices=DESIGNS, help="explore this design (repeatable)")
+    parser.add_argument("--arch", action="append", choices=("x86", "arm64"), help="this arch (repeatable)")
+    parser.add_argument("--mode", help="the arch's mode (x86: 4-level, 5-level, nogbpages; arm64: bbml2, "
+                        "rodata-full); default: x86 4-level, arm64 bbml2 and rodata-full")
+    parser.add_argument("--switch", action="append", choices=list(SWITCHES), metavar="SWITCH",
+                        help="turn this break-it switch on (repeatable; together): " + ", ".join(SWITCHES))
+    parser.add_argument("--no-switches", action="store_true", help="the sweep without any switch")
+    parser.add_argument("--offsets", type=int, default=None, help="pages of the guest_memfd (default 3)")
+    parser.add_argument("--secret", type=int, default=None, help="pages of a memfd_secret file too (default 0)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs (default 2)")
+    parser.add_argument("--depth", type=int, default=None, help="stop after this many steps (default: none)")
+    parser.add_argument("--max-states", type=int, default=None,
+                        help=f"state budget per configuration (default {BUDGET['fast']}; real engine "
+                        f"{BUDGET['real']}); 0: none")
+    parser.add_argument("--no-interleave", action="store_true", help="no racing reads at interrupt points")
+    parser.add_argument("--close", action="store_true", help="also close and re-create files")
+    parser.add_argument("--skip-op", action="append", default=[], metavar="OP",
+                        choices=sorted(set(GMEM_OPS + SECRET_OPS + ("kernel_read",))),
+                        help="leave this op out (repeatable), e.g. secret_fault+race")
+    parser.add_argument("--write", choices=("refuse", "mermap"), default="refuse", help="filemap write()")
+    parser.add_argument("--engine", choices=("auto", "fast", "real"), default="auto",
+                        help="fast: the compact engine (checked against System in the tests); real: every "
+                        "transition through System.step (slow); auto: fast where it covers the space")
+    parser.add_argument("--jobs", type=int, default=None, help="worker processes for a sweep (default: 1)")
+    parser.add_argument("--details", action="store_true", help="in a sweep, print every counterexample")
+    parser.add_argument("--toml", action="store_true", help="print each counterexample's scenario file too")
+    parser.add_argument("--json", action="store_true", help="one JSON document (results, counterexamples)")
+    parser.add_argument("--scenario-out", metavar="DIR", help="write each counterexample as DIR/NAME.toml")
+    parser.add_argument("--no-timing", action="store_true", help="no times or rates (deterministic output)")
+    parser.add_argument("--sizes", type=int, metavar="N", default=None,
+                        help="print reachable states and direct-map views for 1..N pages per design")
+
+
+def spaces_from_args(args) -> list[Space]:
+    kw = {"cpus": args.cpus, "interleave": not args.no_interleave, "close": args.close, "write": args.write,
+          "skip": tuple(sorted(set(args.skip_op)))}
+    if args.offsets is not None:
+        kw["offsets"] = args.offsets
+    if args.secret is not None:
+        kw["secret"] = args.secret
+    arches = [(a, m) for a, m in ARCHES if a in (args.arch or ("x86", "arm64"))]
+    if args.mode is not None:
+        arches = [(a, args.mode) for a in dict.fromkeys(a for a, _ in arches)]
+    if args.switch:
+        switch_sets = [tuple(sorted(set(args.switch)))]
+    elif args.no_switches or args.design or args.arch:
+        switch_sets = [()]
+    else:
+        switch_sets = None
+    return default_spaces(tuple(args.design or DESIGNS), tuple(arches), switch_sets, **kw)
+
+
+def run(args) -> int:
+    """``nbmodel explore``: 0 normally (counterexamples are results), 2 for bad arguments."""
+    try:
+        if args.sizes is not None:
+            return _run_sizes(args)
+        spaces = spaces_from_args(args)
+        for sp in spaces:
+            _check_space(sp)
+        budget = AUTO if args.max_states is None else (args.max_states or None)
+        start = time.perf_counter()
+        results = sweep(spaces, args.jobs, args.depth, budget)
+        wall = time.perf_counter() - start
+    except (ModelInputError, ExploreLimit) as e:
+        print(f"nbmodel explore: {e}", file=sys.stderr)
+        return 2
+    _print_results(args, spaces, results, wall)
+    if args.scenario_out:
+        _write_scenarios(args.scenario_out, [r for r in results if not isinstance(r, tuple)])
+    return 0
+
+
+def _print_results(args, spaces, results, wall: float) -> None:
+    timing = not args.no_timing
+    real = [r for r in results if not isinstance(r, tuple)]
+    states = sum(r.states for r in real)
+    if args.json:
+        doc = {"results": [r.to_dict(timing) if not isinstance(r, tuple) else {"same_as": spaces[r[1]].label(),
+                                                                               "label": sp.label()}
+                           for sp, r in zip(spaces, results, strict=False)],
+               "total": {"configurations": len(spaces), "explored": len(real), "states": states,
+                         "transitions": sum(r.transitions for r in real)}}
+        if timing:
+            doc["total"].update(seconds=round(wall, 3), states_per_second=round(states / wall) if wall else None)
+        print(json.dumps(doc, indent=1))
+        return
+    if len(spaces) == 1:
+        print(format_result(real[0], timing, toml=args.toml))
+        return
+    print(format_table(spaces, results, timing))
+    print(LEGEND)
+    if args.details or args.toml:
+        for r in real:
+            print()
+            print(format_result(r, timing, toml=args.toml))
+    line = f"{len(spaces)} configurations ({len(real)} explored), {states} states, " \
+           f"{sum(r.transitions for r in real)} transitions"
+    if timing:
+        line += f" in {wall:.1f} s: {states / wall:,.0f} states/s"
+    print(line)
+
+
+def _write_scenarios(directory: str, results: list) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for r in results:
+        for ce in r.per_invariant.values():
+            if ce is not None:
+                path = os.path.join(directory, scenario_name(ce) + ".toml")
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(ce.to_toml())
+                print(f"wrote {path}")
+
+
+def _run_sizes(args) -> int:
+    rows = []
+    for design in args.design or DESIGNS:
+        rows += state_space_sizes(design, range(1, args.sizes + 1), max_states=None,
+                                  interleave=not args.no_interleave)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'design':<10}{'pages':>6}{'states':>10}{'dm views':>10}{'memberships':>13}")
+    for row in rows:
+        print(f"{row['design']:<10}{row['offsets']:>6}{row['states']:>10}{row['dm_states']:>10}"
+              f"{row['membership_states']:>13}")
+    return 0
+
+
+__all__ = ["explore", "explore_space", "sweep", "state_space_sizes", "replay", "default_spaces", "Space",
+           "ExploreResult", "Counterexample", "PROPERTIES", "SWITCH_FINDS", "add_arguments", "run",
+           "format_result", "format_table"]
