@@ -12,6 +12,7 @@ import urllib.parse
 
 import pytest
 from conftest import CHROMIUM_ARGS, toc_docnames
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -51,7 +52,12 @@ def test_book_page_in_browser(doc, browser, book_server, screenshots_dir):
     page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
     try:
         page.goto(book_server + doc + ".html", wait_until="load", timeout=60_000)
-        page.wait_for_load_state("networkidle", timeout=90_000)
+        try:
+            # Heavy pages (filmstrips of many SVG frames) can keep the network busy for a while; requests
+            # outside the book are caught by the route handler whatever happens here.
+            page.wait_for_load_state("networkidle", timeout=30_000)
+        except PlaywrightTimeoutError:
+            pass
         page.locator("main").first.wait_for(state="visible", timeout=10_000)
 
         # Inline graphviz diagrams are visible SVG. Filmstrip frames other than the selected one are hidden
