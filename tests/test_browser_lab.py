@@ -108,6 +108,25 @@ def lab(tmp_path):
         log.close()
 
 
+def _open_and_run_all(page, base: str, token: str, notebook: str, outside: list) -> None:
+    """Open ``notebook`` in JupyterLab (requests outside the server are aborted and listed in ``outside``),
+    wait for an idle kernel, and start "run all cells"."""
+
+    def route(r):
+        if r.request.url.startswith(base) or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(f"{base}/lab/tree/{notebook}?token={token}", timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+    page.wait_for_function(KERNEL_READY_JS, timeout=90_000)
+    # Fire and forget: awaiting the command's promise has no timeout and can hang forever.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+
 def test_pipeline_notebook_runs_in_jupyterlab(lab, chromium, screenshots_dir):
     from playwright.sync_api import sync_playwright
 
@@ -116,21 +135,8 @@ def test_pipeline_notebook_runs_in_jupyterlab(lab, chromium, screenshots_dir):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-
-        def route(r):
-            if r.request.url.startswith(base) or r.request.url.startswith("data:"):
-                r.continue_()
-            else:
-                outside.append(r.request.url)
-                r.abort()
-
-        page.route("**/*", route)
         try:
-            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", timeout=60_000)
-            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
-            page.wait_for_function(KERNEL_READY_JS, timeout=90_000)
-            # Fire and forget: awaiting the command's promise has no timeout and can hang forever.
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            _open_and_run_all(page, base, token, NOTEBOOK, outside)
 
             outputs = page.locator(".jp-OutputArea-output")
             outputs.locator(".nbmodel-diagram svg").first.wait_for(state="visible", timeout=60_000)
@@ -162,20 +168,8 @@ def test_folio_stepper_steps_in_jupyterlab(lab, chromium, screenshots_dir):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-
-        def route(r):
-            if r.request.url.startswith(base) or r.request.url.startswith("data:"):
-                r.continue_()
-            else:
-                outside.append(r.request.url)
-                r.abort()
-
-        page.route("**/*", route)
         try:
-            page.goto(f"{base}/lab/tree/notebooks/04_v12_per_folio.ipynb?token={token}", timeout=60_000)
-            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
-            page.wait_for_function(KERNEL_READY_JS, timeout=90_000)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            _open_and_run_all(page, base, token, "notebooks/04_v12_per_folio.ipynb", outside)
 
             step = page.locator(".jp-OutputArea-output .widget-button", has_text="step >").first
             step.wait_for(state="visible", timeout=90_000)
