@@ -9,8 +9,13 @@ CPU reading the page at that point. Equal states are visited once, so the search
 reachable (or at ``max_depth``). Because it is breadth-first, the first path found to a property's violation
 is a shortest one.
 
-Every transition is computed by the real :meth:`System.step` on a scratch System (see
-:mod:`nbmodel.explore_state`); every counterexample is replayed on a fresh System before it is reported.
+Two engines compute the transitions. The *fast* engine (:mod:`nbmodel.explore_fast`) mirrors the model's
+order-0 paths on a compact per-page state and is checked against :class:`~nbmodel.system.System` transition by
+transition (:mod:`nbmodel.explore_check`, run by the tests and by ``--check``). The *real* engine
+(:mod:`nbmodel.explore_state`) runs every transition through :meth:`System.step` on a scratch System; it is
+used where the fast one does not reach (2M folios: ``restore_4k``, ``large_folios``) and can be forced with
+``--engine real``. Both memoize transitions per (page record, shared state) and count states the same way.
+Every counterexample, from either engine, is replayed on a fresh System before it is reported.
 
 Python API: :func:`explore` -> :class:`ExploreResult`, :func:`sweep`, :func:`state_space_sizes`,
 :func:`replay`. Command line: :func:`add_arguments` and :func:`run` (``nbmodel explore --help``).
@@ -175,6 +180,7 @@ class ExploreResult:
     per_invariant: dict
     misses: int = 0
     engine: str = ""
+    refused: dict = field(default_factory=dict)   # op -> why System.step refused it (real engine)
     dm_states: int | None = None
     membership_states: int | None = None
 
@@ -192,6 +198,8 @@ class ExploreResult:
                                  if self.applies(k)}}
         if self.dm_states is not None:
             out.update(dm_states=self.dm_states, membership_states=self.membership_states)
+        if self.refused:
+            out["refused"] = dict(sorted(self.refused.items()))
         if timing:
             out.update(seconds=round(self.seconds, 3), states_per_second=round(self.states_per_second))
         return out
@@ -539,10 +547,15 @@ class Search:
         self.budget = max_states
         frontier, depth, transitions, cut = [root], 0, 0, False
         while frontier and (max_depth is None or depth < max_depth):
-            frontier, count, cut = self._level(frontier, parent, found)
+            steps: dict = {}
+            frontier, count, cut = self._level(frontier, parent, steps)
             transitions += count
             depth += 1
-            self._note(frontier, found)
+            self._note(frontier, found)  # a state found by a plain move reads better than a racing step
+            for key, how in steps.items():
+                if key not in found:
+                    found[key] = how
+                    self.pending.discard(key)
             if cut:
                 break
         complete = not frontier and not cut
@@ -738,7 +751,7 @@ def _expectations(ce: Counterexample, n: int) -> list[dict]:
 
 
 # -- entry points ----------------------------------------------------------------------------------------
-#: Default state budget per engine: the search stops after the BFS level at which it has more states.
+#: Default state budget per engine: the search stops as soon as it has visited this many states.
 BUDGET = {"fast": 150_000, "real": 150}
 AUTO = "auto"
 
@@ -767,7 +780,7 @@ def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False, en
     per = {k: (search.counterexample(parent, k, found[k]) if k in found else None) for k in PROPERTIES}
     res = ExploreResult(space, len(parent), transitions, depth, complete, seconds, per, search.e.misses,
                         engine=search.e.name)
-    res.refused = dict(getattr(search.e, "refused", {}))
+    res.refused.update(getattr(search.e, "refused", {}))
     if sizes:
         res.dm_states, res.membership_states = _views(search, parent)
     return res
@@ -897,7 +910,7 @@ def format_result(r: ExploreResult, timing: bool = True, details: bool = True, t
         lines.append(f"   {r.seconds:.2f} s, {r.states_per_second:,.0f} states/s")
     for key, prop in PROPERTIES.items():
         lines.extend(_property_lines(r, key, prop, details, toml))
-    for op, why in sorted(getattr(r, "refused", {}).items()):
+    for op, why in sorted(r.refused.items()):
         lines.append(f"   note: the model refused {op} in some states: {why}")
     return "\n".join(lines)
 
@@ -953,12 +966,14 @@ EPILOG = """examples:
                                                     ... and write each counterexample as a scenario file
                                                     that `nbmodel run /tmp/ce/*.toml` replays
   nbmodel explore --design per-folio --offsets 3 --depth 6 --json
+  nbmodel explore --design filemap --check 50     the fast engine against System on 50 sampled states
 
 properties: a-d are the model's invariants (nbmodel.invariants), checked after every step and, at interrupt
 points, inside it; leak: a CPU reads guest data through the direct map; oops: a kernel path faults on a
 direct-map hole; warn: a WARN_ON fires; eperm: write() refused after a zap (a goal, not a bug).
 
-exit status: 0 (a counterexample is a result, not an error); 2 for bad arguments."""
+exit status: 0 (a counterexample is a result, not an error); 2 for bad arguments; with --check, 1 when the
+fast engine and System disagree."""
 
 
 def add_arguments(parser) -> None:
@@ -993,6 +1008,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON document (results, counterexamples)")
     parser.add_argument("--scenario-out", metavar="DIR", help="write each counterexample as DIR/NAME.toml")
     parser.add_argument("--no-timing", action="store_true", help="no times or rates (deterministic output)")
+    parser.add_argument("--check", type=int, metavar="K", default=None,
+                        help="instead of exploring, check the fast engine against System on K sampled states "
+                        "per configuration (every move from each; --depth bounds the search, default 4); "
+                        "exit 1 on a mismatch")
     parser.add_argument("--sizes", type=int, metavar="N", default=None,
                         help="print reachable states and direct-map views for 1..N pages per design")
 
@@ -1024,6 +1043,8 @@ def run(args) -> int:
         spaces = spaces_from_args(args)
         for sp in spaces:
             _check_space(sp)
+        if args.check is not None:
+            return _run_check(spaces, args)
         budget = AUTO if args.max_states is None else (args.max_states or None)
         start = time.perf_counter()
         results = sweep(spaces, args.jobs, args.depth, budget)
@@ -1065,6 +1086,22 @@ def _print_results(args, spaces, results, wall: float) -> None:
     if timing:
         line += f" in {wall:.1f} s: {states / wall:,.0f} states/s"
     print(line)
+
+
+def _run_check(spaces: list, args) -> int:
+    """``--check K``: the fast engine against System, configuration by configuration."""
+    from .explore_check import check_conformance
+    bad = 0
+    for sp in spaces:
+        if effective_key(sp) is None:
+            print(f"{sp.label()}: real engine only (nothing to check)")
+            continue
+        problems = check_conformance(sp, depth=args.depth or 4, sample=args.check)
+        bad += bool(problems)
+        print(f"{sp.label()}: {'OK' if not problems else f'{len(problems)} MISMATCH(ES)'}")
+        for p in problems[:5]:
+            print("   " + p.replace("\n", "\n   "))
+    return 1 if bad else 0
 
 
 def _write_scenarios(directory: str, results: list) -> None:

@@ -16,6 +16,7 @@ switch; ``nbmodel explore --check`` runs it on the configurations given.
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import replace
 
@@ -29,11 +30,24 @@ from .system import System
 INVARIANT_KEYS = frozenset("abcd")
 
 
+_BOOTED: dict = {}
+
+
+def _booted(space: Space) -> System:
+    """A fresh booted System for ``space`` (a copy of a cached one: copying beats booting 4 GiB again)."""
+    key = (space.design, space.arch, space.mode, space.switches, space.memory, space.seed, space.cpus,
+           space.write, space.large_folios, space.batch_flush)
+    if key not in _BOOTED:
+        setup = setup_of(space)
+        _BOOTED.clear()
+        _BOOTED[key] = System(design=space.design, switches=tuple(space.switches), trace=False,
+                              **{k: v for k, v in setup.items() if k not in ("designs", "switches")})
+    return copy.deepcopy(_BOOTED[key])
+
+
 def instrumented(space: Space) -> tuple[System, list]:
     """A fresh System for ``space`` whose kernel records racing reads as ``(pfn, result)``."""
-    setup = setup_of(space)
-    sys = System(design=space.design, switches=tuple(space.switches), trace=False,
-                 **{k: v for k, v in setup.items() if k not in ("designs", "switches")})
+    sys = _booted(space)
     racing: list = []
     access = sys.k.kernel_access
 

@@ -21,6 +21,7 @@ valid, tlb)``, or None.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .designs import PRIVATE_NO_DIRECT_MAP
 from .explore_state import GMEM, GUEST_DATA, SECRET, ExploreLimit, Interner, Space
@@ -65,6 +66,11 @@ class Machine:
 
     @classmethod
     def of(cls, space: Space) -> Machine:
+        """The machine of ``space`` (cached: building it boots a System)."""
+        return _machine(space)
+
+    @classmethod
+    def _build(cls, space: Space) -> Machine:
         sys = System(**space.system_kwargs(), trace=False)
         k, cfg = sys.k, sys.config
         if cfg.large_folios:
@@ -88,6 +94,11 @@ class Machine:
         exists = tuple(True for _ in self.space.files())
         g = (exists, (), 0, self.boot_split, self.boot_noncont, 0, (0,) * self.ncpus, False, False)
         return g
+
+
+@lru_cache(maxsize=128)
+def _machine(space: Space) -> Machine:
+    return Machine._build(space)
 
 
 def _boot_shape(k, kind: str, base: int) -> tuple[int, bool, int]:

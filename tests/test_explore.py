@@ -1,6 +1,7 @@
 """nbmodel explore: the filemap design proves (a)-(c); every break-it switch yields a replayable
 counterexample; per-folio reaches the "ad hoc" state and the write-once refusal."""
 
+import json
 import subprocess
 import sys
 
@@ -68,3 +69,156 @@ def test_cli_bad_arguments_exit_2():
     done = subprocess.run([sys.executable, "-m", "nbmodel", "explore", "--design", "v13"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
+
+
+# -- the fast engine against System ---------------------------------------------------------------------------
+from nbmodel import explore as ex  # noqa: E402
+from nbmodel import scenario as sc  # noqa: E402
+from nbmodel.explore_check import check_conformance  # noqa: E402
+from nbmodel.explore_state import Space  # noqa: E402
+
+FAST_SPACES = [sp for sp in ex.default_spaces(offsets=2) if "restore_4k" not in sp.switches]
+
+
+@pytest.mark.parametrize("space", FAST_SPACES, ids=lambda sp: sp.label())
+def test_fast_engine_conforms_to_system(space):
+    """Sampled states: the real state, its invariants, and every move from it (result, racing read,
+    observations, next state) agree with System; memoized successors agree with whole-state steps."""
+    assert check_conformance(space, depth=4, sample=6, seed=1) == []
+
+
+@pytest.mark.parametrize("design", ["filemap", "per-folio", "secretmem"])
+def test_fast_engine_conforms_with_a_secret_file_and_close(design):
+    space = Space(design=design, offsets=1, secret=1, close=True)
+    assert check_conformance(space, depth=4, sample=15, seed=2) == []
+
+
+def test_fast_and_real_engines_find_the_same_space():
+    for design, depth in (("filemap", None), ("per-folio", 4)):
+        fast = explore(design=design, offsets=2, max_depth=depth, max_states=None, engine="fast")
+        real = explore(design=design, offsets=2, max_depth=depth, max_states=None, engine="real")
+        assert (fast.states, fast.transitions, fast.complete) == (real.states, real.transitions, real.complete)
+        lengths = {k: len(v.steps) for k, v in fast.per_invariant.items() if v}
+        assert lengths == {k: len(v.steps) for k, v in real.per_invariant.items() if v}
+
+
+# -- each switch is the cause of what it breaks ---------------------------------------------------------------
+CAUSAL = {  # switch -> (explore kwargs, the property it breaks)
+    "skip_flush": (dict(design="filemap"), "a"),
+    "zero_after_insert": (dict(design="filemap"), "oops"),
+    "restore_4k": (dict(design="filemap", offsets=1), "c"),
+    "arm64_no_bbml2": (dict(design="filemap", arch="arm64"), "warn"),
+    "unhooked_migration": (dict(design="filemap"), "a"),
+    "put_before_restore": (dict(design="secretmem", offsets=1, secret=1, skip=("migrate", "replace")), "b"),
+}
+
+
+def test_every_switch_is_covered():
+    assert set(CAUSAL) == set(SWITCHES) and ex.SWITCH_FINDS == {k: v[1] for k, v in CAUSAL.items()}
+
+
+@pytest.mark.parametrize("switch", sorted(CAUSAL))
+def test_switch_breaks_what_holds_without_it(switch):
+    kw, key = CAUSAL[switch]
+    base = explore(**kw)
+    assert base.per_invariant[key] is None, f"{key} breaks even without {switch}"
+    broken = explore(switches=(switch,), **kw)
+    ce = broken.per_invariant[key]
+    assert ce is not None and ce.verified, f"{switch} does not break {key}"
+    runs = sc.run(sc.loads(ce.to_toml(), "ce.toml"))
+    assert runs and all(r.ok for r in runs), [c.got for r in runs for c in r.checks if not c.ok]
+
+
+def test_put_before_restore_needs_the_race():
+    ce = explore(design="secretmem", offsets=1, secret=1, skip=("migrate", "replace"),
+                 switches=("put_before_restore",)).per_invariant["b"]
+    assert any(st.get("race") for st in ce.steps), ce.steps
+
+
+# -- shortest paths and formats ----------------------------------------------------------------------------------
+def test_per_folio_shortest_paths():
+    r = explore(design="per-folio")
+    a, eperm = r.per_invariant["a"], r.per_invariant["eperm"]
+    assert [st["op"] for st in a.steps] == ["gmem_create", "fallocate"]      # cached, still mapped
+    assert [st["op"] for st in eperm.steps][0] == "gmem_create" and len(eperm.steps) == 3
+    assert eperm.steps[-1]["op"] == "write" and eperm.replay[-1]["result"] == "EPERM"
+
+
+def test_counterexample_as_json_toml_and_steps():
+    ce = explore(design="filemap", switches=("skip_flush",)).per_invariant["a"]
+    doc = json.loads(json.dumps(ce.to_dict()))
+    assert doc["invariant"] == "a" and doc["verified"] and doc["steps"] == ce.steps
+    assert [d["op"] for d in doc["replay"]] == [st["op"] for st in ce.steps]
+    scen = sc.loads(ce.to_toml(), "ce.toml")
+    assert scen.setup["designs"] == ["filemap"] and scen.setup["switches"] == ["skip_flush"]
+    assert len(scen.steps) == len(ce.steps)
+    assert ce.numbered()[-1].startswith(f"{len(ce.steps):>3}. ")
+
+
+def test_replay_reaches_the_same_invariant():
+    ce = explore(design="filemap", switches=("unhooked_migration",)).per_invariant["b"]
+    sys_ = ex.replay(ce.steps, ex.setup_of(ce.space))
+    assert sys_.first_broken["b"] == len(ce.steps)
+
+
+def test_explore_is_deterministic_and_bounded():
+    a = explore(design="per-folio", max_depth=3).to_json(timing=False)
+    assert a == explore(design="per-folio", max_depth=3).to_json(timing=False)
+    doc = json.loads(a)
+    assert doc["depth"] <= 3 and not doc["complete"] and "seconds" not in doc
+    small = explore(design="per-folio", max_states=500)
+    assert 500 <= small.states < 600 and not small.complete
+
+
+def test_state_space_sizes_membership_is_the_state():
+    rows = ex.state_space_sizes("filemap", range(1, 3))
+    assert [r["offsets"] for r in rows] == [1, 2] and all(r["complete"] for r in rows)
+    assert all(r["dm_states"] == r["membership_states"] for r in rows)
+    v12 = ex.state_space_sizes("per-folio", range(1, 2))
+    assert v12[0]["dm_states"] > v12[0]["membership_states"]
+
+
+def test_bad_spaces_are_model_input_errors():
+    from nbmodel.errors import ModelInputError
+    for kw in (dict(design="v13"), dict(switches=("nope",)), dict(offsets=0), dict(cpus=0)):
+        with pytest.raises(ModelInputError):
+            explore(**kw)
+
+
+# -- the command line --------------------------------------------------------------------------------------------
+def _cli(*args):
+    import argparse
+    import contextlib
+    import io
+    parser = argparse.ArgumentParser()
+    ex.add_arguments(parser)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = ex.run(parser.parse_args(list(args)))
+    return rc, out.getvalue()
+
+
+def test_cli_sweep_table_and_json():
+    rc, text = _cli("--design", "filemap", "--no-timing", "--offsets", "2")
+    assert rc == 0 and "filemap on x86 4-level" in text and "states/s" not in text
+    rc, text = _cli("--design", "filemap", "--arch", "x86", "--json", "--no-timing", "--offsets", "2")
+    doc = json.loads(text)
+    assert rc == 0 and doc["total"]["configurations"] == 1 and "seconds" not in doc["total"]
+    assert doc["results"][0]["per_invariant"]["a"] is None
+
+
+def test_cli_scenario_out_replays_with_nbmodel_run(tmp_path):
+    rc, text = _cli("--design", "filemap", "--arch", "x86", "--switch", "skip_flush", "--no-timing",
+                    "--scenario-out", str(tmp_path))
+    files = sorted(tmp_path.glob("*.toml"))
+    assert rc == 0 and any(f.name.endswith("-A.toml") for f in files)
+    for f in files:
+        runs = sc.run(sc.load(f))
+        assert all(r.ok for r in runs), f
+
+
+def test_cli_check_and_sizes():
+    rc, text = _cli("--design", "filemap", "--arch", "x86", "--offsets", "2", "--check", "5")
+    assert rc == 0 and "OK" in text
+    rc, text = _cli("--design", "filemap", "--sizes", "2")
+    assert rc == 0 and "memberships" in text
