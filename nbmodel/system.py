@@ -337,7 +337,8 @@ def validate_args(op: str, args: dict) -> dict:
         value = args[name]
         if typ == _SIZE:
             out[name] = parse_size(value)
-        elif typ is int and (value is None or (isinstance(value, int) and not isinstance(value, bool))):
+        elif typ is int and ((value is None and default is None)
+                             or (isinstance(value, int) and not isinstance(value, bool))):
             out[name] = value
         elif typ is bool and isinstance(value, bool):
             out[name] = value

@@ -108,3 +108,12 @@ def test_bad_steps_leave_system_unchanged(design, bad):
 def test_bad_system_configs(kwargs):
     with pytest.raises(ModelInputError):
         System(**kwargs)
+
+
+@pytest.mark.parametrize("bad", [dict(op="fail_alloc", count=None), dict(op="set_cpu", cpu=None)])
+def test_none_for_a_required_integer_is_bad_input(bad):
+    s = System("filemap", memory=MEM, cpus=2, seed=2)
+    snap = s.snapshot()
+    with pytest.raises(ModelInputError):
+        s.step(**bad)
+    assert s.snapshot() == snap
