@@ -92,6 +92,13 @@ class DirectMap:
         change covers part of them. Returns 0 or a negative errno; work done before an error stays done."""
         tr = translate_table(set_mask, clear_mask)
         pt = self.pt
+        if npages == 1:  # one 4K page already mapped by a PTE: the common case of a 4K folio, done in place
+            pmd = pt.top.get(start >> 18)
+            if type(pmd) is list:
+                table = pmd[(start >> 9) & 511]
+                if type(table) is not int:
+                    table[start & 511] = tr[table[start & 511]]
+                    return 0
         pfn, end = start, start + npages
         while pfn < end:
             level, first, prot = pt.leaf(pfn)

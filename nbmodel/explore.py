@@ -109,16 +109,8 @@ class Move:
         return out
 
 
-#: Moves left out with 2M folios: race_add puts an order-0 folio inside a 2M folio's range, after which the
-#: model's kvm_gmem_allocate() never terminates (kvm_gmem_get_folio() returns the order-0 folio at the
-#: aligned base again and again). Reported to the model's owner; remove when fixed.
-LARGE_FOLIO_SKIP = ("race_add",)
-
-
 def _plain_moves(space: Space, name: str, index: int) -> list[Move]:
     ops = GMEM_OPS if name == GMEM else SECRET_OPS
-    if name == GMEM and space.config().large_folios:
-        ops = tuple(op for op in ops if op not in LARGE_FOLIO_SKIP)
     ops = tuple(op for op in ops if op not in space.skip)
     reads = [Move("kernel_read", name, index, cpu=c) for c in range(space.cpus) if "kernel_read" not in space.skip]
     return [Move(op, name, index) for op in ops] + reads

@@ -13,11 +13,13 @@ class Folio:
     folio's memory would return (``"zero"``, ``"guest-secret"``...), so a leak has a visible payload.
     """
 
-    __slots__ = ("pfn", "order", "flags", "private", "refcount", "mapping", "index", "content", "name")
+    __slots__ = ("pfn", "order", "nr_pages", "flags", "private", "refcount", "mapping", "index", "content",
+                 "name")
 
     def __init__(self, pfn: int, order: int, name: str = ""):
         self.pfn = pfn
         self.order = order
+        self.nr_pages = 1 << order  # folio_nr_pages(); a folio's order never changes in the model
         self.flags: set[str] = set()
         self.private = 0
         self.refcount = 1
@@ -25,11 +27,6 @@ class Folio:
         self.index = None
         self.content = "stale-kernel-data"
         self.name = name
-
-    @property
-    def nr_pages(self) -> int:
-        """``folio_nr_pages()``."""
-        return 1 << self.order
 
     @property
     def size(self) -> int:

@@ -93,12 +93,14 @@ def _order(sys) -> int:
 def kvm_gmem_get_folio(sys, f: GmemFile, index: int):
     """``kvm_gmem_get_folio()``: the locked folio at ``index``, allocated and added if absent. Under the
     ``secretmem`` design the zap happens here, before the add, and the flush after it, as secretmem does."""
-    k = sys.k
     order = _order(sys)
-    base = index - index % (1 << order)
     if sys.config.design == "secretmem" and f.no_direct_map() and f.mapping.lookup(index) is None:
-        return _secretmem_style_add(sys, f, base, order)
-    return filemap_grab_folio(k, f.mapping, base, order=order, name=f"{f.name}:{base}")
+        got = _secretmem_style_add(sys, f, index - index % (1 << order), order)
+        if isinstance(got, int) and got == -Errno.EEXIST and order:
+            # part of the 2M range is taken: one page instead, as filemap_grab_folio() falls back
+            got = _secretmem_style_add(sys, f, index, 0)
+        return got
+    return filemap_grab_folio(sys.k, f.mapping, index, order=order, name=f.name)
 
 
 def _secretmem_style_add(sys, f, base, order):
@@ -203,8 +205,10 @@ def kvm_gmem_punch_hole(sys, f: GmemFile, off: int, ln: int) -> int:
     """``kvm_gmem_punch_hole()``: invalidate_begin (unmap from the guest), truncate, invalidate_end."""
     k = sys.k
     k.emit("invalidate", what="begin", file=f.name, start=off >> PAGE_SHIFT, end=(off + ln) >> PAGE_SHIFT)
+    first, last = off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT
     for folio in f.mapping.folios():
-        folio.flags.discard("guest_mapped")
+        if folio.index < last and first < folio.index + folio.nr_pages:
+            folio.flags.discard("guest_mapped")  # kvm_gmem_invalidate_begin(): only the punched range
     truncate_inode_pages_range(k, f.mapping, off, off + ln - 1)
     k.emit("invalidate", what="end", file=f.name)
     return 0

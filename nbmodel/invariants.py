@@ -28,8 +28,8 @@ def _cached_folios(sys, kind: str | None = None):
 
 
 def _valid_pages(k, folio) -> list[int]:
-    pt = k.dmap.pt
-    return [p for p in range(folio.pfn, folio.pfn + folio.nr_pages) if pt.prot(p) & (MAPPED | VALID) != MAPPED]
+    leaf = k.dmap.pt.leaf
+    return [p for p in range(folio.pfn, folio.pfn + folio.nr_pages) if leaf(p)[2] & (MAPPED | VALID) != MAPPED]
 
 
 def check_unmapped_while_cached(sys, tlb: bool = True) -> str | None:

@@ -12,9 +12,9 @@ from .arm64 import Arm64LinearMap
 from .counters import Counters
 from .errors import Errno, ModelInputError
 from .folio import Folio
-from .pagetable import DEFAULT, MAPPED, RW, VALID
+from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID
 from .physmem import MemoryMap, PageAllocator
-from .tlb import TLB
+from .tlb import SPANS_BY_ARCH, TLB
 from .trace import Event
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .x86 import X86DirectMap
@@ -43,7 +43,7 @@ class Kernel:
         self.trace: list = []
         self.system_running = False
         self.current_cpu = 0
-        self.tlbs = [TLB(c) for c in range(cpus)]
+        self.tlbs = [TLB(c, SPANS_BY_ARCH[arch]) for c in range(cpus)]
         self.pgtable_pfns: list[int] = []
         self.fail_pgtable_allocs = 0  # fault injection: the next N page-table allocations fail
         self.skip_flush = False       # break-it: flush_tlb_kernel_range() does nothing
@@ -64,12 +64,17 @@ class Kernel:
             self.dmap = Arm64LinearMap(self, memmap, mode=mode or "rodata-full")
         self.alloc = PageAllocator(memmap, seed=seed, reserved=reserved_pages)
         self.system_running = True  # boot is over: from here splits count in /proc/vmstat
+        # Fixed for the machine's lifetime (boot-time choices), read on every folio: looked up once.
+        self._can_set = self.dmap.can_set_direct_map()
+        self._ceiling = self.dmap.flush_ceiling()
+        self._apply = self.dmap.apply_range if arch == "x86" else self.dmap.update_range_prot
 
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, kind: str, **args) -> None:
         if self.trace_enabled:
-            # tuple.__new__ skips NamedTuple's generated __new__: this is the model's hottest line.
-            self.trace.append(_new_event(Event, (kind, tuple(args.items()))))
+            # tuple.__new__ skips NamedTuple's generated __new__, and the keyword dict is kept as it is: this
+            # is the model's hottest line, and a dict of plain values is one object the GC does not track.
+            self.trace.append(_new_event(Event, (kind, args)))
 
     def point(self, name: str, pfn: int) -> None:
         """A place where another CPU may run in between (the explorer and race scenarios use it)."""
@@ -99,7 +104,7 @@ class Kernel:
         return off >> PAGE_SHIFT
 
     def _check_pfn(self, pfn, npages: int = 1) -> None:
-        if not isinstance(pfn, int) or not isinstance(npages, int) or isinstance(pfn, bool):
+        if type(pfn) is not int or type(npages) is not int:  # bool is an int subclass: refused here too
             raise ModelInputError(f"PFN and page count must be integers, not {pfn!r}, {npages!r}")
         if npages < 1 or pfn < 0 or pfn + npages > self.memmap.end_pfn:
             raise ModelInputError(f"PFN range {pfn:#x}+{npages} is outside memory (end {self.memmap.end_pfn:#x})")
@@ -159,26 +164,29 @@ class Kernel:
     # -- direct map -----------------------------------------------------------------------------------------
     def can_set_direct_map(self) -> bool:
         """``can_set_direct_map()``."""
-        return self.dmap.can_set_direct_map()
+        return self._can_set
 
     def first_invalid(self, pfn: int, npages: int) -> int | None:
         """First PFN in the range whose direct-map entry is mapped but not valid, or None."""
-        pt = self.dmap.pt
+        leaf = self.dmap.pt.leaf
+        if npages == 1:
+            prot = leaf(pfn)[2]
+            return pfn if prot & MAPPED and not prot & VALID else None
         for p in range(pfn, pfn + npages):
-            prot = pt.prot(p)
+            prot = leaf(p)[2]
             if prot & MAPPED and not prot & VALID:
                 return p
         return None
 
     def _change(self, pfn: int, npages: int, valid: bool) -> int:
-        if not self.can_set_direct_map():
+        if not self._can_set:
             return 0  # arm64 set_direct_map_*: "if (!can_set_direct_map()) return 0;"
-        set_mask, clear_mask = (VALID | RW, 0) if valid else (0, VALID | RW)
-        if self.arch == "x86":
-            ret = self.dmap.apply_range(pfn, npages, set_mask, clear_mask)
+        if valid:
+            ret = self._apply(pfn, npages, VALID | RW, 0)
+            self.emit("restore", pfn=pfn, pages=npages, ret=_ret(ret))
         else:
-            ret = self.dmap.update_range_prot(pfn, npages, set_mask, clear_mask)
-        self.emit("restore" if valid else "zap", pfn=pfn, pages=npages, ret=_ret(ret))
+            ret = self._apply(pfn, npages, 0, VALID | RW)
+            self.emit("zap", pfn=pfn, pages=npages, ret=_ret(ret))
         return ret
 
     def set_direct_map_invalid_noflush(self, addr: int) -> int:
@@ -201,7 +209,7 @@ class Kernel:
 
     def _set_valid(self, pfn: int, numpages: int, valid: bool) -> int:
         ret = self._change(pfn, numpages, valid)
-        if self.arch == "arm64" and not valid and self.can_set_direct_map():
+        if not valid and self.arch == "arm64" and self._can_set:
             self._flush_range(pfn, numpages, reason="set_memory_valid")
         return ret
 
@@ -223,15 +231,19 @@ class Kernel:
     def folio_restore_direct_map(self, folio: Folio, granule_pages: int | None = None) -> None:
         """``folio_restore_direct_map()``: ``WARN_ON_ONCE(set_direct_map_valid_noflush(addr, nr, true))``, no
         flush. ``granule_pages`` (break-it) restores in pieces of that many pages instead of all at once."""
-        step = granule_pages or folio.nr_pages
-        splits_before = self.counters["direct_map_level2_splits"] + self.counters["direct_map_level3_splits"]
-        failed = False
-        self._check_pfn(folio.pfn, folio.nr_pages)
-        for off in range(0, folio.nr_pages, step):
-            if self._set_valid(folio.pfn + off, min(step, folio.nr_pages - off), True):
-                failed = True
-        splits = self.counters["direct_map_level2_splits"] + self.counters["direct_map_level3_splits"]
-        self.counters["restore_splits"] += splits - splits_before
+        c = self.counters
+        nr = folio.nr_pages
+        step = granule_pages or nr
+        splits_before = c["direct_map_level2_splits"] + c["direct_map_level3_splits"]
+        self._check_pfn(folio.pfn, nr)
+        if step == nr:
+            failed = bool(self._change(folio.pfn, nr, True))  # valid=true: no flush on either arch
+        else:
+            failed = False
+            for off in range(0, nr, step):
+                if self._change(folio.pfn + off, min(step, nr - off), True):
+                    failed = True
+        c["restore_splits"] += c["direct_map_level2_splits"] + c["direct_map_level3_splits"] - splits_before
         if failed:
             self.warn("folio_restore_direct_map: set_direct_map_valid_noflush failed")
         else:
@@ -254,11 +266,12 @@ class Kernel:
         if self.skip_flush:
             self.emit("flush", pfn=pfn, pages=npages, skipped=True)
             return
-        if npages > self.dmap.flush_ceiling():
+        if npages > self._ceiling:
             self.flush_tlb_all(reason=reason)
             return
         for tlb in self.tlbs:
-            tlb.invalidate_range(pfn, npages)
+            if tlb.entries:
+                tlb.invalidate_range(pfn, npages)
         self.counters["tlb_flushes"] += 1
         self.emit("flush", pfn=pfn, pages=npages)
         if self.arch == "x86":
@@ -294,8 +307,9 @@ class Kernel:
     def _access(self, pfn: int, cpu: int, what: str, quiet: bool = False) -> str:
         """One access; ``quiet`` leaves a successful access out of the trace (a "zero" event summarises)."""
         tlb = self.tlbs[cpu]
-        valid = self.dmap.pt.is_valid(pfn)
-        if tlb.lookup(pfn) is not None:
+        level, first, prot = self.dmap.pt.leaf(pfn)
+        valid = prot & VALID
+        if tlb.entries and tlb.lookup(pfn) is not None:
             if valid:
                 if not quiet:
                     self.emit("access", cpu=cpu, pfn=pfn, what=what)
@@ -307,8 +321,8 @@ class Kernel:
             self.counters["oops"] += 1
             self.emit("oops", cpu=cpu, pfn=pfn, what=what)
             return "oops"
-        first, span = self.dmap.tlb_span(pfn)
-        tlb.fill(first, span)
+        span = level * 16 if prot & CONT else level  # DirectMap.tlb_span() without a second walk
+        tlb.fill(pfn - pfn % span, span)
         if not quiet:
             self.emit("access", cpu=cpu, pfn=pfn, what=what)
         return "ok"
@@ -316,19 +330,25 @@ class Kernel:
     def folio_zero(self, folio: Folio, cpu: int | None = None) -> str:
         """``clear_highpage()`` / ``folio_zero_segment()``: the kernel writes zeroes through the direct map.
         Returns the worst access result over the folio's pages."""
-        worst = "ok"
-        self._check_pfn(folio.pfn, folio.nr_pages)
-        cpu = self.current_cpu if cpu is None else cpu
-        if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
+        pfn, nr = folio.pfn, folio.nr_pages
+        self._check_pfn(pfn, nr)
+        if cpu is None:
+            cpu = self.current_cpu
+        elif type(cpu) is not int or not 0 <= cpu < self.ncpus:
             raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
-        for p in range(folio.pfn, folio.pfn + folio.nr_pages):
-            got = self._access(p, cpu, "zero", quiet=True)
-            if got != "ok" and worst != "oops":
-                worst = got
+        access = self._access
+        if nr == 1:
+            worst = access(pfn, cpu, "zero", True)
+        else:
+            worst = "ok"
+            for p in range(pfn, pfn + nr):
+                got = access(p, cpu, "zero", True)
+                if got != "ok" and worst != "oops":
+                    worst = got
         if worst != "oops":
             folio.content = "zero"
         self.counters["zeroings"] += 1
-        self.emit("zero", pfn=folio.pfn, pages=folio.nr_pages, result=worst)
+        self.emit("zero", pfn=pfn, pages=nr, result=worst)
         return worst
 
     def tlb_holders(self, pfn: int, npages: int = 1) -> list[int]:

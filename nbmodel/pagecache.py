@@ -73,8 +73,8 @@ class AddressSpace:
 
 
 def _hooks(k, mapping):
-    hooks = getattr(k, "pagecache_hooks", None)
-    return hooks if hooks is not None and mapping.no_direct_map() else None
+    hooks = k.pagecache_hooks
+    return hooks if hooks is not None and "AS_NO_DIRECT_MAP" in mapping.flags else None
 
 
 def _conflict(mapping: AddressSpace, folio: Folio, index: int) -> bool:
@@ -87,7 +87,7 @@ def filemap_add_folio(k, mapping: AddressSpace, folio: Folio, index: int) -> int
     """``filemap_add_folio()``: lock the folio, insert it at ``index``; 0 with the folio locked and the cache
     holding ``nr`` references, or ``-EEXIST`` (index occupied) with folio and cache as they were. With the
     filemap-level design's hooks: zero and zap before the insert, restore on the error path."""
-    if folio.mapping is not None or folio.refcount < 1 or folio.test("locked"):
+    if folio.mapping is not None or folio.refcount < 1 or "locked" in folio.flags:
         raise ModelInputError(f"filemap_add_folio: {folio!r} is in a cache, freed or locked already")
     if not isinstance(index, int) or index < 0 or index % folio.nr_pages:
         raise ModelInputError(f"filemap_add_folio: index {index!r} is not aligned to an order-{folio.order} folio")
@@ -145,7 +145,7 @@ def filemap_free_folio(k, mapping: AddressSpace, folio: Folio) -> None:
 def _check_removable(folio: Folio) -> None:
     if folio.mapping is None or folio.mapping.i_pages.get(folio.index) is not folio:
         raise ModelInputError(f"{folio!r} is not in a page cache")
-    if not folio.test("locked"):
+    if "locked" not in folio.flags:
         raise ModelInputError(f"{folio!r} must be locked to leave the page cache (BUG_ON(!folio_test_locked))")
 
 
@@ -218,36 +218,48 @@ def truncate_inode_pages_range(k, mapping: AddressSpace, lstart: int, lend: int)
 
 
 def filemap_grab_folio(k, mapping: AddressSpace, index: int, order: int = 0, name: str = "") -> Folio | int:
-    """``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``: the locked folio at ``index``, creating it if absent.
+    """``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``: the locked folio covering ``index``, creating it if absent
+    (an order-``order`` folio at the aligned index, named ``"{name}:{first index}"``). If that range is partly
+    occupied (-EEXIST) it falls back to one page at ``index``, as the kernel's ``do { } while (order-- >
+    min_order)`` loop does; the kernel also tries the orders in between, the model has only 9 and 0.
     Returns the folio with an extra reference for the caller, or a negative errno."""
     folio = mapping.lookup(index)
     if folio is not None:
         k.folio_get(folio)
         folio.flags.add("locked")
         return folio
-    folio = k.folio_alloc(order, name=name)
-    if isinstance(folio, int):
-        return folio
-    ret = filemap_add_folio(k, mapping, folio, index - index % folio.nr_pages)
-    if ret:
+    while True:
+        start = index - index % (1 << order)
+        folio = k.folio_alloc(order, name=f"{name}:{start}")
+        if isinstance(folio, int):
+            return folio
+        ret = filemap_add_folio(k, mapping, folio, start)
+        if ret == 0:
+            return folio
         k.folio_put(folio)
-        return ret
-    return folio
+        if ret != -Errno.EEXIST or order == 0:
+            return ret
+        order = 0
 
 
 def replace_page_cache_folio(k, old: Folio, new: Folio) -> None:
     """``replace_page_cache_folio()``: ``new`` takes ``old``'s slot in one xarray store, then ``->free_folio``
-    runs on ``old`` and its reference is dropped. Mainline has no direct-map step here; a design hooks it."""
+    runs on ``old`` and its reference is dropped. Mainline has no direct-map step here; a design hooks it.
+
+    Mainline takes one page-cache reference on ``new`` (``folio_get()``) and drops one on ``old``
+    (``folio_put()``): right for small folios only, and its one caller (FUSE) passes small folios. A large
+    folio is refused as bad input rather than modelled with leaked references. The function returns void, so
+    a hooked zap that fails can only ``WARN`` and go on: ``new`` then sits in the cache still mapped."""
     if old.mapping is None or not old.test("locked") or not new.test("locked") or new.mapping is not None:
         raise ModelInputError("replace_page_cache_folio needs a locked cached old folio and a locked new one")
-    if old.order != new.order:
-        raise ModelInputError("replace_page_cache_folio: folios differ in size")
+    if old.order or new.order:
+        raise ModelInputError("replace_page_cache_folio takes small folios only (one page-cache reference each)")
     mapping, index = old.mapping, old.index
     hooks = _hooks(k, mapping)
     if hooks is not None and hooks.hook_replace:
         ret = hooks.prep_add_unmapped_folio(k, mapping, new, zero=False)  # new already holds the data
         if ret:
-            raise ModelInputError(f"replace_page_cache_folio cannot fail, but the zap returned {ret}")
+            k.warn(f"replace_page_cache_folio: folio_zap_direct_map() failed ({Errno(-ret).name})")
     k.folio_get(new)
     new.mapping, new.index = mapping, index
     mapping.i_pages[index] = new

@@ -114,7 +114,10 @@ class PageAllocator:
         if pfn < 0:
             return pfn
         n = 1 << order
-        self._state[pfn:pfn + n] = bytes([_USED]) * n
+        if n == 1:
+            self._state[pfn] = _USED
+        else:
+            self._state[pfn:pfn + n] = bytes([_USED]) * n
         self._block_free[pfn // PAGES_2M] -= n
         self._orders[pfn] = order
         self.free_pages -= n
@@ -162,7 +165,10 @@ class PageAllocator:
             raise ModelInputError(f"PFN {pfn:#x} is not an allocated order-{order} block (double free?)")
         n = 1 << order
         del self._orders[pfn]
-        self._state[pfn:pfn + n] = bytes([_FREE]) * n
+        if n == 1:
+            self._state[pfn] = _FREE
+        else:
+            self._state[pfn:pfn + n] = bytes([_FREE]) * n
         self._block_free[pfn // PAGES_2M] += n
         self.free_pages += n
         if order == 0:

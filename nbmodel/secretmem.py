@@ -73,7 +73,7 @@ def secretmem_fault(sys, name: str, offset, data: str = "secret", race: bool = F
         k.folio_put(folio)
         return secretmem_fault(sys, name, offset, data)
     if design == "filemap":
-        folio = filemap_grab_folio(k, f.mapping, index, name=f"{name}:{index}")
+        folio = filemap_grab_folio(k, f.mapping, index, name=name)
         if isinstance(folio, int):
             return "OOM" if folio == -Errno.ENOMEM else "SIGBUS"
     else:

@@ -280,6 +280,9 @@ class System:
         old = self._folio_at(file, offset)
         if old is None:
             return "ENOENT", None
+        if old.order:  # checked before anything is allocated: bad input leaves the state as it was
+            raise ModelInputError("replace takes small folios only: replace_page_cache_folio() moves one "
+                                  "page-cache reference (its one caller, FUSE, passes small folios)")
         new = self.k.folio_alloc(old.order, name=old.name)
         if isinstance(new, int):
             return errno_name(new), None

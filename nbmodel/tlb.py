@@ -12,20 +12,25 @@ from .units import PAGES_1G, PAGES_2M
 
 # Spans a kernel TLB entry can have, in pages: 4K, 64K (arm64 contPTE), 2M, 32M (arm64 contPMD), 1G.
 SPANS = (1, 16, PAGES_2M, 16 * PAGES_2M, PAGES_1G)
+SPANS_BY_ARCH = {"x86": (1, PAGES_2M, PAGES_1G), "arm64": SPANS}
 
 
 class TLB:
-    """The kernel-address entries one CPU has cached: ``{first_pfn: span_in_pages}``."""
+    """The kernel-address entries one CPU has cached: ``{first_pfn: span_in_pages}``. ``spans`` lists the
+    entry sizes the arch has (x86 has no contiguous-bit entries), so a lookup only tries those."""
 
-    __slots__ = ("cpu", "entries")
+    __slots__ = ("cpu", "entries", "spans")
 
-    def __init__(self, cpu: int):
+    def __init__(self, cpu: int, spans: tuple = SPANS):
         self.cpu = cpu
         self.entries: dict[int, int] = {}
+        self.spans = spans
 
     def lookup(self, pfn: int) -> int | None:
         """First PFN of the entry covering ``pfn``, or None."""
-        for span in SPANS:
+        if not self.entries:
+            return None
+        for span in self.spans:
             start = pfn - pfn % span
             got = self.entries.get(start)
             if got is not None and pfn < start + got:
@@ -38,7 +43,9 @@ class TLB:
     def invalidate_page(self, pfn: int) -> int:
         """INVLPG / TLBI VAALE1IS for one page: drop any entry covering it; returns how many were dropped."""
         dropped = 0
-        for span in SPANS:
+        if not self.entries:
+            return 0
+        for span in self.spans:
             start = pfn - pfn % span
             got = self.entries.get(start)
             if got is not None and pfn < start + got:
@@ -48,6 +55,8 @@ class TLB:
 
     def invalidate_range(self, start: int, npages: int) -> None:
         end = start + npages
+        if not self.entries:
+            return
         if npages > 4 * len(self.entries):
             for first, span in list(self.entries.items()):
                 if first < end and start < first + span:

@@ -31,22 +31,20 @@ EVENT_KINDS = {
 
 
 class Event(NamedTuple):
-    """One thing the modelled kernel did; ``args`` is a tuple of ``(name, value)`` pairs in a fixed order."""
+    """One thing the modelled kernel did; ``args`` maps names to values in the order the kernel gave them.
+    Treat it as read-only: the trace keeps the keyword dict of the call that emitted the event."""
 
     kind: str
-    args: tuple = ()
+    args: dict
 
     def get(self, name, default=None):
-        for key, value in self.args:
-            if key == name:
-                return value
-        return default
+        return self.args.get(name, default)
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, **dict(self.args)}
+        return {"kind": self.kind, **self.args}
 
     def __str__(self) -> str:
-        inner = " ".join(f"{k}={_show(k, v)}" for k, v in self.args)
+        inner = " ".join(f"{k}={_show(k, v)}" for k, v in self.args.items())
         return f"{self.kind}({inner})" if inner else self.kind
 
 
@@ -64,4 +62,4 @@ def event(kind: str, **args) -> Event:
     """Build an event; keyword order is kept, so the same call always prints the same text."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown event kind {kind!r}")
-    return Event(kind, tuple(args.items()))
+    return Event(kind, args)

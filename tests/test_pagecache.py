@@ -117,3 +117,45 @@ def test_bad_page_cache_calls_change_nothing(bad):
     with pytest.raises(ModelInputError):
         bad(k, m, f)
     assert k.snapshot() == snap and f.key() == fkey and m.nrpages == 0
+
+
+def test_replace_refuses_large_folios_before_changing_anything():
+    k, m, _ = setup()
+    old, new = k.folio_alloc(9), k.folio_alloc(9)
+    filemap_add_folio(k, m, old, 0)
+    new.flags.add("locked")
+    snap, keys = k.snapshot(), (old.key(), new.key())
+    with pytest.raises(ModelInputError, match="small folios"):
+        replace_page_cache_folio(k, old, new)
+    assert k.snapshot() == snap and (old.key(), new.key()) == keys and m.lookup(0) is old
+
+
+def test_replace_with_failing_hooked_zap_warns_and_completes():
+    # The new folio lies in a 2M leaf not split yet and the split's page-table allocation fails: the hook's
+    # zap returns -ENOMEM inside a function that returns void.
+    k, m, freed = setup(hooks=True)
+    old = k.folio_alloc(0)
+    assert filemap_add_folio(k, m, old, 0) == 0
+    new = k.folio_alloc(0)
+    while new.pfn >> 9 == old.pfn >> 9:
+        new = k.folio_alloc(0)
+    new.flags.add("locked")
+    k.fail_pgtable_allocs = 1
+    replace_page_cache_folio(k, old, new)
+    assert m.lookup(0) is new and old.mapping is None and freed == [old.pfn]
+    assert k.counters["warns"] == 1 and k.trace[-1].kind != "warn"
+    assert any(e.kind == "warn" and "replace_page_cache_folio" in e.get("what") for e in k.trace)
+    assert k.dmap.pt.is_valid(new.pfn)       # cached with its direct map still valid: what (a) reports
+    assert k.dmap.pt.is_valid(old.pfn)       # the old folio was restored on its way out
+
+
+def test_large_replace_step_is_bad_input_and_leaves_state():
+    from nbmodel.system import System
+    s = System(design="filemap", memory="1G", large_folios=True, large_zap=True)
+    s.step("gmem_create", file="g", size="4M", flags=["MMAP", "INIT_SHARED", "NO_DIRECT_MAP"])
+    assert s.step("fallocate", file="g", len="2M").result == "0"
+    assert s.files["g"].mapping.lookup(0).order == 9
+    snap = s.snapshot()
+    with pytest.raises(ModelInputError, match="small folios"):
+        s.step("replace", file="g", offset=0)
+    assert s.snapshot() == snap
