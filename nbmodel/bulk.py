@@ -27,10 +27,9 @@ import random
 from .counters import Counters
 from .designs import Config
 from .errors import Errno, ModelInputError
-from .physmem import MemoryMap
+from .physmem import _FREE, _USED, MemoryMap, pageblocks, take_block
 from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_size
 
-_NOT_RAM, _FREE, _USED = 0, 1, 2
 ZAPPED, UPTODATE, ZEROED = 1, 2, 4  # folio flags: NO_DIRECT_MAP (private bit, or zapped), uptodate, zeroed_at_add
 X86_CEILING, ARM64_CEILING = 33, 512  # tlb_single_page_flush_ceiling, MAX_DVM_OPS
 CONT_PTES, CONT_PMDS = 16, 16
@@ -49,15 +48,7 @@ class RunAllocator:
 
     def __init__(self, memmap: MemoryMap, seed: int = 0, reserved: int = 0):
         self._rng = random.Random(seed)
-        end = memmap.end_pfn
-        state = bytearray(end)
-        for s, e in memmap.ranges:
-            state[s:e] = bytes([_FREE]) * (e - s)
-        self.state = state
-        nblocks = (end + PAGES_2M - 1) // PAGES_2M
-        self.block_free = [state[b * PAGES_2M:(b + 1) * PAGES_2M].count(_FREE) for b in range(nblocks)]
-        self.whole = [b for b in range(nblocks) if self.block_free[b] == PAGES_2M]
-        self.partial = [b for b in range(nblocks) if 0 < self.block_free[b] < PAGES_2M]
+        self.state, self.block_free, self.whole, self.partial = pageblocks(memmap)
         self.carve: list[list[int]] = []   # [start, end) free ranges of the pageblock being carved, ascending
         self.pcp: list[list[int]] = []     # [first, n, step] runs; the next page handed out is the last run's last
         self.order9: set[int] = set()
@@ -167,12 +158,7 @@ class RunAllocator:
         self.whole.append(block)
 
     def _take_block(self, allow_partial: bool):
-        pool = self.whole if self.whole or not allow_partial else self.partial
-        if not pool:
-            return None
-        i = self._rng.randrange(len(pool))
-        pool[i], pool[-1] = pool[-1], pool[i]
-        return pool.pop()
+        return take_block(self._rng, self.whole, self.partial, allow_partial)
 
     def _reclaim_whole_block(self):
         blocks = sorted({r[0] // PAGES_2M for r in self.pcp if self.block_free[r[0] // PAGES_2M] == PAGES_2M})

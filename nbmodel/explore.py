@@ -209,6 +209,21 @@ def space_dict(space: Space) -> dict:
 
 
 # -- engines ----------------------------------------------------------------------------------------------
+def _with_record_breaks(out: frozenset, state: tuple, cache: dict, compute) -> frozenset:
+    """``out`` plus what each live record of ``state`` breaks: ``compute(pos, rid)``, cached per
+    ``(pos, rid, globals id)`` because records recur across millions of states."""
+    gid = state[0]
+    for pos in range(1, len(state)):
+        rid = state[pos]
+        if rid:
+            key = (pos, rid, gid)
+            got = cache.get(key)
+            if got is None:
+                got = cache[key] = compute(pos, rid)
+            out = out | got
+    return out
+
+
 class RealEngine:
     """Transitions computed by the real System.step on a scratch System (any configuration)."""
 
@@ -299,15 +314,8 @@ class RealEngine:
         out = self.inv_g.get(gid)
         if out is None:
             out = self.inv_g[gid] = self.u.broken_keys(gid, {})
-        for pos in range(1, len(state)):
-            rid = state[pos]
-            if rid:
-                key = (pos, rid, gid)
-                got = self.inv_rec.get(key)
-                if got is None:
-                    got = self.inv_rec[key] = self.u.broken_keys(gid, {self.positions[pos - 1]: rid})
-                out = out | got
-        return out
+        return _with_record_breaks(out, state, self.inv_rec,
+                                   lambda pos, rid: self.u.broken_keys(gid, {self.positions[pos - 1]: rid}))
 
     def clear_tlb(self, rid: int) -> int:
         return self.u.clear_tlb(rid)
@@ -474,16 +482,8 @@ class FastEngine:
         out = fast.broken_global(self.m, g)
         if "a" not in pending and "d" not in pending:
             return out
-        for pos in range(1, len(state)):
-            rid = state[pos]
-            if rid:
-                key = (pos, rid, gid)
-                got = self.inv.get(key)
-                if got is None:
-                    got = self.inv[key] = fast.broken_record(self.m, g, self.files[pos - 1],
-                                                             self.records.value(rid))
-                out = out | got
-        return out
+        return _with_record_breaks(out, state, self.inv, lambda pos, rid: fast.broken_record(
+            self.m, g, self.files[pos - 1], self.records.value(rid)))
 
     def clear_tlb(self, rid: int) -> int:
         return self.u.clear_tlb(rid)

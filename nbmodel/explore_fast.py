@@ -524,37 +524,29 @@ class Work:
         self.truncate(GMEM, [index])
         return "0"
 
+    def _fault_in(self, index: int) -> int | str:
+        """Get, prepare and (v12) zap the folio, then the store: 0, ``"oops"`` or a negative errno."""
+        folio = self.kvm_gmem_get_folio(index)
+        if isinstance(folio, int):
+            return folio
+        if self._prepare_contents(folio) == "oops":
+            self.folio_put(folio)
+            return "oops"
+        ret = self._zap(folio)
+        if not ret:
+            folio.content = "guest-secret"
+        self.folio_put(folio)
+        return ret
+
     def op_user_fault(self, index: int) -> str:
         if not self.m.gmem_shared:
             return "SIGBUS"
-        folio = self.kvm_gmem_get_folio(index)
-        if isinstance(folio, int):
-            return "SIGBUS"
-        if self._prepare_contents(folio) == "oops":
-            self.folio_put(folio)
-            return "oops"
-        ret = self._zap(folio)
-        if ret:
-            self.folio_put(folio)
-            return "SIGBUS"
-        folio.content = "guest-secret"
-        self.folio_put(folio)
-        return "0"
+        got = self._fault_in(index)
+        return got if got == "oops" else ("SIGBUS" if got else "0")
 
     def op_guest_fault(self, index: int) -> str:
-        folio = self.kvm_gmem_get_folio(index)
-        if isinstance(folio, int):
-            return _errno(folio)
-        if self._prepare_contents(folio) == "oops":
-            self.folio_put(folio)
-            return "oops"
-        ret = self._zap(folio)
-        if ret:
-            self.folio_put(folio)
-            return _errno(ret)
-        folio.content = "guest-secret"
-        self.folio_put(folio)
-        return "0"
+        got = self._fault_in(index)
+        return got if got == "oops" else _errno(got)
 
     def op_write(self, index: int) -> str:
         m = self.m

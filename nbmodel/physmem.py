@@ -71,6 +71,29 @@ class MemoryMap:
         return any(s <= pfn < e for s, e in self.ranges)
 
 
+def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list[int]]:
+    """An allocator's boot state: one byte per PFN (not RAM, free, used), free pages per 2M pageblock, and the
+    whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order."""
+    state = bytearray(memmap.end_pfn)
+    for s, e in memmap.ranges:
+        state[s:e] = bytes([_FREE]) * (e - s)
+    nblocks = (memmap.end_pfn + PAGES_2M - 1) // PAGES_2M
+    block_free = [state[b * PAGES_2M:(b + 1) * PAGES_2M].count(_FREE) for b in range(nblocks)]
+    whole = [b for b in range(nblocks) if block_free[b] == PAGES_2M]
+    partial = [b for b in range(nblocks) if 0 < block_free[b] < PAGES_2M]
+    return state, block_free, whole, partial
+
+
+def take_block(rng: random.Random, whole: list[int], partial: list[int], allow_partial: bool) -> int | None:
+    """Take a random pageblock out of ``whole`` (or, if it is empty and that is allowed, out of ``partial``)."""
+    pool = whole if whole or not allow_partial else partial
+    if not pool:
+        return None
+    i = rng.randrange(len(pool))
+    pool[i], pool[-1] = pool[-1], pool[i]
+    return pool.pop()
+
+
 class PageAllocator:
     """Hands out order-0 and order-9 blocks of PFNs, deterministically for a given seed."""
 
@@ -78,14 +101,7 @@ class PageAllocator:
         self.memmap = memmap
         self.seed = seed
         self._rng = random.Random(seed)
-        self._state = bytearray(memmap.end_pfn)
-        for s, e in memmap.ranges:
-            self._state[s:e] = bytes([_FREE]) * (e - s)
-        nblocks = (memmap.end_pfn + PAGES_2M - 1) // PAGES_2M
-        self._block_free = [self._state[b * PAGES_2M:(b + 1) * PAGES_2M].count(_FREE) for b in range(nblocks)]
-        # Whole free pageblocks (order-9 candidates) and partial ones (order-0 only), in PFN order.
-        self._whole = [b for b in range(nblocks) if self._block_free[b] == PAGES_2M]
-        self._partial = [b for b in range(nblocks) if 0 < self._block_free[b] < PAGES_2M]
+        self._state, self._block_free, self._whole, self._partial = pageblocks(memmap)
         self._carve: list[int] = []   # PFNs left in the pageblock being carved, next one last
         self._pcp: list[int] = []     # freed order-0 PFNs, reused LIFO
         self._orders: dict[int, int] = {}
@@ -143,12 +159,7 @@ class PageAllocator:
         return block * PAGES_2M
 
     def _take_block(self, allow_partial: bool):
-        pool = self._whole if self._whole or not allow_partial else self._partial
-        if not pool:
-            return None
-        i = self._rng.randrange(len(pool))
-        pool[i], pool[-1] = pool[-1], pool[i]
-        return pool.pop()
+        return take_block(self._rng, self._whole, self._partial, allow_partial)
 
     def _reclaim_whole_block(self):
         """Merge freed order-0 pages back into a whole free pageblock (the buddy allocator's coalescing)."""
