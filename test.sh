@@ -23,7 +23,7 @@ echo "test.sh: ruff check"
 # kernel does per workload, the model's own speed against its targets, and the running kernel beside it.
 fig_rc=0
 echo "test.sh: nbmodel bench --quick"
-.venv/bin/nbmodel bench --quick 2>/dev/null | tail -n 12 || fig_rc=$?
+.venv/bin/nbmodel bench --quick 2>/dev/null || fig_rc=$?
 echo "test.sh: nbmodel probe --crosscheck"
 .venv/bin/nbmodel probe --crosscheck || fig_rc=$?
 

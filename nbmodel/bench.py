@@ -287,31 +287,51 @@ def run(args) -> int:
         print(json.dumps(doc, indent=1))
     else:
         print(format_runs(runs))
+        print()
+        print(format_directmap(runs))
         if rep:
             print(format_speed(rep))
         print(f"peak RSS of this process: {peak / 1024:.0f} MiB (the live probes' buffers included)")
     return 1 if args.strict and rep and any(c.status == "FAIL" for c in rep.checks) else 0
 
 
+_HEAD = f"{'workload':<15}{'size':>5} {'folio':<6}{'arch':<12}{'design':<16}"
+
+
+def _row(r) -> str:
+    """The columns every table starts with: which workload, guest size, folio size, arch and design."""
+    design = "baseline" if r.label.startswith("baseline") else r.design + (
+        "+batch" if "batch_flush" in r.label else "")
+    return f"{r.workload:<15}{human(r.size):>5} {r.folio:<6}{r.arch:<12}{design:<16}"
+
+
 def format_runs(runs, timing: bool = True) -> str:
     """A table of runs; ``timing=False`` leaves out the model's own (varying) run time."""
-    head = (f"{'workload':<15}{'size':>5} {'folio':<5}{'arch':<12}{'design':<16}{'L2':>7}{'L3':>4}{'flush':>9}"
-            f"{'full':>7}{'IPIs':>9}{'zaps':>9}{'rest.':>9}{'4k after':>11}  {'est. ms':>9}"
-            + (f"  {'model s':>7}" if timing else ""))
+    head = (_HEAD + f"{'L2':>7}{'L3':>4}{'flush':>9}{'full':>7}{'IPIs':>9}{'zaps':>9}{'rest.':>9}{'4k after':>11}"
+            f"  {'est. ms':>9}" + (f"  {'model s':>7}" if timing else ""))
     lines = [head, "-" * len(head)]
     for r in runs:
         c = r.counters
         res = "" if r.ok else f"  ({', '.join(sorted(set(x for x in r.results if not x.isdigit() and x != '0')))})"
-        design = "baseline" if r.label.startswith("baseline") else r.design + (
-            "+batch" if "batch_flush" in r.label else "")
-        lines.append(f"{r.workload:<15}{human(r.size):>5} {r.folio:<5}{r.arch:<12}{design:<16}"
-                     f"{c['direct_map_level2_splits']:>7}{c['direct_map_level3_splits']:>4}{c['tlb_flushes']:>9}"
-                     f"{c['tlb_full_flushes']:>7}{c['ipis']:>9}{c['zaps']:>9}{c['restores']:>9}"
+        lines.append(_row(r) + f"{c['direct_map_level2_splits']:>7}{c['direct_map_level3_splits']:>4}"
+                     f"{c['tlb_flushes']:>9}{c['tlb_full_flushes']:>7}{c['ipis']:>9}{c['zaps']:>9}{c['restores']:>9}"
                      f"{r.directmap_after['DirectMap4k'] // 1024:>9}M  {r.estimate_ns / 1e6:>9.2f}"
                      + (f"  {r.seconds:>7.3f}" if timing else "") + res)
     lines.append(f"L2/L3 = 2M->4K / 1G->2M splits; flush = ranged flushes; full = flush_tlb_all(); 4k after = "
                  f"DirectMap4k at the end; est. ms = {LABEL}" + ("; model s = time this model took" if timing
                                                                    else ""))
+    return "\n".join(lines)
+
+
+def format_directmap(runs) -> str:
+    """``DirectMap4k/2M/1G`` of each run before and after it, in kB as ``/proc/meminfo`` prints them."""
+    head = _HEAD + "".join(f"{short + ' before':>12}{short + ' after':>11}" for short in ("4k", "2M", "1G"))
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        lines.append(_row(r) + "".join(f"{r.directmap_before[name]:>12}{r.directmap_after[name]:>11}"
+                                       for name in DM))
+    lines.append("DirectMap4k/2M/1G in kB (as /proc/meminfo prints them), before the workload's first step and "
+                 "after its last; arm64: the model's leaf counts under the x86 names")
     return "\n".join(lines)
 
 
@@ -332,8 +352,13 @@ def format_speed(rep: SpeedReport) -> str:
                          f"{r['ns_net_median']:.0f} ns/page")
     for c in rep.checks:
         value = "n/a" if c.value is None else f"{c.value:,.2f}"
-        lines.append(f"  {c.status}  {c.name}: {value} (target {'<=' if 'seconds' in c.name else '>='} "
-                     f"{c.target:,.0f}){'; ' + c.note if c.note else ''}")
+        below = "seconds" in c.name
+        margin = ""
+        if c.value:  # how far past (or short of) the target, as a ratio: > 1 means the target is met
+            margin = (f", {c.target / c.value:,.2f}x faster than that" if below
+                      else f", {c.value / c.target:,.2f}x the target")
+        lines.append(f"  {c.status}  {c.name}: {value} (target {'<=' if below else '>='} "
+                     f"{c.target:,.0f}{margin}){'; ' + c.note if c.note else ''}")
     return "\n".join(lines)
 
 

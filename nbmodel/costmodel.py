@@ -218,6 +218,70 @@ class CostModel:
         return m
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One probe kind: the cost model's per-page populate estimate beside what the probe measured here."""
+
+    kind: str
+    predicted_ns: float
+    measured_ns: float
+    counters: dict
+
+    @property
+    def ratio(self) -> float:
+        """measured / predicted."""
+        return self.measured_ns / self.predicted_ns if self.predicted_ns else float("inf")
+
+
+def probe_counters(kind: str, pages: int, splits: tuple[int, int], cpus: int) -> dict:
+    """The modelled kernel work of populating ``pages`` pages of a probe ``kind`` on an x86 machine with ``cpus``
+    CPUs: memfd and guest_memfd (no NO_DIRECT_MAP flag in mainline) do none; ``secretmem_fault()`` does one
+    ``set_direct_map_invalid_noflush()`` and one ``flush_tlb_kernel_range()`` of one page per page (INVLPG on
+    every CPU, an IPI to each other one), and every split the kernel counted adds ``flush_tlb_all()`` + IPIs."""
+    if kind != "secretmem":
+        return {}
+    l2, l3 = splits
+    n = l2 + l3
+    return {"zaps": pages, "tlb_flushes": pages, "tlb_page_invalidations": pages * cpus,
+            "direct_map_level2_splits": l2, "direct_map_level3_splits": l3, "tlb_full_flushes": n,
+            "ipis": (pages + n) * (cpus - 1)}
+
+
+def compare_with_probe(results, model: CostModel | None = None, cpus: int | None = None) -> list[Comparison]:
+    """Predicted (``model``, default prices unless given) vs measured populate cost per page for each probe that
+    ran, using the splits the kernel really counted. With :meth:`CostModel.from_probe` prices the secretmem row
+    agrees by construction (its IPI price is fitted to it); the default prices make it a real prediction."""
+    import os
+    model = model or CostModel()
+    ncpus = cpus or os.cpu_count() or 1
+    out = []
+    for r in results:
+        if r.skipped or r.pages <= 0 or r.ns_net_median <= 0:
+            continue
+        splits = (r.populate.get("direct_map_level2_splits", 0), r.populate.get("direct_map_level3_splits", 0))
+        counters = probe_counters(r.kind, r.pages, splits, ncpus)
+        est = model.estimate(counters, "x86", populated_pages=r.pages, zeroed_pages=r.pages)
+        out.append(Comparison(r.kind, est.total_ns / r.pages, r.ns_net_median, counters))
+    return out
+
+
+def format_comparison(rows: list[Comparison]) -> str:
+    """The comparison as text, with the secretmem / guest_memfd ratio predicted and measured."""
+    if not rows:
+        return "predicted vs measured: no probe ran"
+    lines = [f"predicted ({LABEL}) vs measured here, populate cost per page:"]
+    for c in rows:
+        lines.append(f"  {c.kind:<12} predicted {c.predicted_ns:>8.0f} ns   measured {c.measured_ns:>8.0f} ns   "
+                     f"measured/predicted {c.ratio:.2f}")
+    by = {c.kind: c for c in rows}
+    base = by.get("guest_memfd") or by.get("memfd")
+    sec = by.get("secretmem")
+    if base is not None and sec is not None:
+        lines.append(f"  secretmem / {base.kind}: predicted {sec.predicted_ns / base.predicted_ns:.2f}x, "
+                     f"measured {sec.measured_ns / base.measured_ns:.2f}x")
+    return "\n".join(lines)
+
+
 def measure_zero_bandwidth(size: int = 256 << 20) -> float:
     """Bytes per ns of a userspace ``memset()`` over a pre-faulted buffer (``clear_page()`` stands behind it)."""
     import ctypes
@@ -232,4 +296,5 @@ def measure_zero_bandwidth(size: int = 256 << 20) -> float:
     return size / best
 
 
-__all__ = ["BADGES", "LABEL", "Param", "DEFAULTS", "PUBLISHED", "Estimate", "CostModel", "measure_zero_bandwidth"]
+__all__ = ["BADGES", "LABEL", "Param", "DEFAULTS", "PUBLISHED", "Estimate", "CostModel", "Comparison",
+           "probe_counters", "compare_with_probe", "format_comparison", "measure_zero_bandwidth"]

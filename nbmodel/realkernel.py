@@ -368,9 +368,13 @@ def run(args) -> int:
     if getattr(args, "crosscheck", False):
         from . import crosscheck
         cross = crosscheck.crosscheck(args.size)
+    from .costmodel import compare_with_probe, format_comparison
+    compared = compare_with_probe(results)
     if args.json:
         doc = {"kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count(),
-               "probes": [r.as_dict() for r in results], "secretmem_over_guest_memfd": ratio}
+               "probes": [r.as_dict() for r in results], "secretmem_over_guest_memfd": ratio,
+               "predicted_vs_measured": [{"kind": c.kind, "predicted_ns": c.predicted_ns,
+                                          "measured_ns": c.measured_ns} for c in compared]}
         if cross is not None:
             doc["crosscheck"] = cross.as_dict()
         print(json.dumps(doc, indent=1))
@@ -380,6 +384,8 @@ def run(args) -> int:
         print(format_result(r))
     if ratio is not None:
         print(f"secretmem / guest_memfd median net populate cost per page: {ratio:.2f}x")
+    if compared:
+        print(format_comparison(compared))
     if cross is not None:
         print(cross.report())
     return 0

@@ -254,3 +254,40 @@ def test_bench_json_shape():
         assert key in run
     assert set(run["directmap_after"]) == {"DirectMap4k", "DirectMap2M", "DirectMap1G"}
     assert all({"name", "value", "unit", "badge", "source"} <= set(p) for p in doc["cost_model"])
+
+
+def test_speed_report_prints_status_and_ratio_to_each_target():
+    t = bench.TARGETS
+    rep = bench.SpeedReport(
+        bulk={"seconds": 2.0, "folio_ops_per_s": 4e6},
+        traced={"folio_ops_per_s": 5e4, "size": 4 << 20, "runs": 3, "worst_folio_ops_per_s": 4e4},
+        checks=[bench._check("bulk folio-ops/s", 4e6, t["bulk_folio_ops_per_s"]),
+                bench._check("bulk seconds", 2.0, t["bulk_16g_seconds"], below=True),
+                bench._check("traced System folio-ops/s", 5e4, t["traced_folio_ops_per_s"]),
+                bench._check("model / live secretmem", None, t["model_over_live_secretmem"], note="no kernel")])
+    text = bench.format_speed(rep)
+    assert "PASS  bulk folio-ops/s: 4,000,000.00 (target >= 1,000,000, 4.00x the target)" in text
+    assert "PASS  bulk seconds: 2.00 (target <= 10, 5.00x faster than that)" in text
+    assert "FAIL  traced System folio-ops/s: 50,000.00 (target >= 100,000, 0.50x the target)" in text
+    assert "SKIP  model / live secretmem: n/a (target >= 25); no kernel" in text
+    assert "best of 3 runs; slowest 40,000" in text
+
+
+def test_traced_rate_counts_each_folio_added_and_removed_once():
+    got = bench.traced_rate("1M", repeats=2)
+    assert got["folio_ops"] == 2 * 256 and got["runs"] == 2
+    assert got["folio_ops_per_s"] >= got["worst_folio_ops_per_s"] > 0
+
+
+def test_directmap_table_shows_before_and_after_of_each_run():
+    runs = [bench.run_workload("boot-fault", "64M", "4K", "x86", "filemap"),
+            bench.run_workload("boot-fault", "64M", "4K", "arm64", "filemap")]
+    lines = bench.format_directmap(runs).splitlines()
+    assert "4k before" in lines[0] and "1G after" in lines[0]
+    for r, line in zip(runs, lines[2:4], strict=True):
+        numbers = [int(x) for x in line.split()[-6:]]
+        assert numbers == [r.directmap_before[n] if i % 2 == 0 else r.directmap_after[n]
+                           for n in bench.DM for i in (0, 1)]
+    x86, arm = runs
+    assert x86.directmap_after["DirectMap4k"] > x86.directmap_before["DirectMap4k"]   # the zaps split 2M leaves
+    assert arm.directmap_after == arm.directmap_before                                # rodata=full: 4K from boot

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from nbmodel import costmodel
 from nbmodel.costmodel import BADGES, DEFAULTS, LABEL, PUBLISHED, CostModel, Estimate
 from nbmodel.counters import COUNTERS
 from nbmodel.realkernel import ProbeResult
@@ -74,3 +75,39 @@ def test_from_probe_derives_the_split_price_from_attributed_faults():
     m = CostModel.from_probe([probe], cpus=2)
     assert m.params["split_ns"].badge == "measured here"
     assert m["split_ns"] == pytest.approx(40000.0 - m["full_flush_ns"] - m["ipi_ns"])
+
+
+def _probes(splits=(0, 0)):
+    populate = {"direct_map_level2_splits": splits[0], "direct_map_level3_splits": splits[1]}
+    return [ProbeResult("guest_memfd", 1 << 20, 256, ns_net_median=3000.0),
+            ProbeResult("secretmem", 1 << 20, 256, ns_net_median=13000.0, populate=populate),
+            ProbeResult("memfd", 1 << 20, 256, skipped="no")]
+
+
+def test_predicted_vs_measured_uses_the_model_terms_per_page():
+    rows = costmodel.compare_with_probe(_probes(), cpus=4)
+    by = {r.kind: r for r in rows}
+    assert set(by) == {"guest_memfd", "secretmem"}          # the skipped probe has no row
+    m = costmodel.CostModel()
+    assert by["guest_memfd"].predicted_ns == m["populate_page_ns"]
+    per_page = m["populate_page_ns"] + m["cpa_call_ns"] + m["flush_call_ns"] + 4 * m["invlpg_ns"] + 3 * m["ipi_ns"]
+    assert abs(by["secretmem"].predicted_ns - per_page) < 1e-6
+    assert by["secretmem"].measured_ns == 13000.0 and by["secretmem"].ratio == 13000.0 / per_page
+
+
+def test_kernel_splits_raise_the_secretmem_prediction():
+    flat = {r.kind: r for r in costmodel.compare_with_probe(_probes(), cpus=2)}
+    split = {r.kind: r for r in costmodel.compare_with_probe(_probes((8, 1)), cpus=2)}
+    m = costmodel.CostModel()
+    extra = 9 * (m["split_ns"] + m["full_flush_ns"] + m["ipi_ns"]) / 256
+    assert abs(split["secretmem"].predicted_ns - flat["secretmem"].predicted_ns - extra) < 1e-6
+    assert split["guest_memfd"].predicted_ns == flat["guest_memfd"].predicted_ns
+
+
+def test_prices_fitted_here_reproduce_the_secretmem_measurement():
+    probes = _probes()
+    fitted = costmodel.CostModel.from_probe(probes, cpus=2)
+    rows = {r.kind: r for r in costmodel.compare_with_probe(probes, fitted, cpus=2)}
+    assert abs(rows["secretmem"].predicted_ns - 13000.0) < 1e-6   # by construction: the IPI price is fitted
+    text = costmodel.format_comparison(list(rows.values()))
+    assert "secretmem / guest_memfd: predicted 4.33x, measured 4.33x" in text

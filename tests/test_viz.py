@@ -249,3 +249,17 @@ def test_print_stepper_latency_64_folios(config, capsys):
     with capsys.disabled():
         print(f"\nstepper latency, 64-folio scenario, {config} (wall clock, this machine):")
         print(latency_summary(rows))
+
+
+def test_predicted_vs_measured_plot_draws_both_figures_per_kind():
+    from nbmodel import costmodel
+    from nbmodel.realkernel import ProbeResult
+    from nbmodel.viz import plots
+    probes = [ProbeResult("guest_memfd", 1 << 20, 256, ns_net_median=3000.0),
+              ProbeResult("secretmem", 1 << 20, 256, ns_net_median=13000.0)]
+    rows = costmodel.compare_with_probe(probes, cpus=2)
+    fig = plots.predicted_vs_measured(rows)
+    predicted, measured = fig.axes[0].containers
+    assert [b.get_height() for b in predicted] == [r.predicted_ns for r in rows]
+    assert [b.get_height() for b in measured] == [3000.0, 13000.0]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["guest_memfd", "secretmem"]

@@ -103,4 +103,20 @@ def live_vs_model(cross):
     return _done(fig)
 
 
-__all__ = ["counts_vs_size", "estimate_vs_size", "breakdown", "live_vs_model"]
+def predicted_vs_measured(rows):
+    """Per probe kind: the cost model's populate cost per page (``costmodel.compare_with_probe()``) beside the
+    one measured here."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
+    kinds = [c.kind for c in rows]
+    width = 0.38
+    ax.bar([x - width / 2 for x in range(len(kinds))], [c.predicted_ns for c in rows], width,
+           label=f"predicted ({LABEL})", color="#ff7f0e")
+    ax.bar([x + width / 2 for x in range(len(kinds))], [c.measured_ns for c in rows], width,
+           label="measured here", color="#1f77b4")
+    ax.set_xticks(range(len(kinds)), kinds)
+    ax.set_ylabel("populate cost, ns per page")
+    ax.legend(fontsize=8)
+    return _done(fig)
+
+
+__all__ = ["counts_vs_size", "estimate_vs_size", "breakdown", "live_vs_model", "predicted_vs_measured"]
