@@ -167,7 +167,7 @@ class _Builder:
             shift = 39 + 9 * (len(upper) - 1 - i)
             parts.append(f"{name}[{(base >> shift) & 511}]")
         desc = k.dmap.describe()
-        label = f"{' -> '.join(parts)} -> PUD table\n{desc} direct map at {base:#x}"
+        label = f"{' -> '.join(parts)} -> PUD table\n{desc} direct map, PAGE_OFFSET {base:#x}"
         return self.new(label, fillcolor=FILL["root"])
 
     def build(self):
