@@ -21,7 +21,6 @@ import html
 from dataclasses import dataclass
 
 from nbmodel.pagetable import CONT, LEVEL_1G, LEVEL_2M, LEVEL_4K, MAPPED, VALID
-from nbmodel.units import PAGE_SHIFT
 from nbmodel.viz.dot import Diagram, Digraph, svg
 
 # -- palette: fills light enough for dark text, borders and edges mid-grey (visible on white and on black) --
@@ -167,7 +166,8 @@ class _Builder:
             shift = 39 + 9 * (len(upper) - 1 - i)
             parts.append(f"{name}[{(base >> shift) & 511}]")
         desc = k.dmap.describe()
-        label = f"{' -> '.join(parts)} -> PUD table\n{desc} direct map, PAGE_OFFSET {base:#x}"
+        # Kernel addresses as Documentation/arch/x86/x86_64/mm.rst and arm64/memory.rst print them: 16 hex digits.
+        label = f"{' -> '.join(parts)} -> PUD table\n{desc} direct map, PAGE_OFFSET {base:016x}"
         return self.new(label, fillcolor=FILL["root"])
 
     def build(self):
@@ -366,10 +366,5 @@ def before_after(k, action, marks, label: str = "after", counters=None) -> str:
     return side_by_side_html([("before", before), (label, after)]) + events + table
 
 
-def page_of(k, pfn: int) -> str:
-    """``pfn`` and its direct-map address, for captions."""
-    return f"pfn {pfn:#x} (va {k.dmap.page_offset() + (pfn << PAGE_SHIFT):#x})"
-
-
 __all__ = ["Mark", "folio_marks", "pagetable_graph", "pagetable_svg", "pagetable_diagram", "legend_graph",
-           "legend_svg", "legend_diagram", "side_by_side_html", "before_after", "page_of", "FILL"]
+           "legend_svg", "legend_diagram", "side_by_side_html", "before_after", "FILL"]
