@@ -220,8 +220,9 @@ def truncate_inode_pages_range(k, mapping: AddressSpace, lstart: int, lend: int)
 def filemap_grab_folio(k, mapping: AddressSpace, index: int, order: int = 0, name: str = "") -> Folio | int:
     """``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``: the locked folio covering ``index``, creating it if absent
     (an order-``order`` folio at the aligned index, named ``"{name}:{first index}"``). If that range is partly
-    occupied (-EEXIST) it falls back to one page at ``index``, as the kernel's ``do { } while (order-- >
-    min_order)`` loop does; the kernel also tries the orders in between, the model has only 9 and 0.
+    occupied (-EEXIST) it falls back to one page. The kernel's ``do { } while (order-- > min_order)`` loop
+    retries every smaller order at the index it was given; the model has only orders 9 and 0, and puts the one
+    page at ``index`` itself, the page its caller asked for (large guest_memfd folios are ahead of mainline).
     Returns the folio with an extra reference for the caller, or a negative errno."""
     folio = mapping.lookup(index)
     if folio is not None:
