@@ -15,11 +15,9 @@ from .folio import Folio
 from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID
 from .physmem import MemoryMap, PageAllocator
 from .tlb import SPANS_BY_ARCH, TLB
-from .trace import Event
+from .trace import Trace
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .x86 import X86DirectMap
-
-_new_event = tuple.__new__
 
 ARCHES = ("x86", "arm64")
 
@@ -40,7 +38,7 @@ class Kernel:
         self.memmap = memmap
         self.counters = Counters()
         self.trace_enabled = trace
-        self.trace: list = []
+        self.trace = Trace()
         self.system_running = False
         self.current_cpu = 0
         self.tlbs = [TLB(c, SPANS_BY_ARCH[arch]) for c in range(cpus)]
@@ -72,9 +70,9 @@ class Kernel:
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, kind: str, **args) -> None:
         if self.trace_enabled:
-            # tuple.__new__ skips NamedTuple's generated __new__, and the keyword dict is kept as it is: this
-            # is the model's hottest line, and a dict of plain values is one object the GC does not track.
-            self.trace.append(_new_event(Event, (kind, args)))
+            # The model's hottest line: a plain tuple holding the keyword dict as it is (Trace hands it out as
+            # an Event).
+            self.trace.append((kind, args))
 
     def point(self, name: str, pfn: int) -> None:
         """A place where another CPU may run in between (the explorer and race scenarios use it)."""

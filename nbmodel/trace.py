@@ -48,6 +48,31 @@ class Event(NamedTuple):
         return f"{self.kind}({inner})" if inner else self.kind
 
 
+_new_event = tuple.__new__
+
+
+class Trace(list):
+    """The event trace. It stores each event as a plain ``(kind, args)`` tuple and hands it out as an
+    :class:`Event` when indexed, sliced (a slice is a Trace too) or iterated. Appending a plain tuple is the
+    cheapest thing the model's hottest line can do; building a tuple subclass costs a second allocation."""
+
+    __slots__ = ()
+
+    def __getitem__(self, i):
+        got = list.__getitem__(self, i)
+        if type(i) is slice:
+            return Trace(got)
+        return _new_event(Event, got)
+
+    def __iter__(self):
+        for t in list.__iter__(self):
+            yield _new_event(Event, t)
+
+    def __reversed__(self):
+        for t in list.__reversed__(self):
+            yield _new_event(Event, t)
+
+
 _PFN_KEYS = ("pfn", "src", "dst")
 
 

@@ -54,3 +54,22 @@ def test_every_emitted_event_kind_is_documented():
                 seen.update(e.kind for e in st.events)
     assert seen <= set(EVENT_KINDS), seen - set(EVENT_KINDS)
     assert {"zap", "restore", "split", "flush", "insert", "delete", "oops", "stale"} <= seen
+
+
+def test_trace_keeps_plain_tuples_and_hands_out_events():
+    import copy
+
+    from nbmodel.trace import Event, Trace
+
+    s = System(design="filemap", memory="1G")
+    s.step("gmem_create", file="g", size="64K")
+    s.step("fallocate", file="g", len="16K")
+    trace = s.k.trace
+    assert isinstance(trace, Trace) and len(trace) > 8
+    stored = list.__getitem__(trace, 0)
+    assert type(stored) is tuple and type(trace[0]) is Event and trace[0] == stored
+    assert all(type(e) is Event for e in trace) and all(type(e) is Event for e in reversed(trace))
+    assert isinstance(trace[2:5], Trace) and [e.kind for e in trace[2:5]] == [e.kind for e in list(trace)[2:5]]
+    assert str(trace[-1]).startswith(trace[-1].kind) and trace[-1].get("pfn") is not None
+    assert [str(e) for e in copy.deepcopy(s.k).trace] == [str(e) for e in trace]   # Kernel.clone() keeps it
+    assert [str(e) for e in s.steps[1].events] == [str(e) for e in trace[len(trace) - len(s.steps[1].events):]]
