@@ -70,9 +70,10 @@ class Kernel:
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, kind: str, **args) -> None:
         if self.trace_enabled:
-            # The model's hottest line: a plain tuple holding the keyword dict as it is (Trace hands it out as
-            # an Event).
-            self.trace.append((kind, args))
+            # The model's hottest line: nothing is built here (Trace makes the Event when it is read).
+            trace = self.trace
+            trace.kinds.append(kind)
+            trace.args.append(args)
 
     def point(self, name: str, pfn: int) -> None:
         """A place where another CPU may run in between (the explorer and race scenarios use it)."""

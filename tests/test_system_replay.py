@@ -56,8 +56,9 @@ def test_every_emitted_event_kind_is_documented():
     assert {"zap", "restore", "split", "flush", "insert", "delete", "oops", "stale"} <= seen
 
 
-def test_trace_keeps_plain_tuples_and_hands_out_events():
+def test_trace_keeps_kinds_and_dicts_and_hands_out_events():
     import copy
+    import gc
 
     from nbmodel.trace import Event, Trace
 
@@ -65,11 +66,13 @@ def test_trace_keeps_plain_tuples_and_hands_out_events():
     s.step("gmem_create", file="g", size="64K")
     s.step("fallocate", file="g", len="16K")
     trace = s.k.trace
-    assert isinstance(trace, Trace) and len(trace) > 8
-    stored = list.__getitem__(trace, 0)
-    assert type(stored) is tuple and type(trace[0]) is Event and trace[0] == stored
-    assert all(type(e) is Event for e in trace) and all(type(e) is Event for e in reversed(trace))
-    assert isinstance(trace[2:5], Trace) and [e.kind for e in trace[2:5]] == [e.kind for e in list(trace)[2:5]]
+    assert isinstance(trace, Trace) and len(trace) == len(trace.kinds) == len(trace.args) > 8
+    assert type(trace[0]) is Event and trace[0] == (trace.kinds[0], trace.args[0])
+    assert all(type(e) is Event for e in trace) and [str(e) for e in reversed(trace)] == [str(e) for e in trace][::-1]
+    assert isinstance(trace[2:5], Trace) and [e.kind for e in trace[2:5]] == trace.kinds[2:5]
+    assert trace[2:5] == list(trace)[2:5] and trace[2:5] != list(trace)[2:6]
     assert str(trace[-1]).startswith(trace[-1].kind) and trace[-1].get("pfn") is not None
-    assert [str(e) for e in copy.deepcopy(s.k).trace] == [str(e) for e in trace]   # Kernel.clone() keeps it
-    assert [str(e) for e in s.steps[1].events] == [str(e) for e in trace[len(trace) - len(s.steps[1].events):]]
+    gc.collect()
+    assert not any(gc.is_tracked(a) for a in trace.args)   # nothing per event for the collector to walk
+    assert copy.deepcopy(s.k).trace == trace                 # Kernel.clone() keeps it
+    assert s.steps[1].events == trace[len(trace) - len(s.steps[1].events):]
