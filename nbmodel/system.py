@@ -16,6 +16,7 @@ from .designs import Config
 from .errors import ModelInputError, errno_name
 from .invariants import INVARIANTS, broken, racing_read_breaks
 from .kernel import Kernel
+from .trace import Trace
 from .units import PAGE_SHIFT, parse_size
 
 INTERRUPT_POINTS = ("after_zap", "after_insert", "after_delete", "after_restore")
@@ -29,7 +30,7 @@ class Step:
     op: str
     args: dict
     result: str
-    events: list
+    events: Trace  # the kernel trace slice this step appended: a sequence of Event
     counters: dict
     broken: dict
     saw: str | None = None
