@@ -190,6 +190,7 @@ class Check:
     target: float
     status: str   # PASS, FAIL or SKIP
     note: str = ""
+    ratio: float | None = None  # how many times the target is met: > 1 PASS, < 1 FAIL (seconds: target / value)
 
 
 @dataclass
@@ -241,7 +242,8 @@ def _check(name, value, target, below=False, note=""):
     if value is None:
         return Check(name, None, target, "SKIP", note)
     ok = value <= target if below else value >= target
-    return Check(name, value, target, "PASS" if ok else "FAIL", note)
+    ratio = (target / value if value else float("inf")) if below else value / target
+    return Check(name, value, target, "PASS" if ok else "FAIL", note, ratio)
 
 
 # -- command line ------------------------------------------------------------------------------------------------
@@ -354,9 +356,8 @@ def format_speed(rep: SpeedReport) -> str:
         value = "n/a" if c.value is None else f"{c.value:,.2f}"
         below = "seconds" in c.name
         margin = ""
-        if c.value:  # how far past (or short of) the target, as a ratio: > 1 means the target is met
-            margin = (f", {c.target / c.value:,.2f}x faster than that" if below
-                      else f", {c.value / c.target:,.2f}x the target")
+        if c.ratio is not None:
+            margin = f", {c.ratio:,.2f}x faster than that" if below else f", {c.ratio:,.2f}x the target"
         lines.append(f"  {c.status}  {c.name}: {value} (target {'<=' if below else '>='} "
                      f"{c.target:,.0f}{margin}){'; ' + c.note if c.note else ''}")
     return "\n".join(lines)

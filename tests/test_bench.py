@@ -291,3 +291,14 @@ def test_directmap_table_shows_before_and_after_of_each_run():
     x86, arm = runs
     assert x86.directmap_after["DirectMap4k"] > x86.directmap_before["DirectMap4k"]   # the zaps split 2M leaves
     assert arm.directmap_after == arm.directmap_before                                # rodata=full: 4K from boot
+
+
+def test_checks_carry_their_ratio_for_json():
+    above = bench._check("x", 250.0, 100.0)
+    below = bench._check("y seconds", 4.0, 10.0, below=True)
+    missed = bench._check("z", 50.0, 100.0)
+    assert (above.status, above.ratio) == ("PASS", 2.5)
+    assert (below.status, below.ratio) == ("PASS", 2.5)
+    assert (missed.status, missed.ratio) == ("FAIL", 0.5)
+    assert bench._check("w", None, 1.0).ratio is None
+    assert json.loads(json.dumps(bench.SpeedReport({}, {}, checks=[above]).as_dict()))["checks"][0]["ratio"] == 2.5
