@@ -8,6 +8,7 @@ keyboard and checks that the kernel answered. The server's process group is alwa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -127,69 +128,65 @@ def _open_and_run_all(page, base: str, token: str, notebook: str, outside: list)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
 
-def test_pipeline_notebook_runs_in_jupyterlab(lab, chromium, screenshots_dir):
+@contextlib.contextmanager
+def _lab_notebook(lab, chromium, notebook: str, viewport: dict, screenshot):
+    """A page in headless chromium with ``notebook`` open in JupyterLab and "run all cells" started. The page is
+    screenshot to ``screenshot`` at the end, pass or fail; a request outside the server fails the test."""
     from playwright.sync_api import sync_playwright
 
     base, token = lab
     outside: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = browser.new_page(viewport=viewport)
         try:
-            _open_and_run_all(page, base, token, NOTEBOOK, outside)
-
-            outputs = page.locator(".jp-OutputArea-output")
-            outputs.locator(".nbmodel-diagram svg").first.wait_for(state="visible", timeout=60_000)
-            slider = outputs.locator(".widget-slider").first
-            slider.wait_for(state="visible", timeout=60_000)
-            label = outputs.locator(".widget-label", has_text="pages of 4 KiB").first
-            label.wait_for(timeout=30_000)
-            page.wait_for_function(KERNEL_READY_JS, timeout=60_000)  # all cells done
-            assert label.inner_text().strip() == "order 9: 512 pages of 4 KiB = 2048 KiB"
-            assert outputs.filter(has_text="order 10: 1024 pages of 4 KiB = 4096 KiB").count() == 1
-
-            # The widget talks to the kernel: one step right on the slider, the Python callback relabels.
-            handle = slider.locator(".noUi-handle").first
-            handle.focus()
-            handle.press("ArrowRight")
-            outputs.locator(".widget-label", has_text="order 10: 1024 pages").first.wait_for(timeout=30_000)
+            _open_and_run_all(page, base, token, notebook, outside)
+            yield page
         finally:
-            page.screenshot(path=str(screenshots_dir / "lab-00_pipeline.png"))
+            page.screenshot(path=str(screenshot), full_page=False)
             browser.close()
     assert not outside, "JupyterLab requested outside localhost:\n" + "\n".join(outside)
+
+
+def test_pipeline_notebook_runs_in_jupyterlab(lab, chromium, screenshots_dir):
+    with _lab_notebook(lab, chromium, NOTEBOOK, {"width": 1280, "height": 1000},
+                       screenshots_dir / "lab-00_pipeline.png") as page:
+        outputs = page.locator(".jp-OutputArea-output")
+        outputs.locator(".nbmodel-diagram svg").first.wait_for(state="visible", timeout=60_000)
+        slider = outputs.locator(".widget-slider").first
+        slider.wait_for(state="visible", timeout=60_000)
+        label = outputs.locator(".widget-label", has_text="pages of 4 KiB").first
+        label.wait_for(timeout=30_000)
+        page.wait_for_function(KERNEL_READY_JS, timeout=60_000)  # all cells done
+        assert label.inner_text().strip() == "order 9: 512 pages of 4 KiB = 2048 KiB"
+        assert outputs.filter(has_text="order 10: 1024 pages of 4 KiB = 4096 KiB").count() == 1
+
+        # The widget talks to the kernel: one step right on the slider, the Python callback relabels.
+        handle = slider.locator(".noUi-handle").first
+        handle.focus()
+        handle.press("ArrowRight")
+        outputs.locator(".widget-label", has_text="order 10: 1024 pages").first.wait_for(timeout=30_000)
 
 
 def test_folio_stepper_steps_in_jupyterlab(lab, chromium, screenshots_dir):
     """Chapter 4's live stepper: run the notebook, click "step >", and the page-table view changes."""
-    from playwright.sync_api import sync_playwright
-
-    base, token = lab
-    outside: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        try:
-            _open_and_run_all(page, base, token, "notebooks/04_v12_per_folio.ipynb", outside)
-
-            step = page.locator(".jp-OutputArea-output .widget-button", has_text="step >").first
-            step.wait_for(state="visible", timeout=90_000)
-            page.wait_for_function(KERNEL_READY_JS, timeout=90_000)  # all cells done
-            out = page.locator(".jp-OutputArea-output", has=page.locator(".widget-button", has_text="step >")).last
-            view = out.locator(".nbmodel-diagram").first
-            view.wait_for(state="visible", timeout=30_000)
-            before = view.inner_html()
-            status = out.locator(".widget-html", has_text="step ").first
-            status_before = status.inner_text()
-            step.scroll_into_view_if_needed(timeout=10_000)
-            step.click()
-            for _ in range(60):  # up to 30 s for the kernel to answer the click and the view to redraw
-                if view.inner_html() != before:
-                    break
-                page.wait_for_timeout(500)
-            assert view.inner_html() != before, "the page-table view did not change after 'step >'"
-            assert out.locator(".widget-html", has_text="step ").first.inner_text() != status_before
-            out.screenshot(path=str(screenshots_dir / "lab-04_stepper-after-step.png"))
-        finally:
-            page.screenshot(path=str(screenshots_dir / "lab-04_stepper.png"), full_page=False)
-            browser.close()
-    assert not outside, "JupyterLab requested outside localhost:\n" + "\n".join(outside)
+    with _lab_notebook(lab, chromium, "notebooks/04_v12_per_folio.ipynb", {"width": 1400, "height": 1100},
+                       screenshots_dir / "lab-04_stepper.png") as page:
+        step = page.locator(".jp-OutputArea-output .widget-button", has_text="step >").first
+        step.wait_for(state="visible", timeout=90_000)
+        page.wait_for_function(KERNEL_READY_JS, timeout=90_000)  # all cells done
+        out = page.locator(".jp-OutputArea-output", has=page.locator(".widget-button", has_text="step >")).last
+        view = out.locator(".nbmodel-diagram").first
+        view.wait_for(state="visible", timeout=30_000)
+        before = view.inner_html()
+        status = out.locator(".widget-html", has_text="step ").first
+        status_before = status.inner_text()
+        step.scroll_into_view_if_needed(timeout=10_000)
+        step.click()
+        for _ in range(60):  # up to 30 s for the kernel to answer the click and the view to redraw
+            if view.inner_html() != before:
+                break
+            page.wait_for_timeout(500)
+        assert view.inner_html() != before, "the page-table view did not change after 'step >'"
+        assert out.locator(".widget-html", has_text="step ").first.inner_text() != status_before
+        out.screenshot(path=str(screenshots_dir / "lab-04_stepper-after-step.png"))
