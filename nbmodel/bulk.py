@@ -25,12 +25,13 @@ import bisect
 import random
 
 from .counters import Counters
-from .designs import Config
+from .designs import MERMAP_WINDOW_PAGES, Config
 from .errors import Errno, ModelInputError
+from .guest_memfd import fallocate_errno
 from .physmem import _FREE, _USED, MemoryMap, pageblocks, take_block
-from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_size
+from .policy import Policy
+from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_signed_size, parse_size
 
-ZAPPED, UPTODATE, ZEROED = 1, 2, 4  # folio flags: NO_DIRECT_MAP (private bit, or zapped), uptodate, zeroed_at_add
 X86_CEILING, ARM64_CEILING = 33, 512  # tlb_single_page_flush_ceiling, MAX_DVM_OPS
 CONT_PTES, CONT_PMDS = 16, 16
 
@@ -379,8 +380,10 @@ class BulkSystem:
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, write: str = "refuse", large_folios: bool = False,
                  batch_flush: bool = False, large_zap: bool = False, fwb: bool = True, reserved_pages: int = 64):
-        self.config = Config.make(design, (), write, large_folios, batch_flush)
+        self.config = Config.make(design, (), write, large_folios, batch_flush, large_zap)
         self.design = design
+        self.policy = Policy(design=design, arch=arch, mode=mode, cpus=cpus, write=write, large_folios=large_folios,
+                             batch_flush=batch_flush, large_zap=large_zap, fwb=fwb)
         self.arch = arch
         self.mode = mode or ("4-level" if arch == "x86" else "rodata-full")
         if arch == "arm64" and self.mode not in ("rodata-full", "bbml2", "no-set-direct-map"):
@@ -401,7 +404,7 @@ class BulkSystem:
         self.alloc = RunAllocator(self.memmap, seed=seed, reserved=reserved_pages)
         self.files: dict[str, BulkFile] = {}
         self.can_set = not (arch == "arm64" and self.mode == "no-set-direct-map")
-        self._batching = False
+        self._deferred = 0
 
     def order_of(self, f: BulkFile) -> int:
         """Folio order of a file's folios: memfd_secret always uses order 0."""
@@ -430,13 +433,9 @@ class BulkSystem:
             c["tlb_page_invalidations"] += n * pages
 
     # -- the zap and the restore --------------------------------------------------------------------------
-    def _zap(self, first: int, n: int, step: int, order: int, how: str) -> None:
-        """Zap ``n`` folios (a run of 4K folios, or one 2M folio) and count each one's flushes. ``how``:
-        ``folio`` (``folio_zap_direct_map()`` or the secretmem-style ``set_direct_map_valid_noflush()`` + flush),
-        ``invalid`` (``set_direct_map_invalid_noflush()`` + flush: mainline secretmem), ``deferred`` (batched:
-        the flush comes once at the end of fallocate())."""
-        if order and how != "invalid" and self.design != "secretmem" and not self.large_zap:
-            raise BulkUnsupported("v12 folio_zap_direct_map() refuses large folios: pass large_zap=True")
+    def _zap(self, first: int, n: int, step: int, order: int, flushes: int) -> None:
+        """Zap ``n`` folios (a run of 4K folios, or one 2M folio), each followed by ``flushes`` calls of
+        ``flush_tlb_kernel_range()`` over it (as the design's probe counted: 0 when the flush is batched)."""
         if not self.can_set:
             raise BulkUnsupported("zap without can_set_direct_map()")
         lo = min(first, first + (n - 1) * step)
@@ -445,11 +444,8 @@ class BulkSystem:
         else:
             self.dmap.change_pages(lo, n, True)
         self.counters["zaps"] += n
-        pages = 1 << order
-        if self.arch == "arm64" and how in ("folio", "deferred"):
-            self.flush_ranges(n, pages)   # set_memory_valid(addr, nr, 0) flushes in __change_memory_common()
-        if how != "deferred":
-            self.flush_ranges(n, pages)   # flush_tlb_kernel_range()
+        for _ in range(flushes):
+            self.flush_ranges(n, 1 << order)
 
     def _restore(self, first: int, n: int, step: int, order: int) -> None:
         """``folio_restore_direct_map()`` / ``set_direct_map_default_noflush()`` for ``n`` folios: no flush, and
@@ -478,23 +474,19 @@ class BulkSystem:
             raise ModelInputError(f"a file named {file!r} exists already")
         nbytes = parse_size(size)
         flags = frozenset(flags)
-        nodm_ok = self.can_set and (self.arch == "x86" or self.fwb)
-        if nbytes == 0 or nbytes % PAGE_SIZE or ("NO_DIRECT_MAP" in flags and not nodm_ok) \
-                or ("INIT_SHARED" in flags and "MMAP" not in flags):
-            return "EINVAL"
-        self.files[file] = BulkFile(file, "guest_memfd", nbytes, flags)
-        return "0"
+        ret = self.policy.create("guest_memfd", nbytes, flags, vm_type)  # kvm_gmem_create(), run for real
+        if ret == "0":
+            self.files[file] = BulkFile(file, "guest_memfd", nbytes, flags)
+        return ret
 
     def op_secret_create(self, file, size):
         if file in self.files:
             raise ModelInputError(f"a file named {file!r} exists already")
         nbytes = parse_size(size)
-        if not self.can_set:
-            return "ENOSYS"
-        if nbytes == 0 or nbytes % PAGE_SIZE:
-            return "EINVAL"
-        self.files[file] = BulkFile(file, "secretmem", nbytes)
-        return "0"
+        ret = self.policy.create("secretmem", nbytes)  # memfd_secret() + ftruncate(), run for real
+        if ret == "0":
+            self.files[file] = BulkFile(file, "secretmem", nbytes)
+        return ret
 
     def _file(self, name, kind):
         f = self.files.get(name)
@@ -504,26 +496,22 @@ class BulkSystem:
 
     def op_fallocate(self, file, offset=0, len=None, keep_size=True):
         f = self._file(file, "guest_memfd")
-        off, ln = parse_size(offset), parse_size(len)
-        if not keep_size:
-            return "EOPNOTSUPP"
-        if off % PAGE_SIZE or ln % PAGE_SIZE or ln == 0 or off + ln > f.size:
-            return "EINVAL"
-        batching = self.config.batch_flush and self.design == "filemap" and f.no_direct_map()
-        self._batching, self._deferred = batching, 0
-        try:
-            ret = self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, "fallocate")
-        finally:
-            self._batching = False
-        if batching and self._deferred:
-            self.flush_all()
+        off, ln = parse_signed_size(offset), parse_signed_size(len)
+        err = fallocate_errno(f.size, off, ln, keep_size=keep_size)
+        if err is not None:
+            return err.name
+        self._deferred = 0
+        ret = self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, "fallocate")
+        if self._deferred:
+            self.flush_all()  # the batched fallocate()'s one flush_tlb_all()
         return ret
 
     def op_punch_hole(self, file, offset=0, len=None):
         f = self._file(file, "guest_memfd")
-        off, ln = parse_size(offset), parse_size(len)
-        if off % PAGE_SIZE or ln % PAGE_SIZE or ln == 0 or off + ln > f.size:
-            return "EINVAL"
+        off, ln = parse_signed_size(offset), parse_signed_size(len)
+        err = fallocate_errno(f.size, off, ln, punch_hole=True)
+        if err is not None:
+            return err.name
         self._truncate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT)
         return "0"
 
@@ -541,11 +529,19 @@ class BulkSystem:
             raise BulkUnsupported("fault ranges are whole pages")
         if off >= f.size and how == "guest_fault":
             return "EINVAL"
-        if off >= f.size or (how == "user_fault" and "INIT_SHARED" not in f.flags):
+        refused = self._refused(f, how)
+        if refused:
+            return refused
+        if off >= f.size:
             return "SIGBUS"
         if off + ln > f.size:
             raise BulkUnsupported("a fault range past the end of the file")
         return self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, how)
+
+    def _refused(self, f, how) -> str | None:
+        """The errno the op answers on this file whatever the index (no folio created), or None."""
+        eff = self.policy.add(f.kind, f.flags, how)
+        return eff.result if not eff.created and not _ok(eff.result) else None
 
     def op_user_fault(self, file, offset=0, len=PAGE_SIZE):
         return self._fault(self._file(file, "guest_memfd"), offset, len, "user_fault")
@@ -561,10 +557,9 @@ class BulkSystem:
         off, ln = parse_size(offset), parse_size(len)
         if off % PAGE_SIZE or ln % PAGE_SIZE or ln == 0 or off + ln > f.size:
             return "EINVAL"
-        if f.no_direct_map() and self.design == "secretmem":
-            return "EINVAL"
-        if f.no_direct_map() and self.design == "filemap" and self.config.write == "refuse":
-            return "EOPNOTSUPP"
+        refused = self._refused(f, "write")
+        if refused:
+            return refused
         self._written, self._wend = 0, off + ln
         ret = self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, "write")
         return str(self._written) if ret in ("0", "STOP") else ret
@@ -594,25 +589,20 @@ class BulkSystem:
         f._reindex()
         return ret
 
-    def _add_flags(self, f: BulkFile, how: str) -> tuple[str | None, int, bool]:
-        """For a folio created by ``how``: (how it is zapped or None, flags it ends with, zeroed by the kernel)."""
-        nodm, d = f.no_direct_map(), self.design
-        if f.kind == "secretmem":
-            return ("invalid" if d == "secretmem" else "folio"), UPTODATE | ZAPPED, True
-        if not nodm:
-            return None, (UPTODATE if how != "fallocate" else 0), how in ("user_fault", "guest_fault")
-        if d == "filemap":
-            up = UPTODATE if how != "fallocate" else 0
-            return ("deferred" if self._batching else "folio"), ZAPPED | ZEROED | up, True
-        if d == "secretmem":
-            return "folio", ZAPPED | ZEROED | (UPTODATE if how != "fallocate" else 0), True
-        if how == "fallocate":
-            return None, 0, False
-        return "folio", ZAPPED | UPTODATE, how != "write"
+    def _effect(self, f: BulkFile, how: str, state: int | None = None):
+        """The design's effect on one folio (learned from the design code, :mod:`nbmodel.policy`)."""
+        eff = self.policy.add(f.kind, f.flags, how) if state is None else \
+            self.policy.use(f.kind, f.flags, how, state)
+        if eff.created and eff.order != self.order_of(f):
+            raise BulkUnsupported(f"{how} leaves an order-{eff.order} folio here (large folios need large_zap)")
+        return eff
 
     def _add(self, f: BulkFile, idx: int, count: int, how: str, out: list) -> str:
-        """Create ``count`` folios at ``idx``...: allocate each, then zero/zap it as the design does at add."""
-        zap, flags, zero = self._add_flags(f, how)
+        """Create ``count`` folios at ``idx``...: allocate each, then zero/zap it as the design does."""
+        eff = self._effect(f, how)
+        if not _ok(eff.result):
+            raise BulkUnsupported(f"{how} fails on a new folio ({eff.result}) under {self.config.label()}")
+        zap = eff.zap_flushes
         c = self.counters
         order = self.order_of(f)
         while count:
@@ -628,14 +618,13 @@ class BulkSystem:
                 one = zap is not None and self._splits_at(pfn)
                 run = self.alloc.take0(1 if one else count)
             n = run[1]
-            if zero:
-                c["zeroings"] += n
+            c["zeroings"] += n * eff.zeroings
             if zap is not None:
                 self._zap(run[0], n, run[2], order, zap)
-                if zap == "deferred":
+                if eff.deferred:
                     self._deferred += n
-            self._count_extra(f, how, idx, n, order)
-            out.append([idx, run[0], n, run[2], order, flags])
+            self._count_extra(how, idx, n, order, eff.mermap_pages)
+            out.append([idx, run[0], n, run[2], order, eff.flags])
             idx += n << order
             count -= n
             self.folio_ops += n
@@ -649,46 +638,38 @@ class BulkSystem:
             return lvl >= 2
         return self.mode == "bbml2" and lvl >= 2
 
-    def _count_extra(self, f: BulkFile, how: str, idx: int, n: int, order: int) -> None:
+    def _count_extra(self, how: str, idx: int, n: int, order: int, mermap_pages: int) -> None:
         if how == "write":
             if order:   # kvm_gmem_write(): written += min(folio_size(), end - folio start)
                 self._written += sum(min(PAGE_SIZE << order, self._wend - ((idx + (i << order)) << PAGE_SHIFT))
                                      for i in range(n))
             else:
                 self._written += n << PAGE_SHIFT
-            if f.no_direct_map() and self.design == "filemap":
-                c = self.counters
-                before = c["mermap_maps"]
-                c["mermap_maps"] += n << order
-                c["mermap_local_flushes"] += c["mermap_maps"] // 512 - before // 512
+        if mermap_pages:
+            c = self.counters
+            before = c["mermap_maps"]
+            c["mermap_maps"] += n * mermap_pages
+            c["mermap_local_flushes"] += c["mermap_maps"] // MERMAP_WINDOW_PAGES - before // MERMAP_WINDOW_PAGES
 
     def _existing(self, f: BulkFile, e: list, how: str) -> str:
-        """``how`` on folios already cached (extent ``e``): lazy zeroing, the per-folio zap, write()'s copy."""
-        if how == "fallocate" or f.kind == "secretmem":
-            self.folio_ops += e[2]
-            return "0"
-        n, order, flags = e[2], e[4], e[5]
-        c = self.counters
-        per_folio = self.design == "per-folio" and f.no_direct_map()
-        if how == "write" and per_folio and flags & ZAPPED:
-            return "STOP" if self._written else "EPERM"
-        if how == "write":
-            flags |= UPTODATE
-        elif not flags & UPTODATE:
-            if not flags & ZEROED:
-                c["zeroings"] += n
-            flags |= UPTODATE
-        if per_folio and not flags & ZAPPED:
+        """``how`` on folios already cached (extent ``e``), as the design does it to one such folio."""
+        n, order = e[2], e[4]
+        eff = self._effect(f, how, e[5])
+        if not _ok(eff.result):
+            if how == "write":   # write() refuses this folio: bytes written so far, or the errno
+                return "STOP" if self._written else eff.result
+            raise BulkUnsupported(f"{how} fails on a cached folio ({eff.result}) under {self.config.label()}")
+        self.counters["zeroings"] += n * eff.zeroings
+        if eff.zap_flushes is not None:
             if order == 0 and self._splits_at(e[1]):
                 # the first folio splits; page-table pages come from the allocator in between
-                self._zap(e[1], 1, 1, 0, "folio")
+                self._zap(e[1], 1, 1, 0, eff.zap_flushes)
                 if n > 1:
-                    self._zap(e[1] + e[3], n - 1, e[3], 0, "folio")
+                    self._zap(e[1] + e[3], n - 1, e[3], 0, eff.zap_flushes)
             else:
-                self._zap(e[1], n, e[3], order, "folio")
-            flags |= ZAPPED
-        self._count_extra(f, how, e[0], n, order)
-        e[5] = flags
+                self._zap(e[1], n, e[3], order, eff.zap_flushes)
+        self._count_extra(how, e[0], n, order, eff.mermap_pages)
+        e[5] = eff.flags
         self.folio_ops += n
         return "0"
 
@@ -705,19 +686,16 @@ class BulkSystem:
         del f.ext[i:j]
         f._reindex()
         c = self.counters
-        d = self.design
         for e in gone:
             _, first, n, step, order, flags = e
             self.folio_ops += n
-            if d == "filemap" and f.no_direct_map():
+            try:
+                free = self.policy.free(f.kind, f.flags, flags)
+            except ValueError as err:
+                raise BulkUnsupported(str(err)) from None
+            for _ in range(free.restores):
                 self._restore(first, n, step, order)
-                c["zeroings"] += n
-            elif flags & ZAPPED and d in ("per-folio", "secretmem"):
-                self._restore(first, n, step, order)
-                if d == "secretmem" and f.kind == "guest_memfd":
-                    c["zeroings"] += n
-            if f.kind == "secretmem":
-                c["zeroings"] += n   # secretmem_free_folio() zeroes under every design
+            c["zeroings"] += n * free.zeroings
         for e in gone:
             if e[4]:
                 self.alloc.free9(e[1])
@@ -727,6 +705,10 @@ class BulkSystem:
     # -- results -------------------------------------------------------------------------------------------------
     def leaf_counts(self) -> dict:
         return {"4K": self.dmap.n4k, "2M": self.dmap.n2m, "1G": self.dmap.n1g}
+
+
+def _ok(result: str) -> bool:
+    return result == "0" or result.isdigit()
 
 
 def _merge(exts: list) -> list:

@@ -1,12 +1,34 @@
-"""Where the direct map is zapped and restored: the three designs and the switches that break them.
+"""Where the direct map is zapped and restored: one class per patch series, and the switches that break them.
 
-``per-folio``  v12 (2026-04-10): guest_memfd zaps each folio at first use and keeps
+Every decision a design makes — the order of zero, zap, insert, flush, delete, restore; the ``write()`` policy;
+what ``->free_folio`` does; the per-folio private bit — is written here, once. The kernel paths
+(:mod:`nbmodel.pagecache`, :mod:`nbmodel.guest_memfd`, :mod:`nbmodel.secretmem`) are mainline's and call the
+installed design at the points where a patch series changes them (``k.design``):
+
+==============================  ======================================================================================
+hook                            kernel site
+==============================  ======================================================================================
+``hooks_mapping``               does the page cache run the two hooks below for this mapping?
+``prep_add_unmapped_folio``     before ``__filemap_add_folio()`` (and the replace/migrate stores)
+``prep_remove_unmapped_folio``  after the xarray delete, before ``filemap_free_folio()``
+``gmem_get_folio``              ``kvm_gmem_get_folio()``: how a folio is created and added
+``gmem_first_use``              ``kvm_gmem_get_pfn()`` / ``kvm_gmem_fault_user_mapping()`` once the contents are ready
+``gmem_free_folio``             ``kvm_gmem_free_folio()`` (``->free_folio``)
+``gmem_write_*``                ``write()`` on guest_memfd (the unmerged population series)
+``secretmem_get_folio``         ``secretmem_fault()`` between the page-cache lookup and the user mapping
+``secretmem_free_folio``        ``secretmem_free_folio()`` before the zeroing
+==============================  ======================================================================================
+
+``PerFolio``   v12 (2026-04-10): guest_memfd zaps each folio at first use and keeps
                ``KVM_GMEM_FOLIO_NO_DIRECT_MAP`` in ``folio->private``; ``->free_folio`` restores.
-``filemap``    the agreed direction (seed mail, 2026-05-08; prototype ``bjackman/linux`` e267797c): the page
+``Filemap``    the agreed direction (seed mail, 2026-05-08; prototype ``bjackman/linux`` e267797c): the page
                cache zeroes and zaps a folio before it enters an ``AS_NO_DIRECT_MAP`` mapping and restores it
                when it leaves, by any path. No per-folio state.
-``secretmem``  mainline ``mm/secretmem.c``'s pattern: the owner zaps before the add, flushes after it, and
+``Secretmem``  mainline ``mm/secretmem.c``'s pattern: the owner zaps before the add, flushes after it, and
                restores in ``->free_folio``; applied to guest_memfd it is "do what secretmem does".
+
+A new design (a v13, memory that is never in the direct map, in-place conversion) is one more subclass of
+:class:`Design`.
 """
 
 from __future__ import annotations
@@ -14,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import Errno, ModelInputError
+from .pagecache import filemap_add_folio, filemap_grab_folio
 
 DESIGNS = ("per-folio", "filemap", "secretmem")
 
@@ -36,19 +59,231 @@ OPTIONS = {
 }
 
 PRIVATE_NO_DIRECT_MAP = 1 << 0  # KVM_GMEM_FOLIO_NO_DIRECT_MAP, BIT(0) of folio->private (v12)
+MERMAP_WINDOW_PAGES = 512  # MERMAP_CPU_REGION_SIZE = PAGE_SIZE << MAX_PAGECACHE_ORDER (draft), 4K pages
 
 
-@dataclass
-class FilemapHooks:
+class Design:
+    """The hook points a patch series can change; this base class is mainline (no direct-map removal)."""
+
+    name = "mainline"
+    private_bit = False         # does the design record the zap in folio->private (invariant (d))?
+    hooks_page_cache = False    # does the page cache zap and restore for AS_NO_DIRECT_MAP mappings?
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.switches = config.switches
+        self.restore_granule = 1 if "restore_4k" in config.switches else None
+
+    # -- mm/filemap.c ------------------------------------------------------------------------------------------
+    def hooks_mapping(self, mapping) -> bool:
+        return False
+
+    def prep_add_unmapped_folio(self, k, mapping, folio, zero: bool = True) -> int:
+        return 0
+
+    def prep_remove_unmapped_folio(self, k, mapping, folio) -> None:
+        pass
+
+    def after_add(self, k, mapping, folio) -> None:
+        pass
+
+    hook_replace = hook_migrate = False
+
+    # -- virt/kvm/guest_memfd.c --------------------------------------------------------------------------------
+    def gmem_get_folio(self, k, f, index: int, order: int):
+        """``kvm_gmem_get_folio()``: ``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``."""
+        return filemap_grab_folio(k, f.mapping, index, order=order, name=f.name)
+
+    def gmem_first_use(self, k, f, folio) -> int:
+        """After the folio's contents are prepared, before it is handed to the guest or the VMM."""
+        return 0
+
+    def gmem_free_folio(self, k, f, folio) -> None:
+        """``kvm_gmem_free_folio()`` after ``kvm_arch_gmem_invalidate()``."""
+
+    def gmem_fallocate_begin(self, k, f) -> None:
+        pass
+
+    def gmem_fallocate_end(self, k, f) -> None:
+        pass
+
+    def gmem_write_refused(self, k, f) -> int:
+        """``write()`` refused as a whole: 0 or a negative errno."""
+        return 0
+
+    def gmem_write_folio_refused(self, k, f, folio) -> int:
+        """``write()`` refused for this folio: 0 or a negative errno."""
+        return 0
+
+    def gmem_copy_in(self, k, f, folio) -> None:
+        """``write()`` copies the user's data into the folio: through the direct map, as mainline does."""
+        for p in range(folio.pfn, folio.pfn + folio.nr_pages):
+            k.kernel_access(p, write=True, what="write")
+
+    # -- mm/secretmem.c ----------------------------------------------------------------------------------------
+    def secretmem_get_folio(self, k, f, index: int, race=None):
+        """Between ``secretmem_fault()``'s lookup and the user mapping: the locked folio with a reference for
+        the caller, or a negative errno (-EEXIST means ``goto retry``). ``race`` runs another CPU's fault of the
+        same index at the racy point."""
+        raise NotImplementedError
+
+    def secretmem_free_folio(self, k, folio) -> None:
+        """``secretmem_free_folio()`` before ``folio_zero_segment()``."""
+
+
+class OwnerZaps(Design):
+    """The owner of the memory zaps before ``filemap_add_folio()`` and restores in ``->free_folio``, as
+    ``mm/secretmem.c`` does. Subclasses choose the zap, the restore and whether a flush follows the add."""
+
+    flush_after_add = False
+
+    def zap(self, k, folio) -> int:
+        raise NotImplementedError
+
+    def restore(self, k, folio) -> None:
+        raise NotImplementedError
+
+    def secretmem_get_folio(self, k, f, index, race=None):
+        folio = k.folio_alloc(0, zero=True, name=f"{f.name}:{index}")  # __GFP_ZERO
+        if isinstance(folio, int):
+            return folio
+        ret = self.zap(k, folio)
+        if ret:
+            k.folio_put(folio)
+            return ret
+        folio.flags.add("uptodate")
+        if race is not None:
+            race()
+        ret = filemap_add_folio(k, f.mapping, folio, index)
+        if ret:
+            put_first = "put_before_restore" in self.switches
+            if put_first:
+                k.folio_put(folio)  # before 6f86d0534fdd: freed while still unmapped
+            self.restore(k, folio)
+            if not put_first:
+                k.folio_put(folio)
+            return ret  # -EEXIST: goto retry
+        if self.flush_after_add:
+            addr = k.page_address(folio.pfn)
+            k.flush_tlb_kernel_range(addr, addr + folio.size)
+        return folio
+
+    def secretmem_free_folio(self, k, folio) -> None:
+        self.restore(k, folio)
+
+
+class Secretmem(OwnerZaps):
+    """Mainline ``mm/secretmem.c``: ``set_direct_map_invalid_noflush()``, ``filemap_add_folio()``, then
+    ``flush_tlb_kernel_range()``; ``->free_folio`` restores with ``set_direct_map_default_noflush()``. Applied to
+    guest_memfd: ``kvm_gmem_get_folio()`` allocates zeroed, zaps, adds, flushes; ``->free_folio`` restores."""
+
+    name = "secretmem"
+    flush_after_add = True
+
+    def zap(self, k, folio) -> int:
+        ret = k.set_direct_map_invalid_noflush(k.page_address(folio.pfn))
+        if ret == 0:
+            k.counters["zaps"] += 1
+        return ret
+
+    def restore(self, k, folio) -> None:
+        k.set_direct_map_default_noflush(k.page_address(folio.pfn))
+        k.counters["restores"] += 1
+
+    def secretmem_free_folio(self, k, folio) -> None:
+        self.restore(k, folio)
+        k.point("after_restore", folio.pfn)
+
+    def gmem_get_folio(self, k, f, index, order):
+        if not f.no_direct_map() or f.mapping.lookup(index) is not None:
+            return super().gmem_get_folio(k, f, index, order)
+        got = self._gmem_add(k, f, index - index % (1 << order), order)
+        if isinstance(got, int) and order:
+            got = self._gmem_add(k, f, index, 0)  # as __filemap_get_folio() retries a smaller order
+        return got
+
+    def _gmem_add(self, k, f, base, order):
+        folio = k.folio_alloc(order, zero=True, name=f"{f.name}:{base}")  # __GFP_ZERO, as secretmem allocates
+        if isinstance(folio, int):
+            return folio
+        folio.flags.add("zeroed_at_add")
+        addr = k.page_address(folio.pfn)
+        ret = k.set_direct_map_valid_noflush(addr, folio.nr_pages, False)
+        if ret:
+            k.folio_put(folio)
+            return ret
+        k.counters["zaps"] += 1
+        folio.private |= PRIVATE_NO_DIRECT_MAP
+        ret = filemap_add_folio(k, f.mapping, folio, base)
+        if ret:
+            k.set_direct_map_valid_noflush(addr, folio.nr_pages, True)
+            k.counters["restores"] += 1
+            k.folio_put(folio)
+            return ret
+        k.flush_tlb_kernel_range(addr, addr + folio.size)
+        return folio
+
+    def gmem_free_folio(self, k, f, folio) -> None:
+        if folio.private & PRIVATE_NO_DIRECT_MAP:
+            k.folio_restore_direct_map(folio, granule_pages=self.restore_granule)
+            folio.private &= ~PRIVATE_NO_DIRECT_MAP
+            k.folio_zero(folio)
+
+    def gmem_write_refused(self, k, f) -> int:
+        return -Errno.EINVAL if f.no_direct_map() else 0  # secretmem has no write()
+
+
+class PerFolio(OwnerZaps):
+    """v12: ``kvm_gmem_folio_zap_direct_map()`` at first use sets ``KVM_GMEM_FOLIO_NO_DIRECT_MAP``;
+    ``kvm_gmem_free_folio()`` restores when it is set. secretmem (v12 03/16) uses ``folio_zap_direct_map()``
+    (which flushes before the add) and ``folio_restore_direct_map()``."""
+
+    name = "per-folio"
+    private_bit = True
+
+    def zap(self, k, folio) -> int:
+        return k.folio_zap_direct_map(folio)
+
+    def restore(self, k, folio) -> None:
+        k.folio_restore_direct_map(folio)
+
+    def gmem_first_use(self, k, f, folio) -> int:
+        """``kvm_gmem_folio_zap_direct_map()``: idempotent; sets the private bit on success."""
+        if not f.no_direct_map() or folio.private & PRIVATE_NO_DIRECT_MAP:
+            return 0
+        ret = k.folio_zap_direct_map(folio)
+        if ret == 0:
+            folio.private |= PRIVATE_NO_DIRECT_MAP
+        return ret
+
+    def gmem_free_folio(self, k, f, folio) -> None:
+        if folio.private & PRIVATE_NO_DIRECT_MAP:
+            k.folio_restore_direct_map(folio, granule_pages=self.restore_granule)
+            folio.private &= ~PRIVATE_NO_DIRECT_MAP
+
+    def gmem_write_folio_refused(self, k, f, folio) -> int:
+        """"userspace can write() exactly once": a folio already zapped is refused (-EPERM, the model's
+        choice of errno)."""
+        return -Errno.EPERM if folio.private & PRIVATE_NO_DIRECT_MAP else 0
+
+
+class Filemap(Design):
     """``prep_add_unmapped_folio()`` / ``prep_remove_unmapped_folio()`` of the prototype's slow path
     (``CONFIG_ARCH_HAS_SET_DIRECT_MAP``): zero, then ``folio_zap_direct_map()`` (which flushes) before the
-    insert; ``folio_restore_direct_map()`` then zero after the delete."""
+    insert; ``folio_restore_direct_map()`` then zero after the delete. guest_memfd and secretmem only grab the
+    folio; ``secretmem_free_folio()`` only zeroes."""
 
-    zero_before_add: bool = True
-    restore_granule: int | None = None
-    hook_replace: bool = True
-    hook_migrate: bool = True
-    batch: list | None = None  # PFNs whose flush was deferred by a batched fallocate()
+    name = "filemap"
+    hooks_page_cache = True
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.zero_before_add = "zero_after_insert" not in config.switches
+        self.hook_replace = self.hook_migrate = "unhooked_migration" not in config.switches
+        self.batch = None  # PFNs whose flush a batched fallocate() deferred
+
+    def hooks_mapping(self, mapping) -> bool:
+        return mapping.no_direct_map()
 
     def prep_add_unmapped_folio(self, k, mapping, folio, zero: bool = True) -> int:
         if zero and self.zero_before_add:
@@ -74,11 +309,46 @@ class FilemapHooks:
         if self.zero_before_add:
             folio.flags.add("zeroed_at_add")
 
-    def flush_batch(self, k) -> None:
+    def gmem_fallocate_begin(self, k, f) -> None:
+        if self.config.batch_flush and f.no_direct_map():
+            self.batch = []
+
+    def gmem_fallocate_end(self, k, f) -> None:
         """End a batched fallocate(): the deferred zaps hit scattered PFNs, so one ``flush_tlb_all()``."""
         batch, self.batch = self.batch, None
         if batch and not k.skip_flush:
             k.flush_tlb_all(reason="batched zap")
+
+    def gmem_write_refused(self, k, f) -> int:
+        if f.no_direct_map() and self.config.write == "refuse":
+            return -Errno.EOPNOTSUPP
+        return 0
+
+    def gmem_copy_in(self, k, f, folio) -> None:
+        if not f.no_direct_map():
+            return super().gmem_copy_in(k, f, folio)
+        # mermap_get()/mermap_put(): a per-CPU local mapping, no direct-map access, no global flush; the window
+        # is flushed locally (arch_mermap_flush_tlb()) only when it wraps.
+        for _ in range(folio.nr_pages):
+            k.counters["mermap_maps"] += 1
+            if k.counters["mermap_maps"] % MERMAP_WINDOW_PAGES == 0:
+                k.counters["mermap_local_flushes"] += 1
+        k.emit("mermap", what="copy", pfn=folio.pfn, pages=folio.nr_pages)
+        return None
+
+    def secretmem_get_folio(self, k, f, index, race=None):
+        if race is None:
+            return filemap_grab_folio(k, f.mapping, index, name=f.name)
+        folio = k.folio_alloc(0, name=f"{f.name}:{index}")
+        if isinstance(folio, int):
+            return folio
+        race()
+        ret = filemap_add_folio(k, f.mapping, folio, index)  # -EEXIST: the hooks restored what they zapped
+        k.folio_put(folio)
+        return ret if ret else -Errno.EEXIST
+
+
+DESIGN_CLASSES = {cls.name: cls for cls in (PerFolio, Filemap, Secretmem)}
 
 
 @dataclass(frozen=True)
@@ -97,11 +367,16 @@ class Config:
              large_zap=False):
         if design not in DESIGNS:
             raise ModelInputError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
+        if isinstance(switches, str | bytes) or not all(isinstance(s, str) for s in switches):
+            raise ModelInputError(f"switches must be a list of names, not {switches!r}")
         unknown = set(switches) - set(SWITCHES)
         if unknown:
             raise ModelInputError(f"unknown switches {sorted(unknown)}; known: {', '.join(SWITCHES)}")
         if write not in OPTIONS["write"]:
             raise ModelInputError(f"write must be one of {OPTIONS['write']}, not {write!r}")
+        for name, value in (("large_folios", large_folios), ("batch_flush", batch_flush), ("large_zap", large_zap)):
+            if not isinstance(value, bool):
+                raise ModelInputError(f"{name} must be True or False, not {value!r}")
         return cls(design, frozenset(switches), write, bool(large_folios or "restore_4k" in switches),
                    bool(batch_flush), bool(large_zap or "restore_4k" in switches))
 
@@ -117,16 +392,13 @@ class Config:
             extra.append("large_zap")
         return self.design + (f" [{', '.join(extra)}]" if extra else "")
 
+    def build(self) -> Design:
+        """A fresh instance of this configuration's design (it may hold per-kernel state)."""
+        return DESIGN_CLASSES[self.design](self)
+
     def install(self, k) -> None:
-        """Configure the kernel for this design: page-cache hooks and break-it switches."""
+        """Configure the kernel for this design: its hooks and break-it switches."""
         k.skip_flush = "skip_flush" in self.switches
         k.allow_large_zap = self.large_zap
-        if self.design == "filemap":
-            k.pagecache_hooks = FilemapHooks(
-                zero_before_add="zero_after_insert" not in self.switches,
-                restore_granule=1 if "restore_4k" in self.switches else None,
-                hook_replace="unhooked_migration" not in self.switches,
-                hook_migrate="unhooked_migration" not in self.switches,
-            )
-        else:
-            k.pagecache_hooks = None
+        k.config = self
+        k.design = self.build()

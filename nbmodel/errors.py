@@ -21,6 +21,7 @@ class Errno(enum.IntEnum):
     EEXIST = 17
     ENODEV = 19
     EINVAL = 22
+    EFBIG = 27
     ENOSYS = 38
     EOPNOTSUPP = 95
 

@@ -637,7 +637,7 @@ def replay(scenario_steps, setup: dict) -> System:
     arch, mode, memory, cpus, seed, switches, write, large_folios, batch_flush, fwb)."""
     design = setup.get("design") or (setup.get("designs") or ["filemap"])[0]
     kw = {k: setup[k] for k in ("arch", "mode", "memory", "cpus", "seed", "write", "large_folios", "batch_flush",
-                                "fwb") if k in setup}
+                                "fwb", "large_zap") if k in setup}
     sys = System(design=design, switches=tuple(setup.get("switches", ())), **kw)
     for st in scenario_steps:
         sys.step(**dict(st))
@@ -653,9 +653,11 @@ def setup_of(space: Space) -> dict:
                switches=list(space.switches))
     if space.write != "refuse":
         out["write"] = space.write
-    for key in ("large_folios", "batch_flush"):
+    for key in ("large_folios", "batch_flush", "large_zap"):
         if getattr(space, key):
             out[key] = True
+    if not space.fwb:
+        out["fwb"] = False
     return out
 
 
@@ -752,13 +754,14 @@ def explore(design: str = "filemap", arch: str = "x86", mode: str | None = None,
             cpus: int = 2, max_depth: int | None = None, secret: int = 0, close: bool = False,
             interleave: bool = True, memory: str = "4G", seed: int = 0, write: str = "refuse",
             large_folios: bool = False, batch_flush: bool = False, max_states=AUTO, sizes: bool = False,
-            engine: str = "auto", skip=()) -> ExploreResult:
+            engine: str = "auto", skip=(), large_zap: bool = False, fwb: bool = True) -> ExploreResult:
     """Explore one configuration breadth-first; see the module docstring.
 
     ``max_states`` is a budget: the search stops after the level at which it has visited more states
     (``"auto"``: :data:`BUDGET` for the engine; None: no budget). ``sizes`` also counts direct-map views."""
     space = Space(design, arch, mode, tuple(sorted(switches)), offsets, secret, cpus, memory, seed, write,
-                  large_folios, batch_flush, close, interleave, skip=tuple(sorted(skip)))
+                  large_folios, batch_flush, close, interleave, skip=tuple(sorted(skip)), large_zap=large_zap,
+                  fwb=fwb)
     return explore_space(space, max_depth=max_depth, max_states=max_states, sizes=sizes, engine=engine)
 
 
@@ -851,10 +854,13 @@ def effective_key(space: Space):
             space.offsets, space.secret, space.cpus, space.interleave, space.close, space.skip)
 
 
-def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_states=AUTO) -> list:
+def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_states=AUTO, engine: str = "auto") -> list:
     """Explore several spaces in parallel processes; results in the order given. A space whose machine
-    equals an earlier one's (:func:`effective_key`) is not explored again: its entry is ``("same", i)``."""
-    keys = [effective_key(sp) for sp in spaces]
+    equals an earlier one's (:func:`effective_key`) is not explored again: its entry is ``("same", i)``.
+    ``engine="real"`` runs every space on System itself (no deduplication: the key is the fast engine's)."""
+    if engine not in ("auto", "fast", "real"):
+        raise ModelInputError(f"engine must be auto, fast or real, not {engine!r}")
+    keys = [None if engine == "real" else effective_key(sp) for sp in spaces]
     first: dict = {}
     todo = []
     for i, key in enumerate(keys):
@@ -867,10 +873,10 @@ def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_stat
     # was seen to stall on this 2-core machine while other work ran.
     jobs = max(1, min(jobs or 1, len(todo)))
     if jobs == 1:
-        done = {i: explore_space(spaces[i], max_depth, max_states) for i in todo}
+        done = {i: explore_space(spaces[i], max_depth, max_states, engine=engine) for i in todo}
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futs = {i: pool.submit(explore_space, spaces[i], max_depth, max_states) for i in todo}
+            futs = {i: pool.submit(explore_space, spaces[i], max_depth, max_states, engine=engine) for i in todo}
             done = {i: f.result() for i, f in futs.items()}
     return [done[i] if i in done else ("same", first[keys[i]]) for i in range(len(spaces))]
 
@@ -978,10 +984,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--switch", action="append", choices=list(SWITCHES), metavar="SWITCH",
                         help="turn this break-it switch on (repeatable; together): " + ", ".join(SWITCHES))
     parser.add_argument("--no-switches", action="store_true", help="the sweep without any switch")
-    parser.add_argument("--offsets", type=int, default=None, help="pages of the guest_memfd (default 3)")
-    parser.add_argument("--secret", type=int, default=None, help="pages of a memfd_secret file too (default 0)")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs (default 2)")
-    parser.add_argument("--depth", type=int, default=None, help="stop after this many steps (default: none)")
+    parser.add_argument("--offsets", type=int, default=None, help="pages of the guest_memfd, 0..16 (default 3)")
+    parser.add_argument("--secret", type=int, default=None, help="pages of a memfd_secret file too, 0..16 (default 0)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs, 1..8 (default 2)")
+    parser.add_argument("--depth", type=int, default=None, help="stop after this many steps, 0..1000 (default: none)")
     parser.add_argument("--max-states", type=int, default=None,
                         help=f"state budget per configuration (default {BUDGET['fast']}; real engine "
                         f"{BUDGET['real']}); 0: none")
@@ -994,18 +1000,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--engine", choices=("auto", "fast", "real"), default="auto",
                         help="fast: the compact engine (checked against System in the tests); real: every "
                         "transition through System.step (slow); auto: fast where it covers the space")
-    parser.add_argument("--jobs", type=int, default=None, help="worker processes for a sweep (default: 1)")
+    parser.add_argument("--jobs", type=int, default=None, help="worker processes for a sweep, 1..64 (default: 1)")
     parser.add_argument("--details", action="store_true", help="in a sweep, print every counterexample")
     parser.add_argument("--toml", action="store_true", help="print each counterexample's scenario file too")
     parser.add_argument("--json", action="store_true", help="one JSON document (results, counterexamples)")
     parser.add_argument("--scenario-out", metavar="DIR", help="write each counterexample as DIR/NAME.toml")
     parser.add_argument("--no-timing", action="store_true", help="no times or rates (deterministic output)")
     parser.add_argument("--check", type=int, metavar="K", default=None,
-                        help="instead of exploring, check the fast engine against System on K sampled states "
-                        "per configuration (every move from each; --depth bounds the search, default 4); "
+                        help="instead of exploring, check the fast engine against System on K (1..10000) sampled "
+                        "states per configuration (every move from each; --depth bounds the search, default 4); "
                         "exit 1 on a mismatch")
     parser.add_argument("--sizes", type=int, metavar="N", default=None,
-                        help="print reachable states and direct-map views for 1..N pages per design")
+                        help="print reachable states and direct-map views for 1..N pages per design (N from 1 to 4)")
 
 
 def spaces_from_args(args) -> list[Space]:
@@ -1030,6 +1036,7 @@ def spaces_from_args(args) -> list[Space]:
 def run(args) -> int:
     """``nbmodel explore``: 0 normally (counterexamples are results), 2 for bad arguments."""
     try:
+        _check_args(args)
         if args.sizes is not None:
             return _run_sizes(args)
         spaces = spaces_from_args(args)
@@ -1039,7 +1046,7 @@ def run(args) -> int:
             return _run_check(spaces, args)
         budget = AUTO if args.max_states is None else (args.max_states or None)
         start = time.perf_counter()
-        results = sweep(spaces, args.jobs, args.depth, budget)
+        results = sweep(spaces, args.jobs, args.depth, budget, engine=args.engine)
         wall = time.perf_counter() - start
     except (ModelInputError, ExploreLimit) as e:
         print(f"nbmodel explore: {e}", file=sys.stderr)
@@ -1048,6 +1055,23 @@ def run(args) -> int:
     if args.scenario_out:
         _write_scenarios(args.scenario_out, [r for r in results if not isinstance(r, tuple)])
     return 0
+
+
+def _check_args(args) -> None:
+    """Every numeric option in its documented range, and --scenario-out usable, before any search runs."""
+    ranges = {"check": (1, 10_000), "sizes": (1, 4), "depth": (0, 1_000), "max_states": (0, 100_000_000),
+              "jobs": (1, 64), "cpus": (1, 8), "offsets": (0, 16), "secret": (0, 16)}
+    for name, (lo, hi) in ranges.items():
+        value = getattr(args, name, None)
+        if value is not None and not lo <= value <= hi:
+            raise ModelInputError(f"--{name.replace('_', '-')} must be from {lo} to {hi}, not {value}")
+    out = getattr(args, "scenario_out", None)
+    if out is not None:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ModelInputError(f"--scenario-out {out!r} exists and is not a directory")
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent) or not os.access(parent if not os.path.isdir(out) else out, os.W_OK):
+            raise ModelInputError(f"--scenario-out {out!r}: cannot create or write that directory")
 
 
 def _print_results(args, spaces, results, wall: float) -> None:

@@ -75,6 +75,8 @@ class Machine:
         k, cfg = sys.k, sys.config
         if cfg.large_folios:
             raise ExploreLimit("large folios: use the real engine")
+        if not space.fwb:
+            raise ExploreLimit("arm64 without FWB: use the real engine")
         kind = {"x86": "x86", "bbml2": "bbml2", "rodata-full": "rodata", "blocks-no-bbml2": "noblocks"}.get(
             "x86" if k.arch == "x86" else k.dmap.mode)
         if kind is None:
@@ -85,7 +87,7 @@ class Machine:
             raise ExploreLimit("the carve block is not one 2 MiB block")
         allocs, split, noncont = _boot_shape(k, kind, base)
         return cls(space, kind, carve, base, allocs, split, noncont, k.ncpus, cfg.design,
-                   k.pagecache_hooks is not None, "zero_after_insert" not in cfg.switches,
+                   k.design.hooks_page_cache, "zero_after_insert" not in cfg.switches,
                    "unhooked_migration" not in cfg.switches, k.skip_flush, cfg.batch_flush, cfg.write,
                    "put_before_restore" in cfg.switches, "NO_DIRECT_MAP" in space.flags,
                    "INIT_SHARED" in space.flags and "MMAP" in space.flags, tuple(n for n, _ in space.files()))

@@ -74,14 +74,18 @@ class Space:
     interleave: bool = True
     flags: tuple = ("MMAP", "INIT_SHARED", "NO_DIRECT_MAP")
     skip: tuple = ()       # ops the search leaves out (e.g. "secret_fault+race", "migrate")
+    large_zap: bool = False
+    fwb: bool = True
 
     def config(self) -> Config:
-        return Config.make(self.design, self.switches, self.write, self.large_folios, self.batch_flush)
+        return Config.make(self.design, self.switches, self.write, self.large_folios, self.batch_flush,
+                           self.large_zap)
 
     def system_kwargs(self) -> dict:
         return dict(design=self.design, arch=self.arch, mode=self.mode, memory=self.memory, cpus=self.cpus,
                     seed=self.seed, switches=tuple(self.switches), write=self.write,
-                    large_folios=self.large_folios, batch_flush=self.batch_flush)
+                    large_folios=self.large_folios, batch_flush=self.batch_flush, large_zap=self.large_zap,
+                    fwb=self.fwb)
 
     def files(self) -> list[tuple[str, int]]:
         """``[(file name, pages)]`` in state order: the guest_memfd first, then the memfd_secret file."""

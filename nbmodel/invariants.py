@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .designs import PRIVATE_NO_DIRECT_MAP
+from .designs import DESIGN_CLASSES, DESIGNS, PRIVATE_NO_DIRECT_MAP
 from .pagetable import MAPPED, VALID
 
 
@@ -18,7 +18,7 @@ class Invariant:
     name: str
     why: str
     check: Callable
-    designs: tuple = ("per-folio", "filemap", "secretmem")
+    designs: tuple = DESIGNS
 
 
 def _cached_folios(sys, kind: str | None = None):
@@ -115,7 +115,7 @@ INVARIANTS = {
         "per-folio (v12) only: KVM_GMEM_FOLIO_NO_DIRECT_MAP in folio->private is set exactly when the folio's "
         "direct map is invalid. The bit is the only record of the zap: restore trusts it, so a bit out of step "
         "with the page tables means a restore skipped (freed unmapped) or done twice.",
-        check_private_bit_iff_zapped, designs=("per-folio",)),
+        check_private_bit_iff_zapped, designs=tuple(n for n, c in DESIGN_CLASSES.items() if c.private_bit)),
 }
 
 

@@ -27,7 +27,7 @@ class Kernel:
     ``"5-level"``, ``"nogbpages"``; ``memory`` is a size (a PC-like map) or a :class:`MemoryMap`."""
 
     def __init__(self, arch: str = "x86", mode: str | None = None, memory="4G", cpus: int = 2, seed: int = 0,
-                 reserved_pages: int = 64, trace: bool = True):
+                 reserved_pages: int = 64, trace: bool = True, fwb: bool = True):
         if arch not in ARCHES:
             raise ModelInputError(f"unknown arch {arch!r}; choose x86 or arm64")
         if not isinstance(cpus, int) or not 1 <= cpus <= 64:
@@ -46,7 +46,9 @@ class Kernel:
         self.fail_pgtable_allocs = 0  # fault injection: the next N page-table allocations fail
         self.skip_flush = False       # break-it: flush_tlb_kernel_range() does nothing
         self.allow_large_zap = False  # ahead of the kernel: folio_zap_direct_map() accepts large folios
-        self.pagecache_hooks = None   # installed by the filemap-level design
+        self.design = None            # the installed design (nbmodel.designs): its hooks run in mm and KVM paths
+        self.config = None            # ... and its configuration (designs.Config)
+        self.fwb = fwb                # arm64 ARM64_HAS_STAGE2_FWB (a CPU capability)
         self.interrupt = None         # callable(kernel, point, pfn): another CPU runs at a named point
         if arch == "x86":
             levels, gbpages = 4, True

@@ -4,8 +4,8 @@ and out of it.
 The functions are mainline's. Where the filemap-level design adds its hooks (Brendan Jackman's prototype,
 ``bjackman/linux`` e267797c: ``prep_add_unmapped_folio()`` before ``__filemap_add_folio()``,
 ``prep_remove_unmapped_folio()`` after the xarray delete and before ``filemap_free_folio()``), the model calls
-``kernel.pagecache_hooks`` if a design installed one and the mapping has ``AS_NO_DIRECT_MAP``. Without hooks
-this is the mainline page cache.
+the installed design (``kernel.design``, :mod:`nbmodel.designs`) if it hooks the mapping. Without hooks this is
+the mainline page cache.
 
 Modelling choices: no shadow entries, no memcg, no LRU; the xarray is a dict keyed by the folio's first index.
 """
@@ -26,14 +26,14 @@ AS_FLAGS = ("AS_NO_DIRECT_MAP", "AS_INACCESSIBLE", "AS_UNEVICTABLE")
 class AddressSpaceOps:
     """``struct address_space_operations``, the two callbacks that matter here."""
 
-    free_folio: Callable | None = None      # (kernel, folio) -> None
+    free_folio: Callable | None = None      # (kernel, mapping, folio) -> None
     migrate_folio: Callable | None = None   # (kernel, mapping, dst, src) -> int
 
 
 class AddressSpace:
     """``struct address_space``: flags, ``i_pages`` (index -> folio) and ``nrpages``."""
 
-    def __init__(self, name: str, flags=(), aops: AddressSpaceOps | None = None, size: int = 0):
+    def __init__(self, name: str, flags=(), aops: AddressSpaceOps | None = None, size: int = 0, host=None):
         unknown = set(flags) - set(AS_FLAGS)
         if unknown:
             raise ModelInputError(f"unknown mapping flags {sorted(unknown)}; known: {', '.join(AS_FLAGS)}")
@@ -43,6 +43,7 @@ class AddressSpace:
         self.i_pages: dict[int, Folio] = {}
         self.nrpages = 0
         self.size = size  # i_size in bytes
+        self.host = host  # mapping->host: the file (inode) that owns this page cache
 
     def no_direct_map(self) -> bool:
         """``mapping_no_direct_map()``."""
@@ -73,8 +74,10 @@ class AddressSpace:
 
 
 def _hooks(k, mapping):
-    hooks = k.pagecache_hooks
-    return hooks if hooks is not None and "AS_NO_DIRECT_MAP" in mapping.flags else None
+    """The installed design, if it hooks this mapping's page cache (the filemap-level design, for
+    ``AS_NO_DIRECT_MAP`` mappings)."""
+    design = k.design
+    return design if design is not None and design.hooks_mapping(mapping) else None
 
 
 def _conflict(mapping: AddressSpace, folio: Folio, index: int) -> bool:
@@ -138,7 +141,7 @@ def filemap_free_folio(k, mapping: AddressSpace, folio: Folio) -> None:
     """``filemap_free_folio()``: ``->free_folio`` if the mapping has one, then drop the cache's references."""
     if mapping.aops.free_folio is not None:
         k.emit("free_folio", mapping=mapping.name, pfn=folio.pfn)
-        mapping.aops.free_folio(k, folio)
+        mapping.aops.free_folio(k, mapping, folio)
     k.folio_put(folio, folio.nr_pages)
 
 
@@ -219,11 +222,13 @@ def truncate_inode_pages_range(k, mapping: AddressSpace, lstart: int, lend: int)
 
 def filemap_grab_folio(k, mapping: AddressSpace, index: int, order: int = 0, name: str = "") -> Folio | int:
     """``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``: the locked folio covering ``index``, creating it if absent
-    (an order-``order`` folio at the aligned index, named ``"{name}:{first index}"``). If that range is partly
-    occupied (-EEXIST) it falls back to one page. The kernel's ``do { } while (order-- > min_order)`` loop
-    retries every smaller order at the index it was given; the model has only orders 9 and 0, and puts the one
-    page at ``index`` itself, the page its caller asked for (large guest_memfd folios are ahead of mainline).
+    (an order-``order`` folio at the aligned index, named ``"{name}:{first index}"``). If the large allocation
+    or its add fails for any reason, it falls back to one page, as the kernel's ``do { } while (order-- >
+    min_order)`` loop retries every smaller order; the model has only orders 9 and 0, and puts the one page at
+    ``index`` itself, the page its caller asked for (large guest_memfd folios are ahead of mainline).
     Returns the folio with an extra reference for the caller, or a negative errno."""
+    if type(index) is not int or index < 0 or order not in (0, 9):
+        raise ModelInputError(f"filemap_grab_folio: index {index!r} / order {order!r} out of range")
     folio = mapping.lookup(index)
     if folio is not None:
         k.folio_get(folio)
@@ -233,12 +238,13 @@ def filemap_grab_folio(k, mapping: AddressSpace, index: int, order: int = 0, nam
         start = index - index % (1 << order)
         folio = k.folio_alloc(order, name=f"{name}:{start}")
         if isinstance(folio, int):
-            return folio
-        ret = filemap_add_folio(k, mapping, folio, start)
-        if ret == 0:
-            return folio
-        k.folio_put(folio)
-        if ret != -Errno.EEXIST or order == 0:
+            ret = folio
+        else:
+            ret = filemap_add_folio(k, mapping, folio, start)
+            if ret == 0:
+                return folio
+            k.folio_put(folio)
+        if order == 0:
             return ret
         order = 0
 
@@ -271,7 +277,7 @@ def replace_page_cache_folio(k, old: Folio, new: Folio) -> None:
         hooks.prep_remove_unmapped_folio(k, mapping, old)
     if mapping.aops.free_folio is not None:
         k.emit("free_folio", mapping=mapping.name, pfn=old.pfn)
-        mapping.aops.free_folio(k, old)
+        mapping.aops.free_folio(k, mapping, old)
     k.folio_put(old)
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from . import guest_memfd as gm
 from . import pagecache as pc
 from . import secretmem as sm
-from .designs import Config
 from .errors import ModelInputError, errno_name
 from .invariants import INVARIANTS, broken, racing_read_breaks
 from .kernel import Kernel
+from .setup import Setup
 from .trace import Trace
-from .units import PAGE_SHIFT, parse_size
+from .units import PAGE_SHIFT, parse_signed_size, parse_size
 
 INTERRUPT_POINTS = ("after_zap", "after_insert", "after_delete", "after_restore")
 
@@ -63,14 +63,16 @@ class OpSpec:
 
 REQUIRED = object()
 _SIZE = "size"
+_SSIZE = "signed size"  # an loff_t the kernel checks itself (negative -> -EINVAL)
 OPS = {
     "gmem_create": OpSpec("op_gmem_create", {"file": (str, REQUIRED), "size": (_SIZE, REQUIRED),
                                              "flags": (list, ["MMAP", "INIT_SHARED", "NO_DIRECT_MAP"]),
                                              "vm_type": (str, "default")},
                           "KVM_CREATE_GUEST_MEMFD"),
-    "fallocate": OpSpec("op_fallocate", {"file": (str, REQUIRED), "offset": (_SIZE, 0), "len": (_SIZE, REQUIRED),
+    "mmap": OpSpec("op_mmap", {"file": (str, REQUIRED)}, "mmap(MAP_SHARED) the file into the VMM"),
+    "fallocate": OpSpec("op_fallocate", {"file": (str, REQUIRED), "offset": (_SSIZE, 0), "len": (_SSIZE, REQUIRED),
                                          "keep_size": (bool, True)}, "fallocate(KEEP_SIZE): allocate"),
-    "punch_hole": OpSpec("op_punch_hole", {"file": (str, REQUIRED), "offset": (_SIZE, 0), "len": (_SIZE, REQUIRED)},
+    "punch_hole": OpSpec("op_punch_hole", {"file": (str, REQUIRED), "offset": (_SSIZE, 0), "len": (_SSIZE, REQUIRED)},
                          "fallocate(PUNCH_HOLE|KEEP_SIZE)"),
     "user_fault": OpSpec("op_user_fault", {"file": (str, REQUIRED), "offset": (_SIZE, 0)},
                          "the VMM touches its mmap of guest_memfd (kvm_gmem_fault_user_mapping)"),
@@ -100,22 +102,25 @@ _STEP_KEYS = {"interrupt_at", "interrupt_cpu"}
 
 
 class System:
-    """A kernel plus a design plus the files created on it."""
+    """A kernel plus a design plus the files created on it. Built from a :class:`~nbmodel.setup.Setup` (or
+    its fields as keyword arguments), which validates every option before anything is built."""
 
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, switches=(), write: str = "refuse", large_folios: bool = False,
-                 batch_flush: bool = False, fwb: bool = True, trace: bool = True, large_zap: bool = False):
-        self.setup = dict(design=design, arch=arch, mode=mode, memory=memory, cpus=cpus, seed=seed,
-                          switches=tuple(switches), write=write, large_folios=large_folios,
-                          batch_flush=batch_flush, fwb=fwb, trace=trace, large_zap=large_zap)
-        self.config = Config.make(design, switches, write, large_folios, batch_flush, large_zap)
-        if "arm64_no_bbml2" in self.config.switches:
-            if arch != "arm64":
-                raise ModelInputError("the arm64_no_bbml2 switch needs arch arm64")
-            mode = "blocks-no-bbml2"
-        self.k = Kernel(arch, mode, memory, cpus, seed, trace=trace)
+                 batch_flush: bool = False, fwb: bool = True, trace: bool = True, large_zap: bool = False,
+                 setup: Setup | None = None):
+        if setup is None:
+            setup = Setup(design=design, arch=arch, mode=mode, memory=memory, cpus=cpus, seed=seed,
+                          switches=switches, write=write, large_folios=large_folios, batch_flush=batch_flush,
+                          fwb=fwb, trace=trace, large_zap=large_zap)
+        elif not isinstance(setup, Setup):
+            raise ModelInputError(f"setup must be a Setup, not {setup!r}")
+        self.setup = setup
+        self.config = setup.config()
+        self.k = Kernel(setup.arch, setup.kernel_mode(), setup.memory, setup.cpus, setup.seed, trace=setup.trace,
+                        fwb=setup.fwb)
         self.config.install(self.k)
-        self.fwb = fwb
+        self.fwb = setup.fwb
         self.files: dict = {}
         self.steps: list[Step] = []
         self.first_broken: dict[str, int] = {}
@@ -123,15 +128,17 @@ class System:
     # -- running steps -----------------------------------------------------------------------------------
     def step(self, op: str, **args) -> Step:
         """Run one operation; raises ModelInputError (state untouched) if the operation or arguments are bad."""
-        spec = OPS.get(op)
+        spec = OPS.get(op) if isinstance(op, str) else None
         if spec is None:
             raise ModelInputError(f"unknown op {op!r}; known: {', '.join(OPS)}")
         at, icpu = args.pop("interrupt_at", None), args.pop("interrupt_cpu", None)
         clean = validate_args(op, args)
         if at is not None and at not in INTERRUPT_POINTS:
             raise ModelInputError(f"interrupt_at must be one of {', '.join(INTERRUPT_POINTS)}, not {at!r}")
-        if at is not None and (not isinstance(icpu, int) or not 0 <= icpu < self.k.ncpus):
+        if at is not None and (type(icpu) is not int or not 0 <= icpu < self.k.ncpus):
             raise ModelInputError(f"interrupt_cpu must name a CPU from 0 to {self.k.ncpus - 1}")
+        if at is None and icpu is not None:
+            raise ModelInputError("interrupt_cpu needs interrupt_at (the point where that CPU runs)")
         self._precheck(op, clean)
         start = len(self.k.trace)
         before = dict(self.k.counters)
@@ -163,7 +170,7 @@ class System:
 
     def replay(self, upto: int | None = None) -> System:
         """A fresh System with the same setup that has run the first ``upto`` steps (all by default)."""
-        other = System(**self.setup)
+        other = System(setup=self.setup)
         for st in self.steps[:upto]:
             other.step(st.op, **st.args)
         return other
@@ -226,38 +233,48 @@ class System:
         return self.files[name].mapping.lookup(offset >> PAGE_SHIFT)
 
     # -- operations ------------------------------------------------------------------------------------------
+    def _created(self, name: str, got) -> tuple:
+        if isinstance(got, int):
+            return errno_name(got), None
+        self.files[name] = got
+        return "0", None
+
     def op_gmem_create(self, file, size, flags, vm_type):
-        return errno_name(gm.kvm_gmem_create(self, file, size, flags, vm_type)), None
+        return self._created(file, gm.kvm_gmem_create(self.k, file, size, flags, vm_type))
+
+    def op_mmap(self, file):
+        f = self.files[file]
+        return errno_name(gm.kvm_gmem_mmap(self.k, f) if isinstance(f, gm.GmemFile) else 0), None
 
     def op_fallocate(self, file, offset, len, keep_size):
-        return errno_name(gm.kvm_gmem_fallocate(self, file, offset, len, keep_size=keep_size)), None
+        return errno_name(gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, keep_size=keep_size)), None
 
     def op_punch_hole(self, file, offset, len):
-        return errno_name(gm.kvm_gmem_fallocate(self, file, offset, len, punch_hole=True)), None
+        return errno_name(gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, punch_hole=True)), None
 
     def op_user_fault(self, file, offset):
-        return gm.kvm_gmem_fault_user_mapping(self, file, offset), None
+        return gm.kvm_gmem_fault_user_mapping(self.k, self.files[file], offset), None
 
     def op_guest_fault(self, file, offset):
-        ret = gm.kvm_gmem_get_pfn(self, file, offset)
+        ret = gm.kvm_gmem_get_pfn(self.k, self.files[file], offset)
         return (ret if isinstance(ret, str) else errno_name(ret)), None
 
     def op_write(self, file, offset, len):
-        return errno_name(gm.kvm_gmem_write(self, file, offset, len)), None
+        return errno_name(gm.kvm_gmem_write(self.k, self.files[file], offset, len)), None
 
     def op_populate(self, file, offset):
-        return errno_name(gm.kvm_gmem_populate(self, file, offset)), None
+        return errno_name(gm.kvm_gmem_populate(self.k, self.files[file], offset)), None
 
     def op_close(self, file):
-        f = self.files[file]
-        ret = gm.kvm_gmem_release(self, file) if isinstance(f, gm.GmemFile) else sm.secretmem_release(self, file)
+        f = self.files.pop(file)
+        ret = gm.kvm_gmem_release(self.k, f) if isinstance(f, gm.GmemFile) else sm.secretmem_release(self.k, f)
         return errno_name(ret), None
 
     def op_secret_create(self, file, size):
-        return errno_name(sm.memfd_secret(self, file, size)), None
+        return self._created(file, sm.memfd_secret(self.k, file, size))
 
     def op_secret_fault(self, file, offset, race):
-        return sm.secretmem_fault(self, file, offset, race=race), None
+        return sm.secretmem_fault(self.k, self.files[file], offset, race=race), None
 
     def op_kernel_read(self, file, offset, cpu, what="read"):
         folio = self._folio_at(file, offset)
@@ -335,12 +352,14 @@ def validate_args(op: str, args: dict) -> dict:
             if default is REQUIRED:
                 raise ModelInputError(f"{op}: missing argument {name!r}")
             out[name] = list(default) if isinstance(default, list) else default
-            if typ == _SIZE and default is not None:
+            if typ in (_SIZE, _SSIZE) and default is not None:
                 out[name] = parse_size(default)
             continue
         value = args[name]
         if typ == _SIZE:
             out[name] = parse_size(value)
+        elif typ == _SSIZE:
+            out[name] = parse_signed_size(value)
         elif typ is int and ((value is None and default is None)
                              or (isinstance(value, int) and not isinstance(value, bool))):
             out[name] = value

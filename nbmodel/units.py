@@ -30,6 +30,15 @@ def parse_size(text: str | int) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+def parse_signed_size(text: str | int) -> int:
+    """As :func:`parse_size`, but a leading ``-`` is allowed: an ``loff_t`` the kernel itself rejects."""
+    if isinstance(text, str) and text.strip().startswith("-"):
+        return -parse_size(text.strip()[1:])
+    if isinstance(text, int) and not isinstance(text, bool) and text < 0:
+        return text
+    return parse_size(text)
+
+
 def pages(nbytes: int) -> int:
     """Whole 4 KiB pages in ``nbytes``; raises if not page aligned."""
     if nbytes % PAGE_SIZE:

@@ -21,7 +21,7 @@ def setup(hooks=False, flags=("AS_NO_DIRECT_MAP",)):
     if hooks:
         Config.make("filemap").install(k)
     freed = []
-    m = AddressSpace("m", flags, AddressSpaceOps(free_folio=lambda k, f: freed.append(f.pfn)))
+    m = AddressSpace("m", flags, AddressSpaceOps(free_folio=lambda k, mapping, f: freed.append(f.pfn)))
     return k, m, freed
 
 
