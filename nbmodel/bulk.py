@@ -28,10 +28,11 @@ from .counters import Counters
 from .designs import Config
 from .errors import Errno, ModelInputError
 from .physmem import _FREE, _USED, MemoryMap, pageblocks, take_block
+from .tlb import arm64_flush_limit_excess, arm64_tlbi_ops
 from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_size
 
 ZAPPED, UPTODATE, ZEROED = 1, 2, 4  # folio flags: NO_DIRECT_MAP (private bit, or zapped), uptodate, zeroed_at_add
-X86_CEILING, ARM64_CEILING = 33, 512  # tlb_single_page_flush_ceiling, MAX_DVM_OPS
+X86_CEILING = 33  # tlb_single_page_flush_ceiling; arm64: nbmodel.tlb.arm64_flush_limit_excess()
 CONT_PTES, CONT_PMDS = 16, 16
 
 
@@ -378,7 +379,8 @@ class BulkSystem:
 
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, write: str = "refuse", large_folios: bool = False,
-                 batch_flush: bool = False, large_zap: bool = False, fwb: bool = True, reserved_pages: int = 64):
+                 batch_flush: bool = False, large_zap: bool = False, fwb: bool = True, reserved_pages: int = 64,
+                 tlbirange: bool | None = None):
         self.config = Config.make(design, (), write, large_folios, batch_flush)
         self.design = design
         self.arch = arch
@@ -391,6 +393,7 @@ class BulkSystem:
             raise ModelInputError(f"unknown x86 mode {self.mode!r}; use 4-level, 5-level, nogbpages")
         self.memmap = memory if isinstance(memory, MemoryMap) else MemoryMap.pc(memory)
         self.ncpus = cpus
+        self.tlbirange = (arch == "arm64") if tlbirange is None else tlbirange  # as Kernel(tlbirange=...)
         self.large_zap = large_zap
         self.fwb = fwb
         self.order = 9 if large_folios else 0
@@ -418,16 +421,19 @@ class BulkSystem:
     def flush_ranges(self, n: int, pages: int) -> None:
         """``n`` calls of ``flush_tlb_kernel_range()`` over ``pages`` pages each."""
         c = self.counters
-        if pages > (X86_CEILING if self.arch == "x86" else ARM64_CEILING):
+        x86 = self.arch == "x86"
+        if pages > X86_CEILING if x86 else arm64_flush_limit_excess(pages, self.tlbirange):
             self.flush_all(n)
             return
         c["tlb_flushes"] += n
-        if self.arch == "x86":
+        if x86:
             c["tlb_page_invalidations"] += n * pages * self.ncpus
             if self.ncpus > 1:
                 c["ipis"] += n * (self.ncpus - 1)
         else:
-            c["tlb_page_invalidations"] += n * pages
+            single, ranged = arm64_tlbi_ops(pages, self.tlbirange)
+            c["tlb_page_invalidations"] += n * single
+            c["tlbi_range_ops"] += n * ranged
 
     # -- the zap and the restore --------------------------------------------------------------------------
     def _zap(self, first: int, n: int, step: int, order: int, how: str) -> None:
