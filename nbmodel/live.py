@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import faulthandler
 import fcntl
 import json
 import mmap
@@ -39,6 +40,7 @@ import platform
 import signal
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from . import crosscheck as cc
 from . import realkernel as rk
@@ -253,6 +255,7 @@ class _Files:
         addr, _ = self.map[file]
         pid = os.fork()
         if pid == 0:  # the grandchild: one store; a SIGBUS kills only it
+            faulthandler.disable()  # (pytest enables it: the expected SIGBUS is not a crash to dump)
             try:
                 ctypes.memset(addr + offset, 1, 1)
             finally:
@@ -447,6 +450,28 @@ def run_files(paths, as_json: bool = False, quiet: bool = False, printer=print) 
     return 0 if equal == len(live) else 1
 
 
+#: The live run recorded for the book (``nbmodel run --live scenarios/ --json``, kept with its machine and date).
+RECORDED = Path(__file__).resolve().parents[1] / "benchmarks" / "live-run-6.18.json"
+
+
+def show(scenario: str, live: bool | None = None, recorded=RECORDED) -> str:
+    """One scenario's live run beside the model, as text. By default the **recorded** run (with the machine and
+    date it was recorded on), so building the book never probes the kernel; ``live=True``, or ``None`` with the
+    environment variable ``NBMODEL_LIVE=1``, runs it on this kernel now instead."""
+    if live is None:
+        live = os.environ.get("NBMODEL_LIVE") == "1"
+    if live:
+        path = Path(recorded).resolve().parents[1] / "scenarios" / f"{scenario}.toml"
+        return run_live(str(path)).report() + "\n(run now on this kernel: NBMODEL_LIVE=1)"
+    head, runs = load_recorded(recorded)
+    run = next((r for r in runs if r.scenario == scenario), None)
+    if run is None:
+        names = ", ".join(r.scenario for r in runs)
+        raise ValueError(f"{scenario!r} is not in {Path(recorded).name}; recorded: {names}")
+    return (f"recorded {head['recorded']} on Linux {head['kernel']} {head['machine']} ({head['cpu_model']}) by "
+            f"`{head['command']}`; set NBMODEL_LIVE=1 to run it on this kernel\n" + run.report(head["kernel"]))
+
+
 def load_recorded(path) -> tuple[dict, list]:
     """A recorded ``nbmodel run --live --json`` result file (see ``benchmarks/live-run-*.json``): its header
     (kernel, machine, CPU model, date) and its runs as :class:`LiveRun` objects, to show without probing."""
@@ -459,5 +484,5 @@ def load_recorded(path) -> tuple[dict, list]:
     return {k: v for k, v in doc.items() if k != "runs"}, runs
 
 
-__all__ = ["load_recorded", "LiveRun", "LiveStep", "run_live", "run_files", "why_not_live", "machine_support",
+__all__ = ["show", "load_recorded", "LiveRun", "LiveStep", "run_live", "run_files", "why_not_live", "machine_support",
            "LIVE_OPS"]

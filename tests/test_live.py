@@ -39,6 +39,16 @@ def test_recorded_live_run_loads_without_the_kernel():
     assert "LIVE EQUAL" in text and "model 0 | kernel 0" in text
 
 
+def test_show_uses_the_recording_unless_the_reader_opts_in(monkeypatch):
+    monkeypatch.delenv("NBMODEL_LIVE", raising=False)
+    text = live.show("SECRET-FAULT-4-PAGES")
+    assert text.startswith("recorded ") and "6.18" in text and "NBMODEL_LIVE=1" in text
+    monkeypatch.setattr(live, "run_live", lambda path: pytest.fail("the book must not probe the kernel"))
+    live.show("GMEM-UFAULT+CLOSE")
+    with pytest.raises(ValueError):
+        live.show("NO-SUCH-SCENARIO")
+
+
 def test_a_differing_step_makes_the_run_differ():
     run = live.LiveRun("X", "x.toml", "filemap", steps=[live.LiveStep(1, "fallocate", {}, "EINVAL", "0")])
     assert not run.ok and "DIFFER" in run.report()
