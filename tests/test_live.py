@@ -61,8 +61,8 @@ def test_a_differing_step_makes_the_run_differ():
 def test_scenarios_run_live_and_agree(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     support = live.machine_support()
-    if support["secretmem"] or support["kvm"]:
-        pytest.skip(f"memfd_secret: {support['secretmem'] or 'ok'}; KVM: {support['kvm'] or 'ok'}")
+    if support["secretmem"] and support["kvm"]:
+        pytest.skip(f"memfd_secret: {support['secretmem']}; KVM: {support['kvm']}")
     lines = []
     status = live.run_files([str(SCEN)], printer=lines.append)
     text = "\n".join(lines)
@@ -70,5 +70,6 @@ def test_scenarios_run_live_and_agree(tmp_path, monkeypatch):
     summary = lines[-1]
     assert status == 0, text
     n_live = int(summary.split(" run live")[0].rsplit(" ", 1)[1])
-    assert n_live >= 12, summary
+    assert n_live >= (12 if not (support["secretmem"] or support["kvm"]) else 1), summary
     assert "SIGBUS | kernel SIGBUS" in text          # a SIGBUS was an outcome, not a crash
+    assert "SKIP: " in text                          # the rest skipped, each with its reason

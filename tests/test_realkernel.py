@@ -145,5 +145,12 @@ def test_probe_runs_clean_as_root_and_as_nobody(tmp_path):
             print(" ".join(who) or "root", p.returncode, p.stdout, p.stderr)
             assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout
             assert "secretmem" in p.stdout
+        # a memlock-limited user: the skip names RLIMIT_MEMLOCK instead of a bare EAGAIN
+        p = subprocess.run([shutil.which("runuser"), "-u", "nobody", "--", "/bin/sh", "-c",
+                            f"ulimit -l 1024 && exec {py} -m nbmodel probe --kind secretmem --size 8M"],
+                           capture_output=True, text=True, env=env, cwd="/", timeout=300)
+        print(p.stdout, p.stderr)
+        assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout
+        assert "secretmem    skipped" in p.stdout and "RLIMIT_MEMLOCK" in p.stdout
     finally:
         shutil.rmtree(src)
