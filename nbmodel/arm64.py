@@ -22,11 +22,11 @@ from __future__ import annotations
 from .directmap import DirectMap
 from .errors import Errno, ModelInputError
 from .pagetable import CONT, LEVEL_1G, LEVEL_2M, LEVEL_4K, MAPPED
+from .tlb import MAX_DVM_OPS
 from .units import PAGES_1G, PAGES_2M
 
 MODES = ("rodata-full", "bbml2", "no-set-direct-map", "blocks-no-bbml2")
 PAGE_OFFSET = 0xFFFF000000000000  # 48-bit VA, 4K granule: _PAGE_OFFSET(VA_BITS); no KASLR in the model
-MAX_DVM_OPS = 512  # arch/arm64/include/asm/tlbflush.h: PTRS_PER_PTE
 CONT_PTES = 16     # ARM64_CONT_PTE_SHIFT = 4 -> 64 KiB
 CONT_PMDS = 16     # ARM64_CONT_PMD_SHIFT = 4 -> 32 MiB
 
@@ -56,6 +56,8 @@ class Arm64LinearMap(DirectMap):
         return ["PGD", "PUD", "PMD", "PTE"]
 
     def flush_ceiling(self) -> int:
+        """``MAX_DVM_OPS``; since v6.13 the kernel's rule also depends on FEAT_TLBIRANGE and is ``>=``, not
+        ``>`` (:func:`nbmodel.tlb.arm64_flush_limit_excess`, which :class:`~nbmodel.kernel.Kernel` applies)."""
         return MAX_DVM_OPS
 
     # -- update_range_prot() ----------------------------------------------------------------------------------

@@ -30,9 +30,10 @@ from .errors import Errno, ModelInputError
 from .guest_memfd import fallocate_errno
 from .physmem import _FREE, _USED, MemoryMap, pageblocks, take_block
 from .policy import Policy
+from .tlb import arm64_flush_limit_excess, arm64_tlbi_ops
 from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_signed_size, parse_size
 
-X86_CEILING, ARM64_CEILING = 33, 512  # tlb_single_page_flush_ceiling, MAX_DVM_OPS
+X86_CEILING = 33  # tlb_single_page_flush_ceiling; arm64: nbmodel.tlb.arm64_flush_limit_excess()
 CONT_PTES, CONT_PMDS = 16, 16
 
 
@@ -379,11 +380,12 @@ class BulkSystem:
 
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, write: str = "refuse", large_folios: bool = False,
-                 batch_flush: bool = False, large_zap: bool = False, fwb: bool = True, reserved_pages: int = 64):
+                 batch_flush: bool = False, large_zap: bool = False, fwb: bool = True, reserved_pages: int = 64,
+                 tlbirange: bool | None = None):
         self.config = Config.make(design, (), write, large_folios, batch_flush, large_zap)
         self.design = design
         self.policy = Policy(design=design, arch=arch, mode=mode, cpus=cpus, write=write, large_folios=large_folios,
-                             batch_flush=batch_flush, large_zap=large_zap, fwb=fwb)
+                             batch_flush=batch_flush, large_zap=large_zap, fwb=fwb, tlbirange=tlbirange)
         self.arch = arch
         self.mode = mode or ("4-level" if arch == "x86" else "rodata-full")
         if arch == "arm64" and self.mode not in ("rodata-full", "bbml2", "no-set-direct-map"):
@@ -394,6 +396,7 @@ class BulkSystem:
             raise ModelInputError(f"unknown x86 mode {self.mode!r}; use 4-level, 5-level, nogbpages")
         self.memmap = memory if isinstance(memory, MemoryMap) else MemoryMap.pc(memory)
         self.ncpus = cpus
+        self.tlbirange = (arch == "arm64") if tlbirange is None else tlbirange  # as Kernel(tlbirange=...)
         self.large_zap = large_zap
         self.fwb = fwb
         self.order = 9 if large_folios else 0
@@ -421,16 +424,19 @@ class BulkSystem:
     def flush_ranges(self, n: int, pages: int) -> None:
         """``n`` calls of ``flush_tlb_kernel_range()`` over ``pages`` pages each."""
         c = self.counters
-        if pages > (X86_CEILING if self.arch == "x86" else ARM64_CEILING):
+        x86 = self.arch == "x86"
+        if pages > X86_CEILING if x86 else arm64_flush_limit_excess(pages, self.tlbirange):
             self.flush_all(n)
             return
         c["tlb_flushes"] += n
-        if self.arch == "x86":
+        if x86:
             c["tlb_page_invalidations"] += n * pages * self.ncpus
             if self.ncpus > 1:
                 c["ipis"] += n * (self.ncpus - 1)
         else:
-            c["tlb_page_invalidations"] += n * pages
+            single, ranged = arm64_tlbi_ops(pages, self.tlbirange)
+            c["tlb_page_invalidations"] += n * single
+            c["tlbi_range_ops"] += n * ranged
 
     # -- the zap and the restore --------------------------------------------------------------------------
     def _zap(self, first: int, n: int, step: int, order: int, flushes: int) -> None:

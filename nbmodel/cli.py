@@ -49,6 +49,9 @@ interrupt?}], counters {name: int; DirectMap* in kB}, invariants {name: "held" |
 expectations [{line, expect, ok, got}], ok.
 
 exit status: 0 every expectation holds, 1 one does not, 2 a bad file (FILE:LINE: what is wrong).
+--live: runs each scenario whose steps exist on the running kernel for real (memfd_secret, KVM guest_memfd),
+step by step beside the model, skipping the rest with the reason; exit 0 all live runs equal, 1 one differs,
+2 nothing could run here.
 The file format is described in nbmodel/scenario.py (python -c 'import nbmodel.scenario as s; help(s)').
 """
 
@@ -66,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--arch", action="append", choices=ARCHES, help="run on this arch only (repeatable)")
     r.add_argument("--json", action="store_true", help="JSON lines: one document per scenario run")
     r.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    r.add_argument("--live", action="store_true",
+                   help="also run each scenario for real on this kernel, beside the model (see nbmodel.live)")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("list", help="list scenario names and purposes", epilog="example:\n  nbmodel list scenarios/",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +127,9 @@ def run_external(name: str, argv: list) -> int:
 
 # -- run -----------------------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
+    if getattr(args, "live", False):
+        from .live import run_files
+        return run_files(args.scenarios, as_json=args.json, quiet=args.quiet)
     status = 0
     totals = {"runs": 0, "passed": 0, "failed": 0}
     files = sc.find_files(args.scenarios)

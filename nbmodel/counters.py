@@ -24,6 +24,7 @@ COUNTERS = {
     "tlb_flushes": "ranged kernel TLB flushes (flush_tlb_kernel_range at or below the ceiling)",
     "tlb_full_flushes": "full TLB flushes (flush_tlb_all, or a range above the ceiling)",
     "tlb_page_invalidations": "per-page invalidations executed (INVLPG on each CPU, or broadcast TLBI)",
+    "tlbi_range_ops": "arm64 range invalidations (TLBI RVAALE1IS, FEAT_TLBIRANGE), each covering many pages",
     "ipis": "inter-processor interrupts sent for flushes (x86; arm64 broadcasts in hardware)",
     "zaps": "folios whose direct map was made invalid",
     "restores": "folios whose direct map was made valid again",

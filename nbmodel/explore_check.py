@@ -36,7 +36,7 @@ _BOOTED: dict = {}
 def _booted(space: Space) -> System:
     """A fresh booted System for ``space`` (a copy of a cached one: copying beats booting 4 GiB again)."""
     key = (space.design, space.arch, space.mode, space.switches, space.memory, space.seed, space.cpus,
-           space.write, space.large_folios, space.batch_flush)
+           space.write, space.large_folios, space.batch_flush, space.large_zap, space.fwb)
     if key not in _BOOTED:
         setup = setup_of(space)
         _BOOTED.clear()

@@ -14,7 +14,7 @@ from .errors import Errno, ModelInputError
 from .folio import Folio
 from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID
 from .physmem import MemoryMap, PageAllocator
-from .tlb import SPANS_BY_ARCH, TLB
+from .tlb import SPANS_BY_ARCH, TLB, arm64_flush_limit_excess, arm64_tlbi_ops
 from .trace import Trace
 from .units import PAGE_SHIFT, PAGE_SIZE
 from .x86 import X86DirectMap
@@ -24,16 +24,28 @@ ARCHES = ("x86", "arm64")
 
 class Kernel:
     """One machine: ``arch`` is ``"x86"`` or ``"arm64"``; ``mode`` is the arm64 mode or x86 ``"4-level"``,
-    ``"5-level"``, ``"nogbpages"``; ``memory`` is a size (a PC-like map) or a :class:`MemoryMap`."""
+    ``"5-level"``, ``"nogbpages"``; ``memory`` is a size (a PC-like map) or a :class:`MemoryMap`.
+
+    ``tlbirange`` (arm64 only) is whether the CPUs have ``FEAT_TLBIRANGE`` (``system_supports_tlb_range()``),
+    which decides how ``flush_tlb_kernel_range()`` flushes since v6.13 (see :meth:`flush_tlb_kernel_range`).
+    ``None`` means the arch's default: on arm64 **True**, as a current Neoverse server part has it: Neoverse
+    V2 (Arm v9.0-A; NVIDIA Grace, AWS Graviton4) and N2 implement the TLB range instructions, which are
+    mandatory from Arm v8.4-A (only the older v8.2 Neoverse N1, e.g. Graviton2 and Ampere Altra, lacks them).
+    Pass ``False`` for such a part. On x86 it is ``None`` (x86 has no such feature; ``True`` is refused)."""
 
     def __init__(self, arch: str = "x86", mode: str | None = None, memory="4G", cpus: int = 2, seed: int = 0,
-                 reserved_pages: int = 64, trace: bool = True, fwb: bool = True):
+                 reserved_pages: int = 64, trace: bool = True, fwb: bool = True, tlbirange: bool | None = None):
         if arch not in ARCHES:
             raise ModelInputError(f"unknown arch {arch!r}; choose x86 or arm64")
+        if tlbirange is not None and not isinstance(tlbirange, bool):
+            raise ModelInputError(f"tlbirange must be True, False or None (the arch default), not {tlbirange!r}")
+        if tlbirange and arch != "arm64":
+            raise ModelInputError("tlbirange (FEAT_TLBIRANGE) is an arm64 CPU feature; x86 has none")
         if not isinstance(cpus, int) or not 1 <= cpus <= 64:
             raise ModelInputError(f"cpus must be an integer from 1 to 64, not {cpus!r}")
         memmap = memory if isinstance(memory, MemoryMap) else MemoryMap.pc(memory)
         self.arch = arch
+        self.tlbirange = (arch == "arm64") if tlbirange is None else tlbirange
         self.ncpus = cpus
         self.memmap = memmap
         self.counters = Counters()
@@ -253,9 +265,14 @@ class Kernel:
 
     # -- TLB ------------------------------------------------------------------------------------------------
     def flush_tlb_kernel_range(self, start: int, end: int) -> None:
-        """``flush_tlb_kernel_range()``. x86: above ``tlb_single_page_flush_ceiling`` (33) pages a full flush,
-        else INVLPG per page on every CPU by IPI. arm64: above ``MAX_DVM_OPS`` (512) pages ``flush_tlb_all()``,
-        else one broadcast ``TLBI VAALE1IS`` per page, no IPIs."""
+        """``flush_tlb_kernel_range()``. x86 (``arch/x86/mm/tlb.c``): above ``tlb_single_page_flush_ceiling``
+        (33) pages a full flush, else INVLPG per page on every CPU by IPI. arm64 (``flush_tlb_kernel_range()`` in
+        ``arch/arm64/include/asm/tlbflush.h`` since v6.13: a923705c69f7 "arm64: optimize flush tlb kernel range"
+        and 7ffc13e23395 "arm64: tlbflush: add __flush_tlb_range_limit_excess()"): ``flush_tlb_all()`` when
+        ``__flush_tlb_range_limit_excess()`` says so (without FEAT_TLBIRANGE at ``pages >= MAX_DVM_OPS``, so
+        a 2M range already; with it above ``MAX_TLBI_RANGE_PAGES``), else ``__flush_tlb_range_op(vaale1is,
+        ...)``: one ``TLBI VAALE1IS`` per page without FEAT_TLBIRANGE, a few ``TLBI RVAALE1IS`` range
+        operations with it (counted in ``tlbi_range_ops``); broadcast in hardware, no IPIs."""
         pfn = self.virt_to_pfn(start)
         if not isinstance(end, int) or end <= start or (end - start) % PAGE_SIZE:
             raise ModelInputError(f"bad flush range {start:#x}..{end!r}")
@@ -267,7 +284,8 @@ class Kernel:
         if self.skip_flush:
             self.emit("flush", pfn=pfn, pages=npages, skipped=True)
             return
-        if npages > self._ceiling:
+        x86 = self.arch == "x86"
+        if npages > self._ceiling if x86 else arm64_flush_limit_excess(npages, self.tlbirange):
             self.flush_tlb_all(reason=reason)
             return
         for tlb in self.tlbs:
@@ -275,11 +293,13 @@ class Kernel:
                 tlb.invalidate_range(pfn, npages)
         self.counters["tlb_flushes"] += 1
         self.emit("flush", pfn=pfn, pages=npages)
-        if self.arch == "x86":
+        if x86:
             self.counters["tlb_page_invalidations"] += npages * self.ncpus
             self._ipi(reason)
         else:
-            self.counters["tlb_page_invalidations"] += npages
+            single, ranged = arm64_tlbi_ops(npages, self.tlbirange)
+            self.counters["tlb_page_invalidations"] += single
+            self.counters["tlbi_range_ops"] += ranged
 
     def flush_tlb_all(self, reason: str = "") -> None:
         """``flush_tlb_all()``: every CPU drops every kernel translation (x86: by IPI; arm64: TLBI VMALLE1IS)."""

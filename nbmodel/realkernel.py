@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import mmap
 import os
 import platform
+import resource
+import stat
 import statistics
 import struct
 import sys
@@ -45,11 +48,82 @@ GUEST_MEMFD_FLAG_MMAP, GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 0, 1 << 1
 KINDS = ("memfd", "guest_memfd", "secretmem")
 COUNTER_NAMES = ("direct_map_level2_splits", "direct_map_level3_splits", "direct_map_level2_collapses",
                  "direct_map_level3_collapses", "DirectMap4k", "DirectMap2M", "DirectMap1G")
-LOCK_PATH = "/tmp/nbmodel-probe.lock"  # serializes our own probes, so their counter deltas do not mix
+LOCK_NAME = "nbmodel-probe.lock"  # serializes our own probes, so their counter deltas do not mix
 
 
 class Unavailable(Exception):
     """This probe cannot run here; ``str()`` says why."""
+
+
+# -- the machine and the lock ------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU model as ``/proc/cpuinfo`` names it: ``model name`` (x86), else ``Model name``/``Hardware`` or
+    arm64's ``CPU implementer``/``CPU part`` pair, else ``platform.processor()``, else the architecture."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() not in fields:
+                    fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    for key in ("model name", "Model name", "Hardware", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    if "CPU part" in fields:
+        return f"CPU implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def lock_dir() -> str:
+    """A directory only this user can write: ``$XDG_RUNTIME_DIR`` when it is an absolute directory we own,
+    else ``/tmp/nbmodel-<uid>`` (created 0700; refused if it is a symlink or owned by someone else)."""
+    uid = os.getuid()
+    run = os.environ.get("XDG_RUNTIME_DIR")
+    if run and os.path.isabs(run):
+        try:
+            st = os.lstat(run)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
+                return run
+        except OSError:
+            pass
+    path = f"/tmp/nbmodel-{uid}"
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        raise Unavailable(f"lock directory {path} is not a private directory owned by uid {uid}; remove it")
+    return path
+
+
+@contextlib.contextmanager
+def probe_lock():
+    """Hold the per-user probe lock (``flock``) while probing. Opened ``O_NOFOLLOW | O_CREAT`` without
+    truncation; any failure becomes :class:`Unavailable` with the path and the reason, never a traceback."""
+    try:
+        path = os.path.join(lock_dir(), LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise Unavailable(f"probe lock {getattr(e, 'filename', None) or LOCK_NAME}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)
+
+
+def memlock_note(kind: str, size: int, err: int) -> str:
+    """What to say when mmap() or mlock() fails with EAGAIN/ENOMEM: name RLIMIT_MEMLOCK when the limit is why
+    (memfd_secret mappings are charged as locked memory: ``secretmem_mmap()`` -> ``mlock_future_ok()``)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    text = os.strerror(err)
+    if err in (errno.EAGAIN, errno.ENOMEM) and kind == "secretmem" and soft != resource.RLIM_INFINITY:
+        return (f"{text}: RLIMIT_MEMLOCK is {soft} bytes (ulimit -l {soft // 1024}) and memfd_secret pages count "
+                f"as locked memory; {size} bytes were asked for: raise it (ulimit -l) or probe a smaller --size")
+    return text
 
 
 # -- reading /proc -----------------------------------------------------------------------------------------
@@ -190,7 +264,7 @@ def mapped(kind: str, size: int):
         try:
             m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as e:
-            raise Unavailable(f"{kind}: mmap: {e.strerror}") from None
+            raise Unavailable(f"{kind}: mmap: {memlock_note(kind, size, e.errno)}") from None
         try:
             yield m
         finally:
@@ -281,8 +355,7 @@ def probe(kind: str, size: int = 16 << 20, pfns: bool = False, attribute: bool =
     npages = size // PAGE
     res = ProbeResult(kind, npages * PAGE, npages)
     try:
-        with open(LOCK_PATH, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with probe_lock():
             _run(res, pfns, attribute)
     except Unavailable as e:
         res.skipped = str(e)
@@ -322,10 +395,29 @@ def probe_all(size: int = 16 << 20, kinds=KINDS) -> list[ProbeResult]:
 
 
 def secretmem_ratio(results) -> float | None:
-    """secretmem / guest_memfd median net per-page populate cost (memfd stands in when guest_memfd is absent)."""
+    """secretmem / guest_memfd median net per-page populate cost (memfd stands in when guest_memfd is absent:
+    :func:`ratio_base` says which one was divided by)."""
     by = {r.kind: r for r in results if not r.skipped and r.ns_net_median > 0}
-    base = by.get("guest_memfd") or by.get("memfd")
+    base = by.get(ratio_base(results))
     return by["secretmem"].ns_net_median / base.ns_net_median if "secretmem" in by and base else None
+
+
+def ratio_base(results) -> str | None:
+    """The kind :func:`secretmem_ratio` divides by: ``guest_memfd``, else ``memfd``, else None."""
+    ok = {r.kind for r in results if not r.skipped and r.ns_net_median > 0}
+    return next((k for k in ("guest_memfd", "memfd") if k in ok), None)
+
+
+def ratio_line(results) -> str | None:
+    """The ratio as printed, naming what was divided, and why guest_memfd was not when it was skipped."""
+    ratio, base = secretmem_ratio(results), ratio_base(results)
+    if ratio is None:
+        return None
+    line = f"secretmem / {base} median net populate cost per page: {ratio:.2f}x"
+    if base != "guest_memfd":
+        why = next((r.skipped for r in results if r.kind == "guest_memfd" and r.skipped), "not probed")
+        line += f" (divided by {base}: guest_memfd {why})"
+    return line
 
 
 # -- command line -------------------------------------------------------------------------------------------
@@ -372,18 +464,21 @@ def run(args) -> int:
     compared = compare_with_probe(results)
     if args.json:
         doc = {"kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count(),
-               "probes": [r.as_dict() for r in results], "secretmem_over_guest_memfd": ratio,
+               "cpu_model": cpu_model(), "probes": [r.as_dict() for r in results],
+               "secretmem_over_guest_memfd": ratio if ratio_base(results) == "guest_memfd" else None,
+               "secretmem_ratio": {"value": ratio, "divided_by": ratio_base(results)},
                "predicted_vs_measured": [{"kind": c.kind, "predicted_ns": c.predicted_ns,
                                           "measured_ns": c.measured_ns} for c in compared]}
         if cross is not None:
             doc["crosscheck"] = cross.as_dict()
         print(json.dumps(doc, indent=1))
         return 0
-    print(f"kernel {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs (measured here; varies run to run)")
+    print(f"kernel {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()} "
+          "(measured here; varies run to run)")
     for r in results:
         print(format_result(r))
     if ratio is not None:
-        print(f"secretmem / guest_memfd median net populate cost per page: {ratio:.2f}x")
+        print(ratio_line(results))
     if compared:
         print(format_comparison(compared))
     if cross is not None:

@@ -18,6 +18,7 @@ A scenario is one small idea with its expected outcome inside the file, named by
     large_folios = false
     batch_flush = false
     fwb = true                                # arm64 ARM64_HAS_STAGE2_FWB
+    tlbirange = true                          # arm64 FEAT_TLBIRANGE (default: the Kernel's, true); x86 ignores it
 
     [[step]]                                  # one table per step, run in order, numbered from 1
     op = "gmem_create"                        # an op of nbmodel.system.OPS ...
@@ -62,7 +63,7 @@ from .system import INTERRUPT_POINTS, OPS, System, validate_args
 X86_MODE_WORDS = ("4-level", "5-level", "nogbpages")
 SETUP_DEFAULTS = {"arch": "x86", "mode": None, "memory": "4G", "cpus": 2, "seed": 0, "designs": list(DESIGNS),
                   "switches": [], "write": "refuse", "large_folios": False, "batch_flush": False, "fwb": True,
-                  "large_zap": False}
+                  "large_zap": False, "tlbirange": None}
 STEP_SELECTORS = ("result", "saw", "interrupt", "events", "delta")
 COUNTER_TESTS = ("equals", "at_least", "at_most")
 EXPECT_KEYS = {"design", "arch", "why", "step", "counter", "invariant", "held", "broken_at", *STEP_SELECTORS,
@@ -235,7 +236,7 @@ def _setup(raw, lines, bad) -> dict:
         line = lines.key(at, key)
         if key not in SETUP_DEFAULTS:
             bad(line, f"unknown setup key {key!r}; known: {', '.join(SETUP_DEFAULTS)}")
-        if key in ("large_folios", "large_zap", "batch_flush", "fwb") and not isinstance(value, bool):
+        if key in ("large_folios", "large_zap", "batch_flush", "fwb", "tlbirange") and not isinstance(value, bool):
             bad(line, f"setup {key} must be true or false")
         if key in ("cpus", "seed") and (not isinstance(value, int) or isinstance(value, bool)):
             bad(line, f"setup {key} must be an integer")
@@ -452,7 +453,8 @@ def run(scn: Scenario, designs=None, arches=None) -> list[Run]:
                                 cpus=setup["cpus"], seed=setup["seed"], switches=setup["switches"],
                                 write=setup["write"], large_folios=setup["large_folios"],
                                 batch_flush=setup["batch_flush"], fwb=setup["fwb"],
-                                large_zap=setup["large_zap"])
+                                large_zap=setup["large_zap"],
+                                tlbirange=setup["tlbirange"] if arch == "arm64" else None)
             except ModelInputError as e:
                 line = scn.lines.key(at, "switches") if scn.lines and "switch" in str(e) else at
                 raise ScenarioError(scn.path, line, f"setup ({design} on {arch}): {e}") from None

@@ -20,7 +20,7 @@ MAX_CPUS = 64
 
 @dataclass(frozen=True)
 class Setup:
-    """A machine (arch, mode, memory, CPUs, seed, arm64 FWB) and a design with its switches and options."""
+    """A machine (arch, mode, memory, CPUs, seed, arm64 FWB and FEAT_TLBIRANGE) and a design with its switches and options."""
 
     design: str = "filemap"
     arch: str = "x86"
@@ -35,6 +35,7 @@ class Setup:
     fwb: bool = True
     trace: bool = True
     large_zap: bool = False
+    tlbirange: bool | None = None  # arm64 FEAT_TLBIRANGE; None: the arch default (nbmodel.kernel.Kernel)
 
     def __post_init__(self):
         if isinstance(self.switches, list):
@@ -62,6 +63,10 @@ class Setup:
         for name in ("large_folios", "batch_flush", "fwb", "trace", "large_zap"):
             if not isinstance(getattr(self, name), bool):
                 raise ModelInputError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.tlbirange is not None and not isinstance(self.tlbirange, bool):
+            raise ModelInputError(f"tlbirange must be True, False or None, not {self.tlbirange!r}")
+        if self.tlbirange and self.arch != "arm64":
+            raise ModelInputError("tlbirange (FEAT_TLBIRANGE) is an arm64 CPU feature; x86 has none")
         if self.write not in OPTIONS["write"]:
             raise ModelInputError(f"write must be one of {OPTIONS['write']}, not {self.write!r}")
         self.config()  # validates the switches

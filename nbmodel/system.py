@@ -108,17 +108,17 @@ class System:
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, switches=(), write: str = "refuse", large_folios: bool = False,
                  batch_flush: bool = False, fwb: bool = True, trace: bool = True, large_zap: bool = False,
-                 setup: Setup | None = None):
+                 tlbirange: bool | None = None, setup: Setup | None = None):
         if setup is None:
             setup = Setup(design=design, arch=arch, mode=mode, memory=memory, cpus=cpus, seed=seed,
                           switches=switches, write=write, large_folios=large_folios, batch_flush=batch_flush,
-                          fwb=fwb, trace=trace, large_zap=large_zap)
+                          fwb=fwb, trace=trace, large_zap=large_zap, tlbirange=tlbirange)
         elif not isinstance(setup, Setup):
             raise ModelInputError(f"setup must be a Setup, not {setup!r}")
         self.setup = setup
         self.config = setup.config()
         self.k = Kernel(setup.arch, setup.kernel_mode(), setup.memory, setup.cpus, setup.seed, trace=setup.trace,
-                        fwb=setup.fwb)
+                        fwb=setup.fwb, tlbirange=setup.tlbirange)
         self.config.install(self.k)
         self.fwb = setup.fwb
         self.files: dict = {}

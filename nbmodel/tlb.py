@@ -75,3 +75,48 @@ class TLB:
 
     def snapshot(self) -> tuple:
         return tuple(sorted(self.entries.items()))
+
+
+# -- arm64 flush_tlb_kernel_range() since 6.13 ---------------------------------------------------------------
+#: ``MAX_DVM_OPS`` (``arch/arm64/include/asm/tlbflush.h``): ``PTRS_PER_PTE``, 512 with the 4K granule.
+MAX_DVM_OPS = 512
+#: ``MAX_TLBI_RANGE_PAGES`` = ``__TLBI_RANGE_PAGES(31, 3)`` = (31 + 1) << (5 * 3 + 1) pages (8 GiB of 4K pages).
+MAX_TLBI_RANGE_PAGES = 32 << 16
+_TLBI_RANGE_MASK = 0x1F
+
+
+def arm64_flush_limit_excess(pages: int, tlbirange: bool) -> bool:
+    """``__flush_tlb_range_limit_excess(pages, PAGE_SIZE)`` (``arch/arm64/include/asm/tlbflush.h``, added by
+    7ffc13e23395 "arm64: tlbflush: add __flush_tlb_range_limit_excess()" and used by ``flush_tlb_kernel_range()``
+    since a923705c69f7 "arm64: optimize flush tlb kernel range", both v6.13): with ``FEAT_TLBIRANGE`` the range
+    is too big only above ``MAX_TLBI_RANGE_PAGES``; without it at ``MAX_DVM_OPS`` pages already (``>=``), so a
+    2M (512-page) range becomes ``flush_tlb_all()``."""
+    if tlbirange:
+        return pages > MAX_TLBI_RANGE_PAGES
+    return pages >= MAX_DVM_OPS
+
+
+def arm64_tlbi_ops(pages: int, tlbirange: bool) -> tuple[int, int]:
+    """The TLBI instructions ``__flush_tlb_range_op(vaale1is, start, pages, PAGE_SIZE, ...)`` issues for a
+    range below the limit, as ``(single, ranged)``: ``(pages, 0)`` without ``FEAT_TLBIRANGE`` (one ``TLBI
+    VAALE1IS`` per page); with it, range operations (``TLBI RVAALE1IS``) from scale 3 down to 0, each covering
+    ``__TLBI_RANGE_PAGES(num, scale)`` = (num + 1) << (5 * scale + 1) pages, and one single op when one page is
+    left (no LPA2 alignment steps: 4K granule, 48-bit VA)."""
+    if not tlbirange:
+        return pages, 0
+    single = ranged = 0
+    scale = 3
+    while pages > 0:
+        if pages == 1:
+            single += 1
+            pages -= 1
+            continue
+        if scale < 0:  # unreachable for pages <= MAX_TLBI_RANGE_PAGES (the limit check runs first)
+            raise ValueError(f"{pages} pages left after scale 0")
+        shift = 5 * scale + 1
+        num = (min(pages, (_TLBI_RANGE_MASK + 1) << shift) >> shift) - 1  # __TLBI_RANGE_NUM(pages, scale)
+        if num >= 0:
+            ranged += 1
+            pages -= (num + 1) << shift  # __TLBI_RANGE_PAGES(num, scale)
+        scale -= 1
+    return single, ranged

@@ -75,3 +75,82 @@ def test_probe_command_json():
     assert [p["kind"] for p in doc["probes"]] == list(rk.KINDS)
     print(json.dumps({p["kind"]: p["skipped"] or round(p["ns_net_median"]) for p in doc["probes"]}),
           "secretmem/guest_memfd:", doc["secretmem_over_guest_memfd"])
+
+
+def test_cpu_model_is_read_from_proc_cpuinfo():
+    want = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                None)
+    got = rk.cpu_model()
+    assert got and (want is None or got == want)
+
+
+def test_lock_is_per_user_and_refuses_a_symlink(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    target = tmp_path / "elsewhere"
+    (tmp_path / rk.LOCK_NAME).symlink_to(target)
+    r = rk.probe("memfd", 1 << 20)
+    assert r.skipped and "probe lock" in r.skipped and not target.exists()     # O_NOFOLLOW: ELOOP, no traceback
+    (tmp_path / rk.LOCK_NAME).unlink()
+    (tmp_path / rk.LOCK_NAME).write_text("kept")
+    with rk.probe_lock() as path:
+        assert path == str(tmp_path / rk.LOCK_NAME)
+    assert (tmp_path / rk.LOCK_NAME).read_text() == "kept"                     # opened without truncation
+
+
+def test_memlock_is_named_when_the_limit_is_why():
+    import errno
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    note = rk.memlock_note("secretmem", 64 << 20, errno.EAGAIN)
+    if soft == resource.RLIM_INFINITY:
+        assert note == "Resource temporarily unavailable"
+    else:
+        assert "RLIMIT_MEMLOCK" in note and "ulimit -l" in note
+    assert "RLIMIT_MEMLOCK" not in rk.memlock_note("memfd", 64 << 20, errno.ENODEV)
+
+
+def test_ratio_names_what_it_divided_by():
+    a = rk.ProbeResult("memfd", 4096, 1, ns_net_median=100.0)
+    b = rk.ProbeResult("guest_memfd", 4096, 1, skipped="/dev/kvm: Permission denied")
+    c = rk.ProbeResult("secretmem", 4096, 1, ns_net_median=500.0)
+    line = rk.ratio_line([a, b, c])
+    assert line.startswith("secretmem / memfd") and "guest_memfd /dev/kvm: Permission denied" in line
+
+
+@pytest.mark.live
+def test_probe_runs_clean_as_root_and_as_nobody(tmp_path):
+    """After a run as root, `nobody` runs the probe with its own lock and prints no traceback."""
+    import os
+    import pathlib
+    import shutil
+    import subprocess
+    py = shutil.which("python3", path="/usr/bin:/bin")
+    if os.getuid() != 0 or not shutil.which("runuser") or not py:
+        pytest.skip("needs root, runuser and a system python3 to switch to nobody")
+    import tempfile
+    src = tempfile.mkdtemp(prefix="nbmodel-nobody-")                # a copy nobody can read (the venv may not be)
+    try:
+        os.chmod(src, 0o755)
+        shutil.copytree(pathlib.Path(__file__).parents[1] / "nbmodel", os.path.join(src, "nbmodel"),
+                        ignore=shutil.ignore_patterns("__pycache__", "viz"))
+        for d, _, fs in os.walk(src):
+            os.chmod(d, 0o755)
+            for f in fs:
+                os.chmod(os.path.join(d, f), 0o644)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "PYTHONDONTWRITEBYTECODE": "1"}
+        for who in ([], ["runuser", "-u", "nobody", "--"]):
+            who = [shutil.which(who[0]), *who[1:]] if who else who
+            p = subprocess.run(who + [py, "-m", "nbmodel", "probe", "--size", "1M"], capture_output=True, text=True,
+                               env=env, cwd="/", timeout=300)
+            print(" ".join(who) or "root", p.returncode, p.stdout, p.stderr)
+            assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout
+            assert "secretmem" in p.stdout
+        # a memlock-limited user: the skip names RLIMIT_MEMLOCK instead of a bare EAGAIN
+        p = subprocess.run([shutil.which("runuser"), "-u", "nobody", "--", "/bin/sh", "-c",
+                            f"ulimit -l 1024 && exec {py} -m nbmodel probe --kind secretmem --size 8M"],
+                           capture_output=True, text=True, env=env, cwd="/", timeout=300)
+        print(p.stdout, p.stderr)
+        assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout
+        assert "secretmem    skipped" in p.stdout and "RLIMIT_MEMLOCK" in p.stdout
+    finally:
+        shutil.rmtree(src)
