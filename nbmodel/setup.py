@@ -20,7 +20,8 @@ MAX_CPUS = 64
 
 @dataclass(frozen=True)
 class Setup:
-    """A machine (arch, mode, memory, CPUs, seed, arm64 FWB and FEAT_TLBIRANGE) and a design with its switches and options."""
+    """A machine (arch, mode, memory, CPUs, seed, arm64 FWB and FEAT_TLBIRANGE) and a design with its switches
+    and options."""
 
     design: str = "filemap"
     arch: str = "x86"
