@@ -34,7 +34,7 @@ def parse_size(text: str | int) -> int:
             raise ModelInputError(f"not a size: {_short(text)} (use e.g. 4096, 64K, 2M, 4G)")
         value = int(m.group(1)) * _UNITS[m.group(2).upper()]
     if value > MAX_SIZE:
-        raise ModelInputError(f"size {_short(text)} is larger than the largest file offset (2**63 - 1 bytes)")
+        raise ModelInputError(f"size {_short(text)} is more than 2**63 - 1 bytes (the largest loff_t)")
     return value
 
 
