@@ -163,12 +163,6 @@ def bad_steps(draw):
     return args
 
 
-def known_model_bug(args: dict) -> bool:
-    """validate_args() lets None through for every int argument; fail_alloc(count=None) and set_cpu(cpu=None)
-    then raise TypeError instead of ModelInputError (reported to the model's owner; drop this when fixed)."""
-    return args["op"] in ("fail_alloc", "set_cpu") and any(v is None for k, v in args.items() if k != "op")
-
-
 class BadInputMachine(RuleBasedStateMachine):
     """Valid steps build up state; every bad step in between must raise ModelInputError and leave
     System.snapshot() exactly as it was."""
@@ -189,7 +183,7 @@ class BadInputMachine(RuleBasedStateMachine):
             return
         self.sys.step(op, **args)
 
-    @rule(bad=bad_steps().filter(lambda a: not known_model_bug(a)))
+    @rule(bad=bad_steps())
     def bad(self, bad):
         snap = self.sys.snapshot()
         try:
