@@ -9,9 +9,9 @@ A scenario is one small idea with its expected outcome inside the file, named by
     [setup]                                   # optional; every key has a default
     arch = "x86"                              # "x86" | "arm64" | a list of both (runs once per arch)
     mode = "4-level"                          # that arch's mode, or a table {x86 = "nogbpages", arm64 = "bbml2"}
-    memory = "4G"                             # PC-like memory map of this size
-    cpus = 2
-    seed = 0
+    memory = "4G"                             # PC-like memory map of this size, from 4M to 256G
+    cpus = 2                                  # from 1 to 64
+    seed = 0                                  # from 0 to 2**64 - 1
     designs = ["per-folio", "filemap", "secretmem"]   # default: all three; runs once per design
     switches = []                             # break-it switches (nbmodel.designs.SWITCHES)
     write = "refuse"                          # filemap write(): "refuse" | "mermap"
@@ -22,7 +22,8 @@ A scenario is one small idea with its expected outcome inside the file, named by
     [[step]]                                  # one table per step, run in order, numbered from 1
     op = "gmem_create"                        # an op of nbmodel.system.OPS ...
     file = "g"                                # ... with its arguments exactly as System.step takes them,
-    size = "2M"                               # plus optional interrupt_at / interrupt_cpu
+    size = "2M"                               # plus optional interrupt_at / interrupt_cpu; sizes and
+                                              # offsets are bytes or "64K"/"2M"/"4G", at most 2**63 - 1
 
     [[expect]]                                # any number; each checked on every run it applies to
     design = "per-folio"                      # optional: a design or a list (default: the file's designs)
@@ -40,7 +41,10 @@ A scenario is one small idea with its expected outcome inside the file, named by
 An expectation about an invariant that does not apply to a design (``d`` outside per-folio) is skipped there.
 ``nbmodel run --design/--arch`` may run a file under a design or arch it does not list; the expectations are
 claims about the configurations the file names, so such a run shows its trace and checks nothing.
-A bad file raises :class:`ScenarioError`, whose text is ``FILE:LINE: what is wrong``.
+A bad file raises :class:`ScenarioError`, whose text is ``FILE:LINE: what is wrong``: also a file that is not
+UTF-8, a TOML type where another belongs (``op = ["..."]``), arrays nested more than 100 deep, or an integer
+of thousands of digits. Loading and locating an error are linear in the file's size (a syntax error "at end
+of document" costs O(log n) parses).
 """
 
 from __future__ import annotations
