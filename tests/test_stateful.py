@@ -15,6 +15,7 @@ unchanged. Runtime on the 2-CPU build machine: about 35 s for the whole file (ea
 examples x 50 steps in about 7 s, with trace=False and a 128 MiB memory map).
 """
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -23,6 +24,9 @@ from nbmodel.errors import ModelInputError
 from nbmodel.invariants import INVARIANTS, broken
 from nbmodel.physmem import MemoryMap
 from nbmodel.system import INTERRUPT_POINTS, OPS, System
+
+# Hypothesis stateful machines: 11-20 s each on an idle machine (pytest --durations); ./test.sh --fast skips them.
+pytestmark = pytest.mark.slow
 
 MEM = MemoryMap.of([(1, 0x9F), (0x100, 0x8000)])   # ~128 MiB with the low holes: splits still happen
 PAGES = 4
