@@ -97,7 +97,8 @@ def _memory_size(size) -> int:
 
 def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list[int]]:
     """An allocator's boot state: one byte per PFN (not RAM, free, used), free pages per 2M pageblock, and the
-    whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order."""
+    whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order. Internal (for
+    :class:`PageAllocator` and :mod:`nbmodel.bulk`): trusts that ``memmap`` is a validated MemoryMap."""
     state = bytearray(memmap.end_pfn)
     for s, e in memmap.ranges:
         state[s:e] = bytes([_FREE]) * (e - s)
@@ -109,7 +110,8 @@ def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list
 
 
 def take_block(rng: random.Random, whole: list[int], partial: list[int], allow_partial: bool) -> int | None:
-    """Take a random pageblock out of ``whole`` (or, if it is empty and that is allowed, out of ``partial``)."""
+    """Take a random pageblock out of ``whole`` (or, if it is empty and that is allowed, out of ``partial``).
+    Internal, like ``pageblocks()``: trusts its caller's lists."""
     pool = whole if whole or not allow_partial else partial
     if not pool:
         return None
