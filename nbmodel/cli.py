@@ -105,8 +105,8 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 class _StdoutGuard:
-    """Wraps ``sys.stdout``: when the reader goes away (EPIPE), further output is dropped, never an exception,
-    so the command finishes its work and returns the exit status its work deserves."""
+    """Wraps ``sys.stdout`` (or ``sys.stderr``): when the reader goes away (EPIPE), further output is dropped,
+    never an exception, so the command finishes its work and returns the exit status its work deserves."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -152,20 +152,22 @@ def guarded(prog: str, func, *args) -> int:
     keeps: Ctrl-C -> one line ``PROG: interrupted`` and 130; :class:`~nbmodel.errors.ModelInputError` (bad
     input found late) -> one line ``PROG: message`` and 2; a closed stdout pipe -> output dropped, status
     unchanged. ``explore`` and ``probe`` call it as ``return guarded("nbmodel explore", run, args)``."""
-    real = sys.stdout
-    guard = real if isinstance(real, _StdoutGuard) else _StdoutGuard(real)
-    sys.stdout = guard
+    real_out, real_err = sys.stdout, sys.stderr
+    out = real_out if isinstance(real_out, _StdoutGuard) else _StdoutGuard(real_out)
+    err = real_err if isinstance(real_err, _StdoutGuard) else _StdoutGuard(real_err)
+    sys.stdout, sys.stderr = out, err
     try:
         status = int(func(*args) or 0)
     except KeyboardInterrupt:
-        _say(("\r" if getattr(sys.stderr, "isatty", lambda: False)() else "") + f"{prog}: interrupted")
+        _say(("\r" if getattr(real_err, "isatty", lambda: False)() else "") + f"{prog}: interrupted")
         status = 130
     except ModelInputError as e:
         _say(f"{prog}: {one_line(e)}")
         status = 2
     finally:
-        guard.flush()
-        sys.stdout = real
+        out.flush()
+        err.flush()
+        sys.stdout, sys.stderr = real_out, real_err
     return status
 
 
