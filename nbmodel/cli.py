@@ -55,7 +55,8 @@ file, purpose, design, arch, mode, config, steps [{index, op, args, result, even
 interrupt?}], counters {name: int; DirectMap* in kB}, invariants {name: "held" | step number | "n/a"},
 expectations [{line, expect, ok, got}], ok.
 
-exit status: 0 every expectation holds, 1 one does not, 2 a bad file (FILE:LINE: what is wrong).
+exit status: 0 every expectation holds, 1 one does not, 2 a bad file (FILE:LINE: what is wrong) or bad
+arguments, 130 interrupted (Ctrl-C). A closed output pipe (| head) does not change it.
 The file format is described in nbmodel/scenario.py (python -c 'import nbmodel.scenario as s; help(s)').
 """
 
