@@ -43,8 +43,8 @@ An expectation about an invariant that does not apply to a design (``d`` outside
 claims about the configurations the file names, so such a run shows its trace and checks nothing.
 A bad file raises :class:`ScenarioError`, whose text is ``FILE:LINE: what is wrong``: also a file that is not
 UTF-8, a TOML type where another belongs (``op = ["..."]``), arrays nested more than 100 deep, or an integer
-of thousands of digits. Loading and locating an error are linear in the file's size (a syntax error "at end
-of document" costs O(log n) parses).
+of thousands of digits. Loading is linear in the file's size; locating a syntax error reported "at end of
+document" (an unclosed array or string) takes O(log n) parses of the file's prefixes, O(n log n) in all.
 """
 
 from __future__ import annotations
