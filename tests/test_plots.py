@@ -37,3 +37,9 @@ def test_a_changed_number_changes_the_compared_text():
 
 def test_repr_has_no_object_address():
     assert " at 0x" not in repr(plots.estimate_vs_size(runs()))
+
+
+def test_counts_are_printed_exactly():
+    rs = runs()
+    rs[0].counters["ipis"] = 1234567  # more digits than six significant ones
+    assert "per-folio: 64M=1234567," in repr(plots.counts_vs_size(rs))

@@ -23,8 +23,8 @@ DASHES = ("-", "--", ":", "-.")
 
 
 class Plot:
-    """A matplotlib figure and the data drawn in it. Shown as PNG; ``repr()`` is the data, as text with six
-    significant digits, so it is deterministic and comparable. Attributes of the figure (``axes``,
+    """A matplotlib figure and the data drawn in it. Shown as PNG; ``repr()`` is the data as text (counts exact,
+    times to six significant digits), so it is deterministic and comparable. Attributes of the figure (``axes``,
     ``savefig``...) are reached through it."""
 
     def __init__(self, fig, kind: str, title: str, data: list):
@@ -52,7 +52,8 @@ class Plot:
 
 
 def _num(v) -> str:
-    return f"{v:.6g}"
+    """Counts exactly; times (floats) to six significant digits."""
+    return str(v) if isinstance(v, int) else f"{v:.6g}"
 
 
 def _done(fig, kind: str, title: str, data: list) -> Plot:
