@@ -2,12 +2,29 @@
 # Set up the environment with the test dependencies (and Debian chromium for the browser tests, if missing),
 # build the book, lint, and run the whole suite: unit/stateful tests, scenarios, notebooks (nbval, strict,
 # against the outputs saved in each notebook), the built book's HTML, and real-browser tests.
-#   ./test.sh                          everything
+#   ./test.sh                          everything (what CI runs: .ci/run calls plain `bash ./test.sh`)
 #   ./test.sh -m 'not browser'         extra arguments go to pytest
 #   NBMODEL_SKIP_BROWSER=1 ./test.sh   no chromium install, browser tests skipped
+#   ./test.sh --fast [ARGS]            the inner loop: ruff and the unit tests not marked slow, browser or
+#                                      live; no book build, no bench/probe figures, no notebooks (nbval)
 set -euo pipefail
 cd "$(dirname "$0")"
 start=$SECONDS
+
+if [[ "${1:-}" == "--fast" ]]; then
+    shift
+    bash scripts/setup_env.sh
+    lint_rc=0
+    echo "test.sh --fast: ruff check"
+    .venv/bin/ruff check --output-format concise . || lint_rc=$?
+    rc=0
+    # The built book's tests need book/_build (the full run builds it); everything else in tests/ runs.
+    .venv/bin/python -m pytest tests -m "not slow and not browser and not live" \
+        --ignore=tests/test_book_html.py --ignore=tests/test_notebooks_twice.py -q "$@" || rc=$?
+    echo "test.sh --fast: $((SECONDS - start)) s (the full suite is ./test.sh)"
+    [[ $rc -eq 0 ]] && rc=$lint_rc
+    exit $rc
+fi
 
 bash scripts/setup_env.sh
 if [[ "${NBMODEL_SKIP_BROWSER:-0}" != 1 ]]; then

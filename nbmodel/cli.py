@@ -2,8 +2,12 @@
 provided by :mod:`nbmodel.explore`, :mod:`nbmodel.bench` and :mod:`nbmodel.realkernel` and imported only
 when asked for.
 
-Exit status of ``nbmodel run``: 0 when every expectation holds, 1 when one does not, 2 for a bad file (one
-line ``FILE:LINE: what is wrong`` on stderr) or a bad command line.
+Exit status of every command: 0 success; 1 an expectation (or ``bench --strict`` speed check) failed; 2 bad
+input, with one line on stderr (``FILE:LINE: what is wrong`` for a scenario file, ``nbmodel CMD: ...``
+otherwise) and never a traceback; 130 interrupted (Ctrl-C), with one line. A closed output pipe
+(``nbmodel run ... | head -1``) never changes the status: output stops, the work and its verdict go on.
+:func:`guarded` gives any command (``explore``, ``probe``) that contract; :func:`int_range` and
+:func:`size_list` are the argparse types that give numeric options their documented range.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import argparse
 import importlib
 import json
 import os
+import re
 import sys
 
 from . import scenario as sc
 from .counters import COUNTERS
 from .designs import DESIGNS
+from .errors import ModelInputError
 from .kernel import ARCHES
+from .units import human, parse_size
 
 #: Counters always shown (the command-line contract); others are shown when not zero.
 SHOWN_COUNTERS = ("DirectMap4k", "DirectMap2M", "DirectMap1G", "direct_map_level2_splits",
@@ -48,7 +55,8 @@ file, purpose, design, arch, mode, config, steps [{index, op, args, result, even
 interrupt?}], counters {name: int; DirectMap* in kB}, invariants {name: "held" | step number | "n/a"},
 expectations [{line, expect, ok, got}], ok.
 
-exit status: 0 every expectation holds, 1 one does not, 2 a bad file (FILE:LINE: what is wrong).
+exit status: 0 every expectation holds, 1 one does not, 2 a bad file (FILE:LINE: what is wrong) or bad
+arguments, 130 interrupted (Ctrl-C). A closed output pipe (| head) does not change it.
 --live: runs each scenario whose steps exist on the running kernel for real (memfd_secret, KVM guest_memfd),
 step by step beside the model, skipping the rest with the reason; exit 0 all live runs equal, 1 one differs,
 2 nothing could run here.
@@ -86,17 +94,134 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+# -- the exit-status contract every command shares ------------------------------------------------------------
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, bidi overrides; not newlines) written as ``\\x1b``-style
+    escapes, so a scenario's name or purpose cannot drive the terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A message as one printable line of at most ``limit`` characters."""
+    text = printable(" ".join(str(text).split()))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _StdoutGuard:
+    """Wraps ``sys.stdout`` (or ``sys.stderr``): when the reader goes away (EPIPE), further output is dropped,
+    never an exception, so the command finishes its work and returns the exit status its work deserves."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self):
+        self.broken = True
+        try:  # the interpreter flushes stdout at exit: point the descriptor at /dev/null so that cannot fail
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, self._stream.fileno())
+            os.close(fd)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _say(msg: str) -> None:
     try:
-        return _main(argv)
-    except BrokenPipeError:
-        # `nbmodel list | head`: the reader went away; exit quietly like other Unix tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        print(msg, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
-def _main(argv=None) -> int:
+def guarded(prog: str, func, *args) -> int:
+    """Run ``func(*args)`` (a command returning its exit status) under the contract every ``nbmodel`` command
+    keeps: Ctrl-C -> one line ``PROG: interrupted`` and 130; :class:`~nbmodel.errors.ModelInputError` (bad
+    input found late) -> one line ``PROG: message`` and 2; a closed stdout pipe -> output dropped, status
+    unchanged. ``explore`` and ``probe`` call it as ``return guarded("nbmodel explore", run, args)``."""
+    real_out, real_err = sys.stdout, sys.stderr
+    out = real_out if isinstance(real_out, _StdoutGuard) else _StdoutGuard(real_out)
+    err = real_err if isinstance(real_err, _StdoutGuard) else _StdoutGuard(real_err)
+    sys.stdout, sys.stderr = out, err
+    try:
+        status = int(func(*args) or 0)
+    except KeyboardInterrupt:
+        _say(("\r" if getattr(real_err, "isatty", lambda: False)() else "") + f"{prog}: interrupted")
+        status = 130
+    except ModelInputError as e:
+        _say(f"{prog}: {one_line(e)}")
+        status = 2
+    finally:
+        out.flush()
+        err.flush()
+        sys.stdout, sys.stderr = real_out, real_err
+    return status
+
+
+def int_range(lo: int, hi: int, what: str = "an integer"):
+    """An argparse ``type``: an integer from ``lo`` to ``hi`` (argparse then exits 2 with one line)."""
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\s*[-+]?\d{1,20}\s*", text):
+            raise argparse.ArgumentTypeError(f"not {what}: {one_line(repr(text), 60)} (from {lo} to {hi})")
+        value = int(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (from {lo} to {hi})")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+def size_list(lo: int, hi: int, multiple: int):
+    """An argparse ``type``: comma-separated sizes (``64M,1G``), each a multiple of ``multiple`` bytes from
+    ``lo`` to ``hi``; returns the sizes in bytes."""
+    def parse(text: str) -> list:
+        items = text.split(",")
+        if not text.strip() or len(items) > 64:
+            raise argparse.ArgumentTypeError("give 1 to 64 comma-separated sizes, e.g. 64M,1G")
+        out = []
+        for item in items:
+            if not item.strip():
+                raise argparse.ArgumentTypeError(f"empty size in {one_line(repr(text), 60)}")
+            try:
+                n = parse_size(item)
+            except ModelInputError as e:
+                raise argparse.ArgumentTypeError(one_line(e)) from None
+            if not lo <= n <= hi or n % multiple:
+                raise argparse.ArgumentTypeError(
+                    f"{one_line(item, 40)}: each size must be a multiple of {human(multiple)} from {human(lo)} "
+                    f"to {human(hi)}")
+            out.append(n)
+        return out
+    parse.__name__ = "size list"
+    return parse
+
+
+def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = f"nbmodel {argv[0]}" if argv and argv[0] in ("run", "list", "abi", *EXTERNAL) else "nbmodel"
+    return guarded(prog, _main, argv)
+
+
+def _main(argv: list) -> int:
     if argv and argv[0] in EXTERNAL:
         return run_external(argv[0], argv[1:])
     parser = build_parser()
@@ -134,13 +259,13 @@ def cmd_run(args) -> int:
     totals = {"runs": 0, "passed": 0, "failed": 0}
     files = sc.find_files(args.scenarios)
     if not files:
-        print(f"nbmodel run: no .toml files in {' '.join(args.scenarios)}", file=sys.stderr)
+        print(one_line(f"nbmodel run: no .toml files in {' '.join(args.scenarios)}"), file=sys.stderr)
         return 2
     for path in files:
         try:
             runs = sc.run(sc.load(path), designs=args.design, arches=args.arch)
         except sc.ScenarioError as e:
-            print(e, file=sys.stderr)
+            print(one_line(e, 1000), file=sys.stderr)
             status = 2
             continue
         for r in runs:
@@ -152,7 +277,7 @@ def cmd_run(args) -> int:
             if args.json:
                 print(json.dumps(r.as_dict()))
             else:
-                print(format_run(r, quiet=args.quiet))
+                print("\n".join(printable(line) for line in format_run(r, quiet=args.quiet).split("\n")))
     if not args.json:
         verdict = {0: "OK", 1: "FAILED", 2: "BAD FILE"}[status]
         print(f"== {totals['runs']} runs, {totals['passed'] + totals['failed']} expectations: "
@@ -202,10 +327,10 @@ def cmd_list(args) -> int:
         try:
             s = sc.load(path)
         except sc.ScenarioError as e:
-            print(e, file=sys.stderr)
+            print(one_line(e, 1000), file=sys.stderr)
             status = 2
             continue
-        print(f"{s.name:<32} {s.purpose}")
+        print(printable(f"{s.name:<32} {s.purpose}"))
     return status
 
 

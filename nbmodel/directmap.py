@@ -2,12 +2,28 @@
 
 An architecture subclass decides the boot layout, when a large leaf must split and how, and whether the
 architecture can change the direct map at all (``can_set_direct_map()``).
+
+Entry validation: :meth:`DirectMap.apply_range` (the range walk every change goes through) checks its PFN range
+and masks and raises ModelInputError before changing anything. The other methods (the boot layout, the split
+helpers, the leaf counts) are internal: like the kernel's static helpers in ``arch/x86/mm/pat/set_memory.c``
+they trust their caller, :class:`nbmodel.kernel.Kernel`, which validates every address and size it is given.
 """
 
 from __future__ import annotations
 
-from .errors import Errno
-from .pagetable import CONT, DEFAULT, LEVEL_1G, LEVEL_2M, LEVEL_4K, MAPPED, PageTable, translate_table
+from .errors import Errno, ModelInputError
+from .pagetable import (
+    CONT,
+    DEFAULT,
+    LEVEL_1G,
+    LEVEL_2M,
+    LEVEL_4K,
+    MAPPED,
+    RW,
+    VALID,
+    PageTable,
+    translate_table,
+)
 from .units import PAGES_1G, PAGES_2M
 
 
@@ -89,7 +105,15 @@ class DirectMap:
     # -- the shared range walk ------------------------------------------------------------------------------
     def apply_range(self, start: int, npages: int, set_mask: int, clear_mask: int) -> int:
         """Apply ``(prot & ~clear) | set`` to ``[start, start+npages)``, splitting large leaves only where the
-        change covers part of them. Returns 0 or a negative errno; work done before an error stays done."""
+        change covers part of them. Returns 0 or a negative errno; work done before an error stays done (as in
+        ``__change_page_attr_set_clr()``). Arguments outside the machine raise ModelInputError before any change."""
+        if (type(start) is not int or type(npages) is not int or npages < 1 or start < 0
+                or start + npages > self.memmap.end_pfn):
+            raise ModelInputError(f"apply_range: PFN range {start!r}+{npages!r} is not inside memory "
+                                  f"(end {self.memmap.end_pfn:#x})"[:160])
+        if type(set_mask) is not int or type(clear_mask) is not int or not 0 <= set_mask <= RW | VALID \
+                or not 0 <= clear_mask <= RW | VALID:
+            raise ModelInputError(f"apply_range: masks must be VALID/RW bits, not {set_mask!r}, {clear_mask!r}"[:160])
         tr = translate_table(set_mask, clear_mask)
         pt = self.pt
         if npages == 1:  # one 4K page already mapped by a PTE: the common case of a 4K folio, done in place

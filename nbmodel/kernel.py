@@ -111,8 +111,10 @@ class Kernel:
 
     def virt_to_pfn(self, addr: int) -> int:
         """``virt_to_pfn()`` for a direct-map address; anything else is bad input."""
+        if type(addr) is not int:  # checked before any arithmetic: a str or float is bad input, not a TypeError
+            raise ModelInputError(f"{addr!r} is not a page-aligned direct-map address"[:120])
         off = addr - self.dmap.page_offset()
-        if not isinstance(addr, int) or off < 0 or off % PAGE_SIZE or (off >> PAGE_SHIFT) >= self.memmap.end_pfn:
+        if off < 0 or off % PAGE_SIZE or (off >> PAGE_SHIFT) >= self.memmap.end_pfn:
             raise ModelInputError(f"{addr!r} is not a page-aligned direct-map address")
         return off >> PAGE_SHIFT
 
@@ -144,7 +146,13 @@ class Kernel:
 
     def folio_alloc(self, order: int = 0, zero: bool = False, name: str = "") -> Folio | int:
         """``folio_alloc(gfp, order)``; ``zero`` is ``__GFP_ZERO`` (the allocator clears the pages through the
-        direct map before handing them out). Returns a Folio or ``-ENOMEM``."""
+        direct map before handing them out). Returns a Folio or ``-ENOMEM``. Bad arguments raise
+        ModelInputError before anything is allocated."""
+        if type(order) is not int or order not in (0, 9):
+            raise ModelInputError(f"the model allocates order 0 or 9 folios, not order {order!r}"[:120])
+        if not isinstance(zero, bool) or not isinstance(name, str):
+            raise ModelInputError(f"folio_alloc: zero must be True or False and name a string, not {zero!r}, "
+                                  f"{name!r}"[:120])
         pfn = self.alloc.alloc(order)
         if pfn < 0:
             return pfn

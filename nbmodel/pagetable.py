@@ -4,6 +4,12 @@
 PMD table is a list of 512 entries, each a leaf or a PTE table; a PTE table is a ``bytearray`` of 512 leaves.
 The upper levels (PGD, P4D) never hold leaves in the direct map, so they are not stored; ``levels`` only
 changes the addresses and the walk a reader sees. A leaf value of 0 is an empty entry (``pte_none``).
+
+Internal module: :class:`PageTable` does no argument checking. Like the kernel's page-table helpers
+(``pte_offset_kernel()``, ``set_pte()``), it trusts its callers, the direct-map models
+(:meth:`nbmodel.directmap.DirectMap.apply_range`, which validates its range first) and
+:class:`nbmodel.kernel.Kernel`, whose entry points validate every PFN. A wrong-typed PFN passed directly
+here raises whatever Python raises; nothing outside the model's own code calls it.
 """
 
 from __future__ import annotations

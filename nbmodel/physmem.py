@@ -17,6 +17,12 @@ from .units import PAGES_1G, PAGES_2M, pages, parse_size
 
 _NOT_RAM, _FREE, _USED = 0, 1, 2
 
+#: The most RAM a modelled machine may have. The model keeps a byte per 4 KiB page and boots every leaf of the
+#: direct map, so 256G takes about 3 s and 360 MB to boot; larger machines are refused as bad input.
+MAX_MEMORY = 256 << 30
+#: The highest end PFN a memory map may reach: MAX_MEMORY of RAM plus the PC map's 1G PCI hole.
+MAX_END_PFN = (MAX_MEMORY >> 12) + PAGES_1G
+
 
 @dataclass(frozen=True)
 class MemoryMap:
@@ -27,10 +33,18 @@ class MemoryMap:
     @classmethod
     def of(cls, ranges) -> MemoryMap:
         clean = []
-        for start, end in ranges:
-            if not (isinstance(start, int) and isinstance(end, int)) or start < 0 or end <= start:
-                raise ModelInputError(f"bad RAM range ({start}, {end})")
-            clean.append((start, end))
+        try:
+            items = [tuple(r) for r in ranges]
+        except TypeError:
+            raise ModelInputError("RAM ranges must be (start_pfn, end_pfn) pairs") from None
+        for r in items:
+            if len(r) != 2 or type(r[0]) is not int or type(r[1]) is not int or r[0] < 0 or r[1] <= r[0]:
+                raise ModelInputError(f"bad RAM range {r!r}"[:120])
+            if r[1] > MAX_END_PFN:
+                raise ModelInputError(f"RAM range {r!r} ends above PFN {MAX_END_PFN:#x} (the model's limit)")
+            clean.append(r)
+        if not clean:
+            raise ModelInputError("a memory map needs at least one RAM range")
         clean.sort()
         for (_, e1), (s2, _) in zip(clean, clean[1:], strict=False):
             if s2 < e1:
@@ -40,8 +54,9 @@ class MemoryMap:
     @classmethod
     def pc(cls, size) -> MemoryMap:
         """A PC-like map of ``size`` bytes of RAM: page 0 and the legacy 640K-1M hole reserved, and for more
-        than 3 GiB the PCI hole from 3 GiB to 4 GiB with the rest of RAM above 4 GiB."""
-        total = pages(parse_size(size))
+        than 3 GiB the PCI hole from 3 GiB to 4 GiB with the rest of RAM above 4 GiB. ``size`` is from 4M to
+        :data:`MAX_MEMORY` (256G)."""
+        total = pages(_memory_size(size))
         if total < 2 * PAGES_2M:
             raise ModelInputError("a PC memory map needs at least 4M of RAM")
         low_end = min(total, 3 * PAGES_1G)
@@ -54,9 +69,11 @@ class MemoryMap:
     @classmethod
     def flat(cls, size, start=0) -> MemoryMap:
         """One RAM range of ``size`` bytes starting at PFN ``start`` (no holes): small, easy to read."""
-        n = pages(parse_size(size))
+        n = pages(_memory_size(size))
         if n == 0:
             raise ModelInputError("memory size must be positive")
+        if type(start) is not int or start < 0:
+            raise ModelInputError(f"start must be a PFN (an integer >= 0), not {start!r}"[:120])
         return cls.of([(start, start + n)])
 
     @property
@@ -71,9 +88,17 @@ class MemoryMap:
         return any(s <= pfn < e for s, e in self.ranges)
 
 
+def _memory_size(size) -> int:
+    nbytes = parse_size(size)
+    if nbytes > MAX_MEMORY:
+        raise ModelInputError(f"{size!r} is more RAM than the model's limit of 256G"[:120])
+    return nbytes
+
+
 def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list[int]]:
     """An allocator's boot state: one byte per PFN (not RAM, free, used), free pages per 2M pageblock, and the
-    whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order."""
+    whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order. Internal (for
+    :class:`PageAllocator` and :mod:`nbmodel.bulk`): trusts that ``memmap`` is a validated MemoryMap."""
     state = bytearray(memmap.end_pfn)
     for s, e in memmap.ranges:
         state[s:e] = bytes([_FREE]) * (e - s)
@@ -85,7 +110,8 @@ def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list
 
 
 def take_block(rng: random.Random, whole: list[int], partial: list[int], allow_partial: bool) -> int | None:
-    """Take a random pageblock out of ``whole`` (or, if it is empty and that is allowed, out of ``partial``)."""
+    """Take a random pageblock out of ``whole`` (or, if it is empty and that is allowed, out of ``partial``).
+    Internal, like ``pageblocks()``: trusts its caller's lists."""
     pool = whole if whole or not allow_partial else partial
     if not pool:
         return None
@@ -95,9 +121,16 @@ def take_block(rng: random.Random, whole: list[int], partial: list[int], allow_p
 
 
 class PageAllocator:
-    """Hands out order-0 and order-9 blocks of PFNs, deterministically for a given seed."""
+    """Hands out order-0 and order-9 blocks of PFNs, deterministically for a given seed.
+
+    Its methods validate their arguments (ModelInputError, nothing changed): ``alloc`` an order of 0 or 9,
+    ``free`` a block that is allocated with that order."""
 
     def __init__(self, memmap: MemoryMap, seed: int = 0, reserved: int = 0):
+        if not isinstance(memmap, MemoryMap):
+            raise ModelInputError(f"memmap must be a MemoryMap, not {type(memmap).__name__}")
+        if type(seed) is not int or type(reserved) is not int or reserved < 0:
+            raise ModelInputError(f"seed and reserved must be integers (reserved >= 0), not {seed!r}, {reserved!r}")
         self.memmap = memmap
         self.seed = seed
         self._rng = random.Random(seed)
@@ -124,8 +157,8 @@ class PageAllocator:
     # -- allocation ---------------------------------------------------------------------------------------
     def alloc(self, order: int) -> int:
         """Allocate ``2**order`` pages; returns the first PFN or ``-ENOMEM`` (``__alloc_pages``, order 0 or 9)."""
-        if order not in (0, 9):
-            raise ModelInputError(f"the model allocates order 0 or 9 folios, not order {order}")
+        if type(order) is not int or order not in (0, 9):  # 0.0 == 0 and False == 0: refused before any change
+            raise ModelInputError(f"the model allocates order 0 or 9 folios, not order {order!r}"[:120])
         pfn = self._alloc_order0() if order == 0 else self._alloc_order9()
         if pfn < 0:
             return pfn
@@ -172,8 +205,9 @@ class PageAllocator:
 
     def free(self, pfn: int, order: int) -> None:
         """Return a block to the allocator (``__free_pages``). Freeing what is not allocated is bad input."""
-        if self._orders.get(pfn) != order:
-            raise ModelInputError(f"PFN {pfn:#x} is not an allocated order-{order} block (double free?)")
+        if type(pfn) is not int or type(order) is not int or self._orders.get(pfn) != order:
+            where = f"{pfn:#x}" if type(pfn) is int else repr(pfn)[:40]
+            raise ModelInputError(f"PFN {where} is not an allocated order-{order!r} block (double free?)"[:120])
         n = 1 << order
         del self._orders[pfn]
         if n == 1:

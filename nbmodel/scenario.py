@@ -9,9 +9,9 @@ A scenario is one small idea with its expected outcome inside the file, named by
     [setup]                                   # optional; every key has a default
     arch = "x86"                              # "x86" | "arm64" | a list of both (runs once per arch)
     mode = "4-level"                          # that arch's mode, or a table {x86 = "nogbpages", arm64 = "bbml2"}
-    memory = "4G"                             # PC-like memory map of this size
-    cpus = 2
-    seed = 0
+    memory = "4G"                             # PC-like memory map of this size, from 4M to 256G
+    cpus = 2                                  # from 1 to 64
+    seed = 0                                  # from 0 to 2**64 - 1
     designs = ["per-folio", "filemap", "secretmem"]   # default: all three; runs once per design
     switches = []                             # break-it switches (nbmodel.designs.SWITCHES)
     write = "refuse"                          # filemap write(): "refuse" | "mermap"
@@ -23,7 +23,8 @@ A scenario is one small idea with its expected outcome inside the file, named by
     [[step]]                                  # one table per step, run in order, numbered from 1
     op = "gmem_create"                        # an op of nbmodel.system.OPS ...
     file = "g"                                # ... with its arguments exactly as System.step takes them,
-    size = "2M"                               # plus optional interrupt_at / interrupt_cpu
+    size = "2M"                               # plus optional interrupt_at / interrupt_cpu; sizes and
+                                              # offsets are bytes or "64K"/"2M"/"4G", at most 2**63 - 1
 
     [[expect]]                                # any number; each checked on every run it applies to
     design = "per-folio"                      # optional: a design or a list (default: the file's designs)
@@ -41,7 +42,10 @@ A scenario is one small idea with its expected outcome inside the file, named by
 An expectation about an invariant that does not apply to a design (``d`` outside per-folio) is skipped there.
 ``nbmodel run --design/--arch`` may run a file under a design or arch it does not list; the expectations are
 claims about the configurations the file names, so such a run shows its trace and checks nothing.
-A bad file raises :class:`ScenarioError`, whose text is ``FILE:LINE: what is wrong``.
+A bad file raises :class:`ScenarioError`, whose text is ``FILE:LINE: what is wrong``: also a file that is not
+UTF-8, a TOML type where another belongs (``op = ["..."]``), arrays nested more than 100 deep, or an integer
+of thousands of digits. Loading is linear in the file's size; locating a syntax error reported "at end of
+document" (an unclosed array or string) takes O(log n) parses of the file's prefixes, O(n log n) in all.
 """
 
 from __future__ import annotations
@@ -84,19 +88,26 @@ _HEADER = re.compile(r"""^\s*\[(\[)?\s*([A-Za-z0-9_."' -]+?)\s*\]\]?\s*(#.*)?$""
 
 
 class _Lines:
-    """Line numbers of tables and keys, found by scanning the text."""
+    """Line numbers of tables and keys, found by scanning the text once (lookups cost O(1) per table and
+    O(lines of that table) per key, so loading a file is linear in its size)."""
 
     def __init__(self, text: str):
         self.lines = text.splitlines()
         self.headers = []  # (line number, table name, is array table)
+        self._tables: dict = {}  # (name, is array table) -> [line numbers]
         for n, line in enumerate(self.lines, 1):
+            if "[" not in line:
+                continue
             m = _HEADER.match(line)
             if m:
-                self.headers.append((n, m.group(2).strip(), bool(m.group(1))))
+                name, arr = m.group(2).strip(), bool(m.group(1))
+                self.headers.append((n, name, arr))
+                self._tables.setdefault((name, arr), []).append(n)
+        self._heads = frozenset(h for h, _, _ in self.headers)
 
     def table(self, name: str, i: int | None = None) -> int:
         """Line of ``[name]``, or of the ``i``-th (0-based) ``[[name]]``; 1 if absent."""
-        found = [n for n, t, arr in self.headers if t == name and arr == (i is not None)]
+        found = self._tables.get((name, i is not None), ())
         if i is None:
             return found[0] if found else 1
         return found[i] if i < len(found) else (found[-1] if found else 1)
@@ -104,7 +115,7 @@ class _Lines:
     def key(self, start: int, key: str) -> int:
         """Line of ``key = ...`` inside the table whose header is on line ``start`` (0: before any table)."""
         pat = re.compile(rf"""^\s*["']?{re.escape(key)}["']?\s*=""")
-        heads = {h for h, _, _ in self.headers}
+        heads = self._heads
         for n in range(start + 1, len(self.lines) + 1):
             if n in heads:
                 break
@@ -118,14 +129,31 @@ def _syntax_line(text: str, err: tomllib.TOMLDecodeError) -> tuple[int, str]:
     m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
     if m:
         return int(m.group(1)), f"{msg[:m.start()].strip()} (column {m.group(2)})"
+    # "At end of document" (an unclosed array, table or string): the line that opens it. A binary search over
+    # prefixes, between one that parses (or is empty) and one that fails the same way: O(log n) parses of
+    # at most n lines, where trying every prefix was quadratic.
     lines = text.splitlines()
-    for n in range(1, len(lines) + 1):  # "at end of document": the shortest prefix that fails the same way
+
+    def fails_same(n: int) -> bool | None:
+        """True: the first n lines fail with this message; False: they parse; None: another error."""
         try:
             tomllib.loads("\n".join(lines[:n]))
         except tomllib.TOMLDecodeError as e:
-            if str(e) == msg:
-                return n, msg.replace(" (at end of document)", "")
-    return max(len(lines), 1), msg
+            return True if str(e) == msg else None
+        except (ValueError, RecursionError):
+            return None
+        return False
+
+    lo, hi = 0, len(lines)
+    if hi == 0 or not fails_same(hi):
+        return max(len(lines), 1), msg.replace(" (at end of document)", "")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails_same(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, msg.replace(" (at end of document)", "")
 
 
 # -- the parsed file ---------------------------------------------------------------------------------------
@@ -179,18 +207,41 @@ def load(path) -> Scenario:
     """Read and validate a scenario file; raises :class:`ScenarioError` (``FILE:LINE: ...``)."""
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as e:
         raise ScenarioError(path, 0, f"cannot read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ScenarioError(path, line, f"not UTF-8 text: byte {raw[e.start]:#04x} at column {column} "
+                            "(TOML files are UTF-8)") from None
     return loads(text, path)
 
 
+#: Arrays and inline tables nested deeper than this are refused (no scenario needs more than 3 levels; the
+#: TOML reader recurses once per level).
+MAX_NESTING = 100
+_DIGITS = re.compile(r"[0-9_]{4000,}")
+
+
 def loads(text: str, path: str = "<scenario>") -> Scenario:
+    if not isinstance(text, str):
+        raise ScenarioError(path, 0, f"a scenario is text (str), not {type(text).__name__}")
+    deep = _too_deep(text)
+    if deep:
+        raise ScenarioError(path, deep, f"arrays or inline tables nested more than {MAX_NESTING} deep")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         line, msg = _syntax_line(text, e)
         raise ScenarioError(path, line, f"TOML syntax: {msg}") from None
+    except (ValueError, RecursionError) as e:  # tomllib: an integer of more than 4300 digits; deep nesting
+        m = _DIGITS.search(text)
+        line = text.count("\n", 0, m.start()) + 1 if m else 1
+        what = "a number with thousands of digits" if m else f"the file cannot be read ({type(e).__name__})"
+        raise ScenarioError(path, line, f"TOML: {what}") from None
     lines = _Lines(text)
 
     def bad(line, msg):
@@ -208,6 +259,43 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     steps = _steps(data.get("step"), setup, lines, bad)
     expects = _expects(data.get("expect"), setup, len(steps), lines, bad)
     return Scenario(path, data["name"], data["purpose"].strip(), setup, steps, expects, lines)
+
+
+def _too_deep(text: str) -> int:
+    """The line where ``[``/``{`` nesting first exceeds MAX_NESTING (strings and comments skipped), or 0.
+    One pass over the text; the parser's own limit is Python's recursion limit, reached as a RecursionError."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return 0
+    depth, line, i, n = 0, 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "\"'":
+            quote = text[i:i + 3] if text[i:i + 3] in ('"""', "'''") else c
+            j = i + len(quote)
+            while j < n:
+                if text[j] == "\\" and quote[0] == '"':
+                    j += 2
+                    continue
+                if text.startswith(quote, j) or (len(quote) == 1 and text[j] == "\n"):
+                    break
+                j += 1
+            line += text.count("\n", i, j)
+            i = j + len(quote)
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return 0
 
 
 def _top_line(lines: _Lines, key: str) -> int:
@@ -240,15 +328,19 @@ def _setup(raw, lines, bad) -> dict:
             bad(line, f"setup {key} must be true or false")
         if key in ("cpus", "seed") and (not isinstance(value, int) or isinstance(value, bool)):
             bad(line, f"setup {key} must be an integer")
+        if key == "seed" and not 0 <= value <= MAX_SEED:
+            bad(line, "setup seed must be from 0 to 2**64 - 1")
+        if key == "memory" and (isinstance(value, bool) or not isinstance(value, int | str)):
+            bad(line, "setup memory must be a size such as \"4G\" (from 4M to 256G)")
         out[key] = value
     out["arch"] = _listify(out["arch"], "arch", ARCHES, lines.key(at, "arch"), bad)
     out["designs"] = _listify(out["designs"], "design", DESIGNS, lines.key(at, "designs"), bad)
     if not isinstance(out["switches"], list):
         bad(lines.key(at, "switches"), f"switches must be a list of: {', '.join(SWITCHES)}")
     for name in out["switches"]:
-        if name not in SWITCHES:
+        if not isinstance(name, str) or name not in SWITCHES:
             bad(lines.key(at, "switches"), f"unknown switch {name!r}; known: {', '.join(SWITCHES)}")
-    if out["write"] not in OPTIONS["write"]:
+    if not isinstance(out["write"], str) or out["write"] not in OPTIONS["write"]:
         bad(lines.key(at, "write"), f"write must be one of {', '.join(OPTIONS['write'])}")
     if not 1 <= out["cpus"] <= 64:
         bad(lines.key(at, "cpus"), "cpus must be from 1 to 64")
@@ -266,6 +358,19 @@ def _setup(raw, lines, bad) -> dict:
             known = ", ".join(X86_MODE_WORDS if arch == "x86" else ARM64_MODES)
             bad(line, f"unknown {arch} mode {m!r}; known: {known}")
     return out
+
+
+MAX_SEED = (1 << 64) - 1
+
+
+def _toml_type(value) -> str:
+    return {list: "array", dict: "table", bool: "boolean", int: "integer", float: "float", str: "string"}.get(
+        type(value), type(value).__name__)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _mode_ok(arch: str, mode: str) -> bool:
@@ -286,15 +391,18 @@ def _steps(raw, setup, lines, bad) -> list:
         op = step.get("op")
         if op is None:
             bad(at, f"step {i + 1} has no 'op'")
+        if not isinstance(op, str):
+            bad(lines.key(at, "op"), f"step {i + 1}: op must be a string (an op name), not a TOML "
+                f"{_toml_type(op)}")
         if op not in OPS:
-            bad(lines.key(at, "op"), f"step {i + 1}: unknown op {op!r}; known: {', '.join(OPS)}")
+            bad(lines.key(at, "op"), f"step {i + 1}: unknown op {_short(op)}; known: {', '.join(OPS)}")
         args = {k: v for k, v in step.items() if k != "op"}
         try:
             validate_args(op, args)
         except ModelInputError as e:
             bad(_arg_line(lines, at, args, str(e)), f"step {i + 1}: {e}")
         where, cpu = args.get("interrupt_at"), args.get("interrupt_cpu")
-        if where is not None and where not in INTERRUPT_POINTS:
+        if where is not None and (not isinstance(where, str) or where not in INTERRUPT_POINTS):
             bad(lines.key(at, "interrupt_at"),
                 f"step {i + 1}: interrupt_at must be one of {', '.join(INTERRUPT_POINTS)}")
         if (where is None) != (cpu is None):
@@ -373,12 +481,12 @@ def _expects(raw, setup, nsteps, lines, bad) -> list:
             elif not isinstance(value, str):
                 bad(line(test), f"expectation {i + 1}: {test} must be a string")
         elif kind == "counter":
-            if target not in COUNTERS:
+            if not isinstance(target, str) or target not in COUNTERS:
                 bad(line("counter"), f"expectation {i + 1}: unknown counter {target!r}; known: {', '.join(COUNTERS)}")
             if not isinstance(value, int) or isinstance(value, bool):
                 bad(line(test), f"expectation {i + 1}: {test} must be an integer")
         else:
-            key = target if target in INVARIANTS else _INV_BY_NAME.get(target)
+            key = None if not isinstance(target, str) else target if target in INVARIANTS else _INV_BY_NAME.get(target)
             if key is None:
                 names = ", ".join(f"{k} ({v.name})" for k, v in INVARIANTS.items())
                 bad(line("invariant"), f"expectation {i + 1}: unknown invariant {target!r}; known: {names}")

@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, fields
 from .designs import DESIGNS, OPTIONS, Config
 from .errors import ModelInputError
 from .kernel import ARCHES
-from .physmem import MemoryMap
+from .physmem import MAX_MEMORY, MemoryMap
 from .units import parse_size
 
-MAX_MEMORY = 1 << 40  # 1 TiB: the largest host the model boots (a 16 TiB host takes minutes and GiBs)
 MAX_CPUS = 64
 
 
@@ -60,7 +59,7 @@ class Setup:
         if not isinstance(self.memory, MemoryMap):
             nbytes = parse_size(self.memory)
             if not 4 << 20 <= nbytes <= MAX_MEMORY:
-                raise ModelInputError(f"memory must be from 4M to 1T, not {self.memory!r}")
+                raise ModelInputError(f"memory must be from 4M to {MAX_MEMORY >> 30}G, not {self.memory!r}")
         for name in ("large_folios", "batch_flush", "fwb", "trace", "large_zap"):
             if not isinstance(getattr(self, name), bool):
                 raise ModelInputError(f"{name} must be True or False, not {getattr(self, name)!r}")

@@ -14,20 +14,34 @@ PAGES_1G = 512 * 512
 PMD_ORDER = 9
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+#: The largest size or offset the model accepts: the largest ``loff_t`` (``LLONG_MAX``), as no file size or
+#: offset a program can pass to the kernel is larger.
+MAX_SIZE = (1 << 63) - 1
 
 
 def parse_size(text: str | int) -> int:
-    """``"4G"`` -> bytes; integers pass through. Raises ModelInputError on anything else."""
-    if isinstance(text, bool):
-        raise ModelInputError(f"not a size: {text!r}")
+    """``"4G"`` -> bytes; integers pass through. Raises ModelInputError on anything else, and on sizes above
+    :data:`MAX_SIZE` (2**63 - 1, the largest ``loff_t``)."""
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        raise ModelInputError(f"not a size: {_short(text)} (use e.g. 4096, 64K, 2M, 4G)")
     if isinstance(text, int):
         if text < 0:
-            raise ModelInputError(f"negative size: {text}")
-        return text
-    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
-    if not m:
-        raise ModelInputError(f"not a size: {text!r} (use e.g. 4096, 64K, 2M, 4G)")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+            raise ModelInputError(f"negative size: {_short(text)}")
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d{1,20})\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+        if not m:
+            raise ModelInputError(f"not a size: {_short(text)} (use e.g. 4096, 64K, 2M, 4G)")
+        value = int(m.group(1)) * _UNITS[m.group(2).upper()]
+    if value > MAX_SIZE:
+        raise ModelInputError(f"size {_short(text)} is more than 2**63 - 1 bytes (the largest loff_t)")
+    return value
+
+
+def _short(value) -> str:
+    """``repr(value)``, cut to 60 characters so that a huge input gives a one-line message."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"<{value.bit_length()}-bit int>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_signed_size(text: str | int) -> int:

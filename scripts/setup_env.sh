@@ -18,13 +18,15 @@ else
 fi
 
 # Prefer the python3 on PATH (pyenv's on these machines) when it is new enough; else uv finds one.
+# With a suitable Python here, uv needs to download none (and these machines cannot); elsewhere uv's own
+# settings decide (the project imposes no python-downloads policy on its users).
 if [[ -z "${UV_PYTHON:-}" ]] && python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     UV_PYTHON="$(python3 -c 'import sys; print(sys.executable)')"
     export UV_PYTHON
+    export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-never}"
 fi
 
 # --locked: fail (instead of silently re-resolving) when pyproject.toml changed without `uv lock`.
-export UV_PYTHON_DOWNLOADS=never
 "${UV[@]}" sync --locked --all-extras --quiet
 
 bash scripts/vendor_widgets.sh

@@ -80,6 +80,7 @@ from nbmodel.explore_state import Space  # noqa: E402
 FAST_SPACES = [sp for sp in ex.default_spaces(offsets=2) if "restore_4k" not in sp.switches]
 
 
+@pytest.mark.slow  # conformance: up to ~25 s per case (pytest --durations)
 @pytest.mark.parametrize("space", FAST_SPACES, ids=lambda sp: sp.label())
 def test_fast_engine_conforms_to_system(space):
     """Sampled states: the real state, its invariants, and every move from it (result, racing read,
@@ -87,12 +88,14 @@ def test_fast_engine_conforms_to_system(space):
     assert check_conformance(space, depth=4, sample=6, seed=1) == []
 
 
+@pytest.mark.slow  # conformance: up to ~25 s per case (pytest --durations)
 @pytest.mark.parametrize("design", ["filemap", "per-folio", "secretmem"])
 def test_fast_engine_conforms_with_a_secret_file_and_close(design):
     space = Space(design=design, offsets=1, secret=1, close=True)
     assert check_conformance(space, depth=4, sample=15, seed=2) == []
 
 
+@pytest.mark.slow  # conformance: up to ~25 s per case (pytest --durations)
 def test_fast_and_real_engines_find_the_same_space():
     for design, depth in (("filemap", None), ("per-folio", 4)):
         fast = explore(design=design, offsets=2, max_depth=depth, max_states=None, engine="fast")
