@@ -117,7 +117,7 @@ def _chip_spans(text: str, keys) -> dict:
     inner = text[text.index("(") + 1:-1]
     spans, rest = {}, inner
     keys = list(keys)
-    for key, nxt in zip(keys, keys[1:] + [None]):
+    for key, nxt in zip(keys, keys[1:] + [None], strict=True):
         assert rest.startswith(f"{key}="), (text, key)
         rest = rest[len(key) + 1:]
         end = rest.index(f" {nxt}=") if nxt else len(rest)

@@ -225,7 +225,7 @@ def _span(key: str, values: list) -> str:
         return shown[0]
     if all(_is_int(v) for v in values):
         step = values[1] - values[0]
-        if step in (1, -1) and all(b - a == step for a, b in zip(values, values[1:])):
+        if step in (1, -1) and all(b - a == step for a, b in zip(values, values[1:], strict=False)):
             return f"{shown[0]}..{shown[-1]}"
     distinct = list(dict.fromkeys(shown))
     if len(distinct) <= 3:
