@@ -396,3 +396,23 @@ def test_predicted_vs_measured_plot_draws_both_figures_per_kind():
     assert [b.get_height() for b in predicted] == [r.predicted_ns for r in rows]
     assert [b.get_height() for b in measured] == [3000.0, 13000.0]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["guest_memfd", "secretmem"]
+
+
+def test_lockstep_outcomes_do_not_repeat_the_result_as_a_counter():
+    from types import SimpleNamespace
+
+    from nbmodel.viz.sidebyside import describe_outcome
+
+    def step(result, interrupt=None, **counters):
+        return SimpleNamespace(result=result, saw=None, interrupt=interrupt, broken={}, counters=counters)
+
+    assert describe_outcome(step("oops", oops=1)) == "oops"
+    assert describe_outcome(step("oops", oops=2)) == "oops; 1 more oops"
+    assert describe_outcome(step("0", interrupt="stale", stale_reads=1, warns=1)) == "0; interrupt: stale; warns +1"
+    assert describe_outcome(step("0", oops=1)) == "0; oops +1"  # an oops the result does not name is listed
+    seen = 0
+    for name in SWITCH_DEMOS:
+        html = switch_demo(name).table_html()
+        seen += html.count("oops")
+        assert "oops; oops" not in html and "stale; stale_reads" not in html, name
+    assert seen  # the demos do show oopses
