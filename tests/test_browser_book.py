@@ -162,7 +162,8 @@ def test_book_page_in_browser(doc, viewport, browser, book_server, screenshots_d
 CONTROLS_JS = """() => {
     const sel = 'button, select, input:not([type=radio]), textarea, summary, label[for], .noUi-target';
     const all = [...document.querySelectorAll('.bd-article')].flatMap(a => [...a.querySelectorAll(sel)]);
-    return all.filter(el => !el.closest('.copybtn, #nbmodel-zoom, .headerlink') && !el.matches('.copybtn, label.widget-label'))
+    return all.filter(el => !el.closest('.copybtn, #nbmodel-zoom, .headerlink') &&
+                           !el.matches('.copybtn, label.widget-label'))
               .map((el, i) => { el.setAttribute('data-probe', String(i)); return i; });
 }"""
 
