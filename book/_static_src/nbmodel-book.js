@@ -212,7 +212,7 @@
     area.classList.add("nbmodel-recorded");
     var note = document.createElement("div");
     note.className = "nbmodel-recorded-note";
-    note.textContent = "\u23f8 " + NOTE + " (the controls above are the ones it was recorded with).";
+    note.textContent = NOTE + ": the controls below show the settings it was recorded with.";
     area.insertBefore(note, area.firstChild);
   }
 
