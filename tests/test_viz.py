@@ -416,3 +416,18 @@ def test_lockstep_outcomes_do_not_repeat_the_result_as_a_counter():
         seen += html.count("oops")
         assert "oops; oops" not in html and "stale; stale_reads" not in html, name
     assert seen  # the demos do show oopses
+
+
+def test_widget_arch_switch_shows_an_arm64_machine_never_an_x86_mode():
+    w = FolioStepper(scenario="zap one page: the direct map splits", start=3)
+    x86_picture = w.picture.value
+    w.arch.value = "arm64"
+    assert list(w.mode.options) == ["rodata-full", "bbml2", "no-set-direct-map"]
+    assert w.mode.value in w.mode.options and w.core.config["arch"] == "arm64"
+    assert "on arm64" in w.status.value and "4-level" not in w.status.value
+    assert w.picture.value != x86_picture and "PML4" not in w.picture.value  # an arm64 tree, not the x86 one
+    assert w.core.pos == 3
+    w.mode.value = "bbml2"
+    assert "bbml2" in w.core.label().lower() or "BBML2" in w.core.label()
+    w.arch.value = "x86"
+    assert list(w.mode.options) == ["4-level", "5-level", "nogbpages"] and "on x86" in w.status.value
