@@ -54,6 +54,16 @@ def lab(tmp_path):
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
+    # Every cell rendered (no windowing), so that a test sees the whole notebook, not the cells in view.
+    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        json.dumps({"windowingMode": "none"})
+    )
+    if os.environ.get("NBMODEL_LAB_DISABLE"):  # to show a test fails without an extension it relies on
+        (tmp_path / "config" / "labconfig").mkdir(parents=True)
+        (tmp_path / "config" / "labconfig" / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {os.environ["NBMODEL_LAB_DISABLE"]: True}})
+        )
     (settings / "@jupyterlab" / "docmanager-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(
         json.dumps({"autosave": False})
@@ -190,3 +200,24 @@ def test_folio_stepper_steps_in_jupyterlab(lab, chromium, screenshots_dir):
         assert view.inner_html() != before, "the page-table view did not change after 'step >'"
         assert out.locator(".widget-html", has_text="step ").first.inner_text() != status_before
         out.screenshot(path=str(screenshots_dir / "lab-04_stepper-after-step.png"))
+
+
+def test_myst_roles_render_in_jupyterlab(lab, chromium, screenshots_dir):
+    """jupyterlab-myst renders the chapters' MyST markdown: {term} and {doc} roles become text and links, not
+    raw role syntax (chapter 1 uses both)."""
+    import json as _json
+
+    source = _json.loads((ROOT / "notebooks" / "01_why.ipynb").read_text())
+    markdown = "".join("".join(c["source"]) for c in source["cells"] if c["cell_type"] == "markdown")
+    assert "{term}`" in markdown and "{doc}`" in markdown  # what there is to render
+    with _lab_notebook(lab, chromium, "notebooks/01_why.ipynb", {"width": 1280, "height": 1000},
+                       screenshots_dir / "lab-01_why-myst.png") as page:
+        cells = page.locator(".jp-MarkdownCell .jp-RenderedMarkdown, .jp-MarkdownCell .myst")
+        cells.first.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('.jp-MarkdownCell').length > 3 && "
+            "[...document.querySelectorAll('.jp-MarkdownCell')].every(c => !c.querySelector('.jp-MarkdownOutput') ||"
+            " c.querySelector('.jp-MarkdownOutput').innerText.trim().length > 0)", timeout=60_000)
+        text = page.locator(".jp-Notebook").inner_text()
+        assert "{term}" not in text and "{doc}" not in text, "MyST roles are shown raw"
+        assert page.locator(".jp-MarkdownCell a").count() > 0

@@ -111,6 +111,96 @@ def test_state_panel_shows_private_bit_tlb_and_invariants():
     assert " at 0x" not in html  # no Python object addresses
 
 
+# -- event chips ------------------------------------------------------------------------------------------------
+def _chip_spans(text: str, keys) -> dict:
+    """Cut a chip's text ``kind(k1=... k2=...)`` into each argument's span, knowing the argument names."""
+    inner = text[text.index("(") + 1:-1]
+    spans, rest = {}, inner
+    keys = list(keys)
+    for key, nxt in zip(keys, keys[1:] + [None], strict=True):
+        assert rest.startswith(f"{key}="), (text, key)
+        rest = rest[len(key) + 1:]
+        end = rest.index(f" {nxt}=") if nxt else len(rest)
+        spans[key], rest = rest[:end], rest[end + 1:]
+    return spans
+
+
+def _expand(span: str, n: int) -> list[str] | set[str]:
+    """The values a span stands for: a range gives the sequence, a list gives the set it names."""
+    if ".." in span and "," not in span:
+        lo, hi = (int(x, 0) for x in span.split(".."))
+        step = 1 if hi >= lo else -1
+        return [str(v) for v in range(lo, hi + step, step)]
+    if "," in span:
+        head = span.split(" (")[0]
+        return set(head.split(",")) - {"..."}
+    return [span] * n
+
+
+def _all_steps(script, **config):
+    s = Stepper(script, **config)
+    s.run_all()
+    return s.system.steps
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("design", ["per-folio", "filemap", "secretmem"])
+def test_event_chips_never_hide_distinct_events(name, design):
+    """Every merged chip stands for exactly the events it merged: identical events show their one text; runs
+    that differ show each argument's range or values, and expanding the chip gives back every event's arguments."""
+    from nbmodel.trace import _show
+
+    merged = 0
+    for step in _all_steps(SCENARIOS[name], design=design):
+        events = list(step.events)
+        i = 0
+        for text, n, kind in sv.compress_events(events, limit=10_000):
+            run = events[i:i + n]
+            i += n
+            assert all(e.kind == kind for e in run)
+            if n == 1 or len({str(e) for e in run}) == 1:
+                assert text == str(run[0])
+                continue
+            merged += 1
+            for key, span in _chip_spans(text, run[0].args).items():
+                actual = [_show(key, e.args[key]) for e in run]
+                claimed = _expand(span, n)
+                if isinstance(claimed, set):  # a list: every value it names is there, nothing else
+                    assert claimed <= set(actual) and (len(claimed) == len(set(actual)) or "..." in span)
+                    assert span.split(",")[0] == actual[0]
+                else:
+                    as_int = [str(int(v, 0)) if v[:1].isdigit() else v for v in actual]
+                    assert claimed == as_int, (text, key, actual)
+        assert i == len(events)
+    assert merged or name != "64 folios"
+
+
+def test_punch_hole_chips_show_three_indices_and_three_pfns():
+    steps = _all_steps(WALK, design="per-folio")
+    chips = sv.compress_events(steps[-1].events, limit=100)
+    deletes = [(t, n) for t, n, k in chips if k == "delete"]
+    assert deletes and deletes[0][1] == 3
+    assert "index=0..2" in deletes[0][0]
+    pfns = {e.get("pfn") for e in steps[-1].events if e.kind == "delete"}
+    assert len(pfns) == 3 and all(f"{p:#x}" in deletes[0][0] for p in pfns)
+    html = sv.timeline(steps[-1].events)
+    assert "&#215;3" in html and "index=0..2" in html
+
+
+def test_identical_events_merge_to_their_own_text():
+    from nbmodel.trace import Event
+
+    same = [Event("flush", {"start": 0, "pages": 1})] * 4
+    assert sv.compress_events(same) == [("flush(start=0 pages=1)", 4, "flush")]
+    mixed = [Event("flush", {"start": 0}), Event("flush", {"pages": 1})]  # different argument names
+    assert [n for _, n, _ in sv.compress_events(mixed)] == [1, 1]
+    many = [Event("free", {"pfn": p}) for p in (0x10, 0x30, 0x20, 0x50, 0x40)]
+    (text, n, _), = sv.compress_events(many)
+    assert n == 5 and text == "free(pfn=0x10,0x30,...,0x40 (5 values))"
+    down = [Event("zap", {"pfn": p}) for p in (0x12, 0x11, 0x10)]
+    assert sv.compress_events(down)[0][0] == "zap(pfn=0x12..0x10)"
+
+
 # -- the stepper --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("design", ["per-folio", "filemap", "secretmem"])
 def test_stepper_back_equals_fresh_replay(design):
@@ -152,6 +242,25 @@ def test_stepper_add_and_remove_steps():
     assert s.total == 1 and s.pos == 1
 
 
+def test_refused_add_changes_nothing_mid_scenario():
+    s = Stepper(WALK, design="per-folio")
+    s.goto(2)
+    before = (list(s.script), s.pos, s.system.snapshot(), [x.as_dict() for x in s.system.steps])
+    with pytest.raises(ModelInputError, match="size"):
+        s.add("fallocate", file="g", offset="abc")
+    with pytest.raises(ModelInputError):
+        s.add("no_such_op")
+    assert (list(s.script), s.pos, s.system.snapshot(), [x.as_dict() for x in s.system.steps]) == before
+    s.forward()
+    assert s.pos == 3 and s.total == len(WALK)
+    s.run_all()
+    assert s.pos == len(WALK)
+    # an accepted add still cuts the rest of the script at the position it was made
+    s.goto(2)
+    s.add("kernel_read", file="g", offset=0, cpu=1)
+    assert s.total == 3 and s.pos == 3 and s.script[:2] == WALK[:2]
+
+
 def test_widget_steps_forward_and_back():
     w = FolioStepper(scenario=next(iter(SCENARIOS)))
     assert w.core.pos == 0
@@ -171,6 +280,30 @@ def test_widget_steps_forward_and_back():
     w.args.value = "file=g offset=4K cpu=1"
     w.click("add")  # punch hole keeps the file, so g is still there
     assert w.core.total == len(WALK) + 1
+
+
+def test_widget_refused_add_keeps_the_scenario_usable():
+    name = "one folio's life (fallocate, faults, write, punch hole)"
+    w = FolioStepper(scenario=name)
+    w.click("step")
+    w.click("step")
+    w.op.value = "fallocate"
+    w.args.value = "file=g offset=abc"
+    w.click("add")
+    assert "not changed" in w.status.value
+    assert w.core.total == len(WALK) and w.core.pos == 2 and w.scenario.value == name
+    assert not w.b_fwd.disabled and not w.b_end.disabled
+    w.click("step")
+    assert w.core.pos == 3 and f"step 3 / {len(WALK)}" in w.status.value
+    w.click("end")
+    assert w.core.pos == len(WALK)
+    # a good add makes the script custom; picking the scenario again brings it back whole
+    w.op.value = "kernel_read"
+    w.args.value = "file=g offset=4K cpu=1"
+    w.click("add")
+    assert w.scenario.value == "(custom)" and w.core.total == len(WALK) + 1
+    w.scenario.value = name
+    assert w.core.script == WALK and w.core.pos == 0 and not w.b_fwd.disabled
 
 
 # -- filmstrip ------------------------------------------------------------------------------------------------------
@@ -263,3 +396,38 @@ def test_predicted_vs_measured_plot_draws_both_figures_per_kind():
     assert [b.get_height() for b in predicted] == [r.predicted_ns for r in rows]
     assert [b.get_height() for b in measured] == [3000.0, 13000.0]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["guest_memfd", "secretmem"]
+
+
+def test_lockstep_outcomes_do_not_repeat_the_result_as_a_counter():
+    from types import SimpleNamespace
+
+    from nbmodel.viz.sidebyside import describe_outcome
+
+    def step(result, interrupt=None, **counters):
+        return SimpleNamespace(result=result, saw=None, interrupt=interrupt, broken={}, counters=counters)
+
+    assert describe_outcome(step("oops", oops=1)) == "oops"
+    assert describe_outcome(step("oops", oops=2)) == "oops; 1 more oops"
+    assert describe_outcome(step("0", interrupt="stale", stale_reads=1, warns=1)) == "0; interrupt: stale; warns +1"
+    assert describe_outcome(step("0", oops=1)) == "0; oops +1"  # an oops the result does not name is listed
+    seen = 0
+    for name in SWITCH_DEMOS:
+        html = switch_demo(name).table_html()
+        seen += html.count("oops")
+        assert "oops; oops" not in html and "stale; stale_reads" not in html, name
+    assert seen  # the demos do show oopses
+
+
+def test_widget_arch_switch_shows_an_arm64_machine_never_an_x86_mode():
+    w = FolioStepper(scenario="zap one page: the direct map splits", start=3)
+    x86_picture = w.picture.value
+    w.arch.value = "arm64"
+    assert list(w.mode.options) == ["rodata-full", "bbml2", "no-set-direct-map"]
+    assert w.mode.value in w.mode.options and w.core.config["arch"] == "arm64"
+    assert "on arm64" in w.status.value and "4-level" not in w.status.value
+    assert w.picture.value != x86_picture and "PML4" not in w.picture.value  # an arm64 tree, not the x86 one
+    assert w.core.pos == 3
+    w.mode.value = "bbml2"
+    assert "bbml2" in w.core.label().lower() or "BBML2" in w.core.label()
+    w.arch.value = "x86"
+    assert list(w.mode.options) == ["4-level", "5-level", "nogbpages"] and "on x86" in w.status.value

@@ -256,7 +256,8 @@ class _Builder:
         marks = self.marks_in(first, npages)
         where = self.index_range(level, shift, group)
         holder = f"\n{self.names(marks)}" if marks else ""
-        border = {"color": FOLIO_BORDER, "penwidth": "2.5"} if any(m.kind == "cached" for m in marks) else {}
+        border = {"color": FOLIO_BORDER, "penwidth": "2.5", "class": HIGHLIGHT} \
+            if any(m.kind == "cached" for m in marks) else {}
         if type(entry) is not int:
             split = (level, first) in self.splits
             what = f"was a {LEVEL_SIZE[level]} leaf: split" if split else "table"
@@ -274,6 +275,8 @@ class _Builder:
         pfns = f"\npfn {first:#x}" if len(group) == 1 else f"\npfn {first:#x}..{first + npages - 1:#x}"
         fill = FILL[LEVEL_SIZE[level]] if valid else FILL["stale" if stale else "invalid"]
         style = "rounded,filled" if valid else "rounded,filled,bold"
+        if not valid:
+            border = {**border, "class": HIGHLIGHT}
         label = f"{where}\n{count}{self.leaf_word(level, entry)} {state}{pfns}{holder}{tlb}"
         return self.new(label, fillcolor=fill, style=style, **border)
 
@@ -294,15 +297,33 @@ def pagetable_graph(target, marks=None, title: str = "", max_runs: int = MAX_RUN
     return _Builder(k, clean, title, max_runs).build()
 
 
+#: The SVG class of the nodes a diagram is about: a leaf mapping a cached folio, an invalid (zapped) leaf.
+HIGHLIGHT = "nbmodel-hl"
+
+
+def fit_svg(svg_text: str) -> str:
+    """Let an inline graphviz SVG shrink to its column (JupyterLab and the book): ``max-width:100%`` and an
+    automatic height keep the aspect ratio from the viewBox, so the whole tree, highlighted nodes included, is
+    on screen. The width/height attributes stay: they are the natural size the book's zoom view opens at."""
+    if 'class="nbmodel-fit"' in svg_text[:200]:
+        return svg_text
+    return svg_text.replace("<svg ", '<svg class="nbmodel-fit" style="max-width:100%;height:auto" ', 1)
+
+
 def pagetable_svg(target, marks=None, title: str = "", max_runs: int = MAX_RUNS) -> str:
-    """:func:`pagetable_graph` rendered to inline SVG text (deterministic bytes)."""
-    return svg(pagetable_graph(target, marks, title, max_runs))
+    """:func:`pagetable_graph` rendered to inline SVG text (deterministic bytes) that fits its column."""
+    return fit_svg(svg(pagetable_graph(target, marks, title, max_runs)))
+
+
+def _fitted(d: Diagram) -> Diagram:
+    d.svg = fit_svg(d.svg)
+    return d
 
 
 def pagetable_diagram(target, marks=None, title: str = "", max_runs: int = MAX_RUNS) -> Diagram:
     """:func:`pagetable_graph` as a :class:`~nbmodel.viz.dot.Diagram`: the last expression of a cell shows it
-    inline (text/html with the <svg> in it)."""
-    return Diagram(pagetable_graph(target, marks, title, max_runs), title=title or "direct-map page table")
+    inline (text/html with the <svg> in it), fitted to its column."""
+    return _fitted(Diagram(pagetable_graph(target, marks, title, max_runs), title=title or "direct-map page table"))
 
 
 def legend_graph() -> Digraph:
@@ -330,11 +351,11 @@ def legend_graph() -> Digraph:
 
 
 def legend_svg() -> str:
-    return svg(legend_graph())
+    return fit_svg(svg(legend_graph()))
 
 
 def legend_diagram() -> Diagram:
-    return Diagram(legend_graph(), title="page-table view legend")
+    return _fitted(Diagram(legend_graph(), title="page-table view legend"))
 
 
 def side_by_side_html(panels: list[tuple[str, str]]) -> str:
@@ -342,10 +363,10 @@ def side_by_side_html(panels: list[tuple[str, str]]) -> str:
     cells = []
     for caption, svg_text in panels:
         cells.append(
-            '<figure style="margin:0 12px 12px 0;flex:0 1 auto;max-width:100%;overflow-x:auto">'
+            '<figure style="margin:0 12px 12px 0;flex:1 1 300px;min-width:0;max-width:100%">'
             f'<figcaption style="display:inline-block;background:#f2f2f2;color:{TEXT};padding:2px 6px;'
             f'border-radius:4px;font-size:0.85em;margin-bottom:4px">{html.escape(caption)}</figcaption>'
-            f"\n{svg_text}</figure>")
+            f"\n{fit_svg(svg_text)}</figure>")
     return '<div class="nbmodel-diagram" style="display:flex;flex-wrap:wrap;align-items:flex-start">\n' + \
         "\n".join(cells) + "\n</div>"
 
@@ -366,5 +387,5 @@ def before_after(k, action, marks, label: str = "after", counters=None) -> str:
     return side_by_side_html([("before", before), (label, after)]) + events + table
 
 
-__all__ = ["Mark", "folio_marks", "pagetable_graph", "pagetable_svg", "pagetable_diagram", "legend_graph",
-           "legend_svg", "legend_diagram", "side_by_side_html", "before_after", "FILL"]
+__all__ = ["Mark", "folio_marks", "pagetable_graph", "pagetable_svg", "fit_svg", "HIGHLIGHT", "pagetable_diagram",
+           "legend_graph", "legend_svg", "legend_diagram", "side_by_side_html", "before_after", "FILL"]

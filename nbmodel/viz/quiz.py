@@ -100,7 +100,11 @@ class Quiz:
 
     # -- static HTML ----------------------------------------------------------------------------------------
     def question_html(self) -> str:
-        return (f'<div class="nbmodel-quiz-question" style="{CARD}">'
+        """The question card. It carries the answer (as the revealable answer below it does) so that the static
+        book, which has no kernel, can answer the live widget's *Check* by the same rule as :meth:`feedback`."""
+        kind = "int" if isinstance(self.answer, int) and not isinstance(self.answer, bool) else "text"
+        data = f'data-answer="{html.escape(str(self.answer), quote=True)}" data-kind="{kind}"'
+        return (f'<div class="nbmodel-quiz-question" {data} style="{CARD}">'
                 f'<p style="margin:0.2em 0;color:{TEXT}"><strong>Quiz.</strong> {_inline(self.question)}</p></div>')
 
     def answer_html(self) -> str:

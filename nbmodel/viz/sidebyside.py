@@ -47,7 +47,18 @@ def describe_outcome(step) -> str:
         bits.append(f"interrupt: {interrupt}")
     if broken:
         bits.append("broken " + ",".join(f"({k})" for k in broken))
-    bits += [f"{name} +{n}" for name, n in failures]
+    # A failure the result or interrupt already names is not repeated: an oopsing step reads "oops", not
+    # "oops; oops +1"; only failures beyond it are listed.
+    said = {"oops": 0, "stale_reads": 0}
+    for word in (result, interrupt):
+        if word == "oops":
+            said["oops"] += 1
+        elif word == "stale":
+            said["stale_reads"] += 1
+    for name, n in failures:
+        extra = n - said.get(name, 0)
+        if extra > 0:
+            bits.append(f"{name} +{extra}" if extra == n else f"{extra} more {name}")
     return "; ".join(bits)
 
 

@@ -15,6 +15,7 @@ from nbmodel.designs import PRIVATE_NO_DIRECT_MAP
 from nbmodel.invariants import INVARIANTS
 from nbmodel.pagetable import MAPPED, VALID
 from nbmodel.system import OPS, REQUIRED
+from nbmodel.trace import _show
 from nbmodel.units import parse_size
 
 TEXT = "#1a1a1a"
@@ -207,19 +208,54 @@ def counters_table(system_or_kernel, names=DEFAULT_COUNTERS, delta: dict | None 
     return table(caption, headers, rows)
 
 
+#: Event kinds whose consecutive runs are merged into one chip (a 2M zero makes 512 ``access`` events).
+MERGED_KINDS = frozenset(("access", "restore", "zap", "flush", "oops", "stale", "alloc", "insert", "zero", "free",
+                          "delete", "free_folio", "mermap", "prepare", "ipi"))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _span(key: str, values: list) -> str:
+    """The values one argument takes over a run of merged events, as text: the value if it never changes,
+    ``first..last`` for consecutive integers (up or down), else the values themselves (at most three shown)."""
+    shown = [_show(key, v) for v in values]
+    if all(v == values[0] for v in values):
+        return shown[0]
+    if all(_is_int(v) for v in values):
+        step = values[1] - values[0]
+        if step in (1, -1) and all(b - a == step for a, b in zip(values, values[1:], strict=False)):
+            return f"{shown[0]}..{shown[-1]}"
+    distinct = list(dict.fromkeys(shown))
+    if len(distinct) <= 3:
+        return ",".join(distinct)
+    return f"{distinct[0]},{distinct[1]},...,{distinct[-1]} ({len(distinct)} values)"
+
+
+def _merged_text(run) -> str:
+    """One text for a run of events of one kind with the same argument names: each argument's span."""
+    first = run[0]
+    if len(run) == 1:
+        return str(first)
+    inner = " ".join(f"{k}={_span(k, [e.args[k] for e in run])}" for k in first.args)
+    return f"{first.kind}({inner})" if inner else first.kind
+
+
 def compress_events(events, limit: int = 14) -> list[tuple[str, int, str]]:
-    """``[(text, repeat, kind)]``: consecutive events of one kind become one entry with a count (a 2M zero
-    makes 512 ``access`` events), and the list is cut to ``limit`` entries."""
-    out: list[list] = []
+    """``[(text, repeat, kind)]``: consecutive events of one kind (and the same argument names) become one entry
+    with a count whose text shows every argument's range, e.g. ``delete(mapping=g index=0..2 pfn=0x10..0x12)``
+    for three deletes (an argument that differs in a way a range cannot say is listed). Identical events merge
+    to the plain text. The list is cut to ``limit`` entries."""
+    runs: list[list] = []
     for e in events:
-        text = str(e)
-        if out and out[-1][2] == e.kind and e.kind in ("access", "restore", "zap", "flush", "oops", "stale",
-                                                          "alloc", "insert", "zero", "free", "delete",
-                                                          "free_folio", "mermap", "prepare", "ipi"):
-            out[-1][1] += 1
-            continue
-        out.append([text, 1, e.kind])
-    return [tuple(x) for x in out[:limit]] + ([(f"... {len(out) - limit} more", 1, "")] if len(out) > limit else [])
+        if runs and e.kind in MERGED_KINDS and runs[-1][0].kind == e.kind and \
+                runs[-1][0].args.keys() == e.args.keys():
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    out = [(_merged_text(r), len(r), r[0].kind) for r in runs]
+    return out[:limit] + ([(f"... {len(out) - limit} more", 1, "")] if len(out) > limit else [])
 
 
 def timeline(events, limit: int = 14) -> str:
@@ -227,9 +263,10 @@ def timeline(events, limit: int = 14) -> str:
     chips = []
     for text, n, kind in compress_events(events, limit):
         bg = EVENT_COLOURS.get(kind, "#eeeeee")
-        rep = f" <b>x{n}</b>" if n > 1 else ""
+        rep = f" <b>&#215;{n}</b>" if n > 1 else ""
         chips.append(f'<span style="background:{bg};color:{TEXT};padding:1px 5px;border-radius:3px;'
-                     f'white-space:nowrap;display:inline-block;margin:1px 0">{esc(text)}{rep}</span>')
+                     f'white-space:normal;overflow-wrap:anywhere;display:inline-block;margin:1px 0">'
+                     f'{esc(text)}{rep}</span>')
     if not chips:
         return f'<span style="color:{MUTED}">no events</span>'
     return ' <span style="color:#8c8c8c">&#8594;</span> '.join(chips)

@@ -210,10 +210,11 @@ class Stepper:
         """Append a step at the current position (steps after it are dropped) and run it. A step the model
         refuses (bad op or arguments) raises ModelInputError and is not added."""
         spec = {"op": op, **args}
-        self.script = self.script[:self.pos]
         trial = dict(spec)
-        step = self.system.step(trial.pop("op"), **trial)  # raises before changing anything if bad
-        self.script.append(spec)
+        # System.step raises before changing anything if the op or its arguments are bad; the script is cut
+        # only once the step has run, so a refused step leaves the scenario (and the position) as it was.
+        step = self.system.step(trial.pop("op"), **trial)
+        self.script = self.script[:self.pos - 1] + [spec]
         return step
 
     def remove_last(self) -> None:
