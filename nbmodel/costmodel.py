@@ -3,7 +3,7 @@ saying how much to trust it. What it computes is *estimated from the cost model*
 
 Badges are computed from how a value was obtained (its origin), never typed in: ``published`` (a figure someone
 published, in a mail or a kernel comment, possibly divided into a per-page price), ``measured here`` (this machine,
-this run: :func:`nbmodel.realkernel.probe`), ``measured elsewhere`` (a measurement of another machine that nobody
+this run: ``nbmodel.realkernel.probe()``), ``measured elsewhere`` (a measurement of another machine that nobody
 published), ``derived`` (computed by this project from other prices or measurements, e.g. a fitted residual) and
 ``illustrative`` (a round number so the arithmetic can be shown; replace it). Estimates print with two significant
 figures (:func:`sig`): no price is known better than that.
@@ -32,9 +32,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-#: How a price was obtained, most trusted first. A badge is never typed in: :attr:`Param.badge` computes it from the
+#: How a price was obtained, most trusted first. A badge is never typed in: ``Param.badge`` computes it from the
 #: price's origin (:class:`Published`, :class:`Measured`, :class:`Derived`, :class:`Illustrative`).
 BADGES = ("published", "measured here", "measured elsewhere", "derived", "illustrative")
+#: The label every estimate carries: it is model time, never kernel time.
 LABEL = "estimated from the cost model"
 
 #: 512 MiB in 4 KiB pages: the unit of the write() series' published population figures.
@@ -337,7 +338,7 @@ class CostModel:
         model's per-page secretmem cost (one direct-map call, one ranged flush of one page, one IPI per other CPU)
         matches the measured secretmem - guest_memfd difference; and, from a probe run with ``attribute=True``
         that saw splits, the split price (splitting faults minus plain ones, minus the flush they cause).
-        ``results``: :class:`~nbmodel.realkernel.ProbeResult` objects."""
+        ``results``: ``nbmodel.realkernel.ProbeResult`` objects."""
         import os
         m = cls()
         by = {r.kind: r for r in results if not r.skipped and r.ns_net_median > 0}
