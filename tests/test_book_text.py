@@ -104,7 +104,7 @@ def test_every_exercise_has_a_hidden_runnable_solution(path):
         assert {"hide-cell", "hide-input"} & set(sol["metadata"].get("tags", [])), "solutions are hidden by default"
         assert "nbval-ignore-output" not in sol["metadata"].get("tags", []), "solutions are nbval-checked"
         assert sol.get("outputs"), "the solution was run and its output saved (nbval compares it)"
-    assert any(re.search(r"\*predict", _text(cells[i]), re.I) for i in exercises), \
+    assert any(re.search(r"\bpredict\b", _text(cells[i]), re.I) for i in exercises), \
         "at least one exercise asks the reader to predict before running"
 
 
