@@ -142,3 +142,14 @@ def test_built_chapters_have_followable_reference_links():
         refs = html.split('id="references"', 1)
         assert len(refs) == 2, f"{nb.stem}: no References section"
         assert re.search(r'<a [^>]*href="https://', refs[1]), f"{nb.stem}: no link in References"
+
+
+def test_markdown_tables_from_the_model_render_as_tables():
+    """The population-path review and the ABI table are Markdown outputs: they must become <table>s, not a
+    paragraph of pipes (MyST-NB parses Markdown outputs as commonmark, without tables, unless told otherwise)."""
+    pages = {p.stem: p for p in _html_pages()}
+    html = pages["06_side_by_side"].read_text(encoding="utf-8")
+    for cell in ("write() to the same page again", "write(); write()"):
+        i = html.find(cell)
+        assert i > 0 and html.rfind("<table", 0, i) > html.rfind("</table>", 0, i), cell
+    assert "<p>| path |" not in html and "<p>| sequence" not in html
