@@ -160,7 +160,10 @@ WRITE_SERIES = ("Nikita Kalyazin, \"[PATCH v7 0/2] KVM: guest_memfd: use write f
                 "https://lore.kernel.org/all/20251114151828.98165-1-kalyazin@amazon.com/: populating 512 MiB on x86")
 TLB_C = ("arch/x86/mm/tlb.c, comment on tlb_single_page_flush_ceiling: \"Each single flush is about 100 ns\"")
 
-#: The default prices. ``CostModel.from_probe()`` replaces some with figures measured on this machine.
+#: The default prices (``CostModel().format_table()`` prints them). ``CostModel.from_probe()`` replaces some
+#: with figures measured on this machine.
+#:
+#: :meta hide-value:
 DEFAULTS = _resolve({p.name: p for p in (
     _p("populate_page_ns", "ns/page",
        "a populating fault with a copy in: fault, allocate, zero once, insert, map, memcpy 4 KiB through the VMM's "
@@ -204,6 +207,8 @@ DEFAULTS = _resolve({p.name: p for p in (
 )})
 
 #: Published figures a reader can hold estimates against (none of them is a model input except the write() pair).
+#:
+#: :meta hide-value:
 PUBLISHED = (
     ("TLB flush after each guest_memfd zap", "page faults up to 40x longer (growing with the number of cores); "
      "population 5x slower", "Patrick Roy, direct map removal series v7 (2025-09-24), as quoted in review",

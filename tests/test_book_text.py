@@ -153,3 +153,18 @@ def test_markdown_tables_from_the_model_render_as_tables():
         i = html.find(cell)
         assert i > 0 and html.rfind("<table", 0, i) > html.rfind("</table>", 0, i), cell
     assert "<p>| path |" not in html and "<p>| sequence" not in html
+
+
+def test_state_counts_in_the_prose_are_the_ones_the_chapter_printed():
+    """Chapter 6 quotes the explorer's state counts; they must be the numbers in the table printed above them."""
+    cells = _cells(ROOT / "notebooks" / "06_side_by_side.ipynb")
+    i = next(n for n, c in enumerate(cells) if "state_space_sizes(" in _text(c))
+    table = "".join("".join(o.get("data", {}).get("text/html", "")) for o in cells[i]["outputs"])
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    counts = {tuple(re.findall(r">([^<>]+)</td>", r)[:2]): re.findall(r">([^<>]+)</td>", r)[2] for r in rows[1:]}
+    prose = _text(cells[i + 1])
+    quoted = {("filemap", "1"): "31 states for one page", ("filemap", "2"): "515 for two",
+              ("per-folio", "1"): "1645 for a single page", ("secretmem", "1"): "599 for the secretmem"}
+    for key, phrase in quoted.items():
+        assert phrase in prose, phrase
+        assert phrase.split()[0] == counts[key], (key, counts[key], phrase)
