@@ -50,13 +50,14 @@ class Published:
     amount: float
     per: float
     citation: str
+    division: str = ""
     badge = "published"
 
     def resolve(self, prices: dict) -> float:
         return self.amount / self.per
 
     def source(self) -> str:
-        return self.citation + ("" if self.per == 1 else f" ({self.amount:g} / {self.per:g})")
+        return self.citation + (f" ({self.division})" if self.division else "")
 
 
 @dataclass(frozen=True)
@@ -168,10 +169,10 @@ DEFAULTS = _resolve({p.name: p for p in (
     _p("populate_page_ns", "ns/page",
        "a populating fault with a copy in: fault, allocate, zero once, insert, map, memcpy 4 KiB through the VMM's "
        "mapping (memcpy population; also the price of a plain populating fault)",
-       Published(436e6, PAGES_512M, WRITE_SERIES + " via memcpy in 436 ms")),
+       Published(436e6, PAGES_512M, WRITE_SERIES + " via memcpy in 436 ms", "436 ms / 131072 pages")),
     _p("populate_write_page_ns", "ns/page",
        "a page populated by write(): allocate, zero once, insert, copy 4 KiB in the kernel (no fault, no user PTE)",
-       Published(202e6, PAGES_512M, WRITE_SERIES + " via write() in 202 ms")),
+       Published(202e6, PAGES_512M, WRITE_SERIES + " via write() in 202 ms", "202 ms / 131072 pages")),
     _p("zero_bytes_per_ns", "bytes/ns (GB/s)", "clear_highpage() / folio_zero_range() bandwidth",
        Illustrative(10.0, "REP STOSB on a current server core; measure_zero_bandwidth() measures memset here")),
     _p("cpa_call_ns", "ns/call",

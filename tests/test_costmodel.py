@@ -172,3 +172,8 @@ def test_estimates_print_two_significant_figures(x, text):
 def test_estimate_text_has_two_significant_figures():
     e = CostModel().estimate({}, populated_pages=(512 << 20) // 4096)
     assert str(e) == f"440 ms ({LABEL})"
+
+
+def test_a_published_per_page_price_shows_its_division():
+    src = CostModel().params["populate_write_page_ns"].source
+    assert src.endswith("(202 ms / 131072 pages)") and "e+" not in src
