@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from .bulk import BulkSystem
 from .cli import int_range, size_list
-from .costmodel import LABEL, CostModel
+from .costmodel import LABEL, CostModel, sig
 from .units import PAGE_SIZE, human, parse_size
 
 WORKLOADS = ("boot-fallocate", "boot-fault", "balloon", "recreate", "write", "memcpy")
@@ -127,7 +127,8 @@ def run_workload(workload: str, size="1G", folio: str = "4K", arch: str = "x86",
     after = {k: b.counters[k] for k in DM}
     order_pages = 512 if folio == "2M" else 1
     est = (cost or CostModel()).estimate(counters, kind, populated_pages=b.pages_added,
-                                         zeroed_pages=counters["zeroings"] * order_pages)
+                                         zeroed_pages=counters["zeroings"] * order_pages,
+                                         population="write" if workload == "write" else "memcpy")
     label = b.config.label() + (" [large_zap]" if folio == "2M" else "")
     if not no_direct_map:
         label = "baseline (no NO_DIRECT_MAP)"
@@ -324,7 +325,7 @@ def format_runs(runs, timing: bool = True) -> str:
         res = "" if r.ok else f"  ({', '.join(sorted(set(x for x in r.results if not x.isdigit() and x != '0')))})"
         lines.append(_row(r) + f"{c['direct_map_level2_splits']:>7}{c['direct_map_level3_splits']:>4}"
                      f"{c['tlb_flushes']:>9}{c['tlb_full_flushes']:>7}{c['ipis']:>9}{c['zaps']:>9}{c['restores']:>9}"
-                     f"{r.directmap_after['DirectMap4k'] // 1024:>9}M  {r.estimate_ns / 1e6:>9.2f}"
+                     f"{r.directmap_after['DirectMap4k'] // 1024:>9}M  {sig(r.estimate_ns / 1e6):>9}"
                      + (f"  {r.seconds:>7.3f}" if timing else "") + res)
     lines.append(f"L2/L3 = 2M->4K / 1G->2M splits; flush = ranged flushes; full = flush_tlb_all(); 4k after = "
                  f"DirectMap4k at the end; est. ms = {LABEL}" + ("; model s = time this model took" if timing

@@ -1,9 +1,15 @@
 """A cost model: the model's counters times a price each, every price with its value, unit, source and a badge
 saying how much to trust it. What it computes is *estimated from the cost model*, never kernel time.
 
-Badges: ``measured here`` (this machine, this run: :func:`nbmodel.realkernel.probe`), ``published measurement``
-(a number someone measured and published), ``maintainer statement`` (a number a maintainer wrote down, e.g. in a
-kernel comment), ``illustrative`` (a plausible round number so the arithmetic can be shown; replace it).
+Badges are computed from how a value was obtained (its origin), never typed in: ``published`` (a figure someone
+published, in a mail or a kernel comment, possibly divided into a per-page price), ``measured here`` (this machine,
+this run: ``nbmodel.realkernel.probe()``), ``measured elsewhere`` (a measurement of another machine that nobody
+published), ``derived`` (computed by this project from other prices or measurements, e.g. a fitted residual) and
+``illustrative`` (a round number so the arithmetic can be shown; replace it). Estimates print with two significant
+figures (:func:`sig`): no price is known better than that.
+
+Population is priced per path: ``write()`` and ``memcpy`` through the VMM's mapping each from their own published
+figure (202 ms and 436 ms for 512 MiB), so the two differ by the published ratio.
 
 The terms, and the kernel work each stands for:
 
@@ -22,88 +28,222 @@ mermap            ``mermap_get()``/``mermap_put()`` per page and the local flush
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-BADGES = ("measured here", "published measurement", "maintainer statement", "illustrative")
+#: How a price was obtained, most trusted first. A badge is never typed in: ``Param.badge`` computes it from the
+#: price's origin (:class:`Published`, :class:`Measured`, :class:`Derived`, :class:`Illustrative`).
+BADGES = ("published", "measured here", "measured elsewhere", "derived", "illustrative")
+#: The label every estimate carries: it is model time, never kernel time.
 LABEL = "estimated from the cost model"
+
+#: 512 MiB in 4 KiB pages: the unit of the write() series' published population figures.
+PAGES_512M = (512 << 20) >> 12
+
+
+@dataclass(frozen=True)
+class Published:
+    """A figure someone published: ``amount`` (in the price's unit times ``per``) and where (``citation``). The
+    price is ``amount / per``: e.g. 202 ms for 512 MiB is 202e6 ns per 131072 pages."""
+
+    amount: float
+    per: float
+    citation: str
+    division: str = ""
+    badge = "published"
+
+    def resolve(self, prices: dict) -> float:
+        return self.amount / self.per
+
+    def source(self) -> str:
+        return self.citation + (f" ({self.division})" if self.division else "")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A figure measured by running something: ``where`` is ``"here"`` (this machine, this run) or the machine it was
+    measured on; ``how`` says what was timed."""
+
+    amount: float
+    where: str
+    how: str
+
+    @property
+    def badge(self) -> str:
+        return "measured here" if self.where == "here" else "measured elsewhere"
+
+    def resolve(self, prices: dict) -> float:
+        return self.amount
+
+    def source(self) -> str:
+        return self.how if self.where == "here" else f"{self.how} (measured on {self.where})"
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A price computed by this project from other prices or figures: ``formula`` says how, ``inputs`` names the
+    prices ``fn`` takes (in order). A residual fitted from measurements is derived too, not measured."""
+
+    formula: str
+    inputs: tuple = ()
+    fn: Callable = None
+    badge = "derived"
+
+    def resolve(self, prices: dict) -> float:
+        return float(self.fn(*(prices[name] for name in self.inputs)))
+
+    def source(self) -> str:
+        return f"derived: {self.formula}"
+
+
+@dataclass(frozen=True)
+class Illustrative:
+    """A round number so the arithmetic can be shown; ``why`` says what it leans on. Replace it."""
+
+    amount: float
+    why: str
+    badge = "illustrative"
+
+    def resolve(self, prices: dict) -> float:
+        return self.amount
+
+    def source(self) -> str:
+        return f"round number; {self.why}"
 
 
 @dataclass(frozen=True)
 class Param:
-    """One price: ``value`` in ``unit``, where it comes from, and its badge (one of :data:`BADGES`)."""
+    """One price: ``value`` in ``unit``, what it prices, and its ``origin``; ``badge`` and ``source`` follow from the
+    origin."""
 
     name: str
     value: float
     unit: str
-    source: str
-    badge: str
     what: str
+    origin: object
+
+    @property
+    def badge(self) -> str:
+        return self.origin.badge
+
+    @property
+    def source(self) -> str:
+        return self.origin.source()
 
     def row(self) -> dict:
         return {"name": self.name, "value": self.value, "unit": self.unit, "badge": self.badge,
                 "what": self.what, "source": self.source}
 
 
-def _p(name, value, unit, badge, what, source) -> Param:
-    return Param(name, value, unit, source, badge, what)
+def _resolve(params: dict) -> dict:
+    """Every param with its value computed from its origin (derived prices after the prices they use)."""
+    values: dict = {}
+    pending = dict(params)
+    while pending:
+        progressed = False
+        for name, p in list(pending.items()):
+            needs = getattr(p.origin, "inputs", ())
+            if all(n in values for n in needs):
+                values[name] = p.origin.resolve(values)
+                del pending[name]
+                progressed = True
+        if not progressed:
+            raise ValueError(f"derived prices with missing or circular inputs: {', '.join(pending)}")
+    return {name: replace(p, value=values[name]) for name, p in params.items()}
 
 
-#: The default prices. ``CostModel.from_probe()`` replaces some with figures measured on this machine.
-DEFAULTS = {p.name: p for p in (
-    _p("populate_page_ns", 1541, "ns/page", "published measurement",
-       "a populating fault: fault, allocate, zero once, insert, map, copy 4 KiB in",
-       "guest_memfd write() series v7 cover letter: 512 MiB populated by memcpy through the mapping in 202 ms "
-       "(kernel-facts.md 7.2)"),
-    _p("zero_bytes_per_ns", 10.0, "bytes/ns (GB/s)", "illustrative",
-       "clear_highpage() / folio_zero_range() bandwidth",
-       "round number for REP STOSB on a current server core; measure_zero_bandwidth() measures memset here"),
-    _p("cpa_call_ns", 250, "ns/call", "illustrative",
+def _p(name, unit, what, origin) -> Param:
+    return Param(name, float("nan"), unit, what, origin)
+
+
+WRITE_SERIES = ("Nikita Kalyazin, \"[PATCH v7 0/2] KVM: guest_memfd: use write for population\", 2025-11-14, "
+                "https://lore.kernel.org/all/20251114151828.98165-1-kalyazin@amazon.com/: populating 512 MiB on x86")
+TLB_C = ("arch/x86/mm/tlb.c, comment on tlb_single_page_flush_ceiling: \"Each single flush is about 100 ns\"")
+
+#: The default prices (``CostModel().format_table()`` prints them). ``CostModel.from_probe()`` replaces some
+#: with figures measured on this machine.
+#:
+#: :meta hide-value:
+DEFAULTS = _resolve({p.name: p for p in (
+    _p("populate_page_ns", "ns/page",
+       "a populating fault with a copy in: fault, allocate, zero once, insert, map, memcpy 4 KiB through the VMM's "
+       "mapping (memcpy population; also the price of a plain populating fault)",
+       Published(436e6, PAGES_512M, WRITE_SERIES + " via memcpy in 436 ms", "436 ms / 131072 pages")),
+    _p("populate_write_page_ns", "ns/page",
+       "a page populated by write(): allocate, zero once, insert, copy 4 KiB in the kernel (no fault, no user PTE)",
+       Published(202e6, PAGES_512M, WRITE_SERIES + " via write() in 202 ms", "202 ms / 131072 pages")),
+    _p("zero_bytes_per_ns", "bytes/ns (GB/s)", "clear_highpage() / folio_zero_range() bandwidth",
+       Illustrative(10.0, "REP STOSB on a current server core; measure_zero_bandwidth() measures memset here")),
+    _p("cpa_call_ns", "ns/call",
        "one set_direct_map_*_noflush() call that needs no split (page walk, cpa_lock, PTE write)",
-       "round number; the kernel has no published figure"),
-    _p("split_ns", 1000, "ns/split", "illustrative",
+       Illustrative(250, "the kernel has no published figure")),
+    _p("split_ns", "ns/split",
        "split_large_page(): allocate a page-table page, fill 512 entries, install (its flush_tlb_all() is "
        "priced under full flushes)",
-       "round number; Dave Hansen: \"It's sloooooooow to remove things from the direct map\" (SNP v1 thread, "
-       "anchors.md P7); Michael Roth measured 8.0 vs 12.9 GB/s fault-in with on-demand splits vs a pre-split "
-       "map on 128 vCPUs (anchors.md P6)"),
-    _p("cont_split_ns", 100, "ns/split", "illustrative",
-       "arm64 split_contpte()/split_contpmd(): rewrite 16 entries, no allocation", "round number"),
-    _p("flush_call_ns", 300, "ns/flush", "illustrative",
-       "fixed cost of one flush_tlb_kernel_range() (setup, local flush, wait)", "round number"),
-    _p("invlpg_ns", 100, "ns/page/CPU", "maintainer statement",
-       "one INVLPG (x86), counted once per CPU that runs it",
-       "arch/x86/mm/tlb.c, tlb_single_page_flush_ceiling comment: \"Each single flush is about 100 ns\""),
-    _p("tlbi_ns", 100, "ns/page", "illustrative",
-       "one broadcast TLBI VAALE1IS (arm64) between the DSBs",
-       "set equal to the x86 INVLPG figure for lack of a published arm64 number"),
-    _p("full_flush_ns", 3300, "ns/flush", "maintainer statement",
-       "flush_tlb_all() on the local CPU plus refilling what it dropped",
-       "arch/x86/mm/tlb.c: above 33 pages a full flush is cheaper than ~100 ns INVLPGs, so one costs about "
-       "33 x 100 ns"),
-    _p("ipi_ns", 1000, "ns/target CPU", "illustrative",
-       "one shootdown IPI: send, remote entry, INVLPG loop start, acknowledgement",
-       "Nadav Amit (ATC'17): \"TLB shootdown can take microseconds\"; anchors.md P9/P10 (~1 us base + "
-       "~200 ns per receiver, an educational visualizer)"),
-    _p("mermap_map_ns", 50, "ns/page", "illustrative",
-       "mermap_get()+mermap_put(): write and clear one local PTE, no flush", "round number (mm/mermap.c draft)"),
-    _p("mermap_flush_ns", 500, "ns/flush", "illustrative",
-       "arch_mermap_flush_tlb(): a local __flush_tlb_all() when the per-CPU window wraps", "round number"),
-    _p("secretmem_fault_ns", 12600, "ns/page", "illustrative",
+       Illustrative(1000, "no per-split figure is published; Michael Roth measured 8.0 vs 12.9 GB/s fault-in with "
+                          "on-demand splits vs a pre-split map on 128 vCPUs (SNP v1 thread, 2024-01-16)")),
+    _p("cont_split_ns", "ns/split", "arm64 split_contpte()/split_contpmd(): rewrite 16 entries, no allocation",
+       Illustrative(100, "a tenth of split_ns: no allocation, 16 entries")),
+    _p("flush_call_ns", "ns/flush", "fixed cost of one flush_tlb_kernel_range() (setup, local flush, wait)",
+       Illustrative(300, "no published figure")),
+    _p("invlpg_ns", "ns/page/CPU", "one INVLPG (x86), counted once per CPU that runs it", Published(100, 1, TLB_C)),
+    _p("tlbi_ns", "ns/page", "one broadcast TLBI VAALE1IS (arm64) between the DSBs",
+       Illustrative(100, "set equal to the x86 INVLPG figure for lack of a published arm64 number")),
+    _p("full_flush_ns", "ns/flush", "flush_tlb_all() on the local CPU plus refilling what it dropped",
+       Derived("33 x invlpg_ns: arch/x86/mm/tlb.c flushes everything above 33 pages because by then a full flush "
+               "is cheaper than the INVLPGs (the comment caps the overhead at \"about 3,000 ns\")",
+               ("invlpg_ns",), lambda invlpg: 33 * invlpg)),
+    _p("ipi_ns", "ns/target CPU", "one shootdown IPI: send, remote entry, INVLPG loop start, acknowledgement",
+       Illustrative(1000, "Nadav Amit et al. (USENIX ATC 2017): \"TLB shootdown can take microseconds\"")),
+    _p("mermap_map_ns", "ns/page", "mermap_get()+mermap_put(): write and clear one local PTE, no flush",
+       Illustrative(50, "mm/mermap.c in Brendan Jackman's draft series has no published figure")),
+    _p("mermap_flush_ns", "ns/flush",
+       "arch_mermap_flush_tlb(): a local __flush_tlb_all() when the per-CPU window wraps",
+       Illustrative(500, "no published figure")),
+    _p("secretmem_fault_ns", "ns/page",
        "one memfd_secret page fault (median, net of the probe loop); a calibration point, not a term",
-       "this project's build machine (2 vCPU AMD EPYC guest, Linux 6.18); from_probe() measures it here"),
-)}
+       Measured(12600, "this project's build machine (2 vCPU AMD EPYC guest, Linux 6.18)",
+                "realkernel.probe('secretmem'); from_probe() measures it here")),
+)})
 
-#: Published figures a reader can hold estimates against (none of them is a model input).
+#: Published figures a reader can hold estimates against (none of them is a model input except the write() pair).
+#:
+#: :meta hide-value:
 PUBLISHED = (
-    ("TLB flush after each guest_memfd zap", "page faults up to 40x longer, population 5x slower",
-     "Patrick Roy, [PATCH v7 06/12] (anchors.md P1)", "published measurement"),
-    ("flush batched every 512 zapped pages", "within 30% of no flushes at all", "Patrick Roy (anchors.md P2)",
-     "published measurement"),
-    ("write() vs memcpy population of 512 MiB", "436 ms vs 202 ms", "write() series v7 cover letter",
-     "published measurement"),
-    ("pre-split vs on-demand split direct map, SNP fault-in", "12.9 vs 8.0 GB/s", "Michael Roth (anchors.md P6)",
-     "published measurement"),
+    ("TLB flush after each guest_memfd zap", "page faults up to 40x longer (growing with the number of cores); "
+     "population 5x slower", "Patrick Roy, direct map removal series v7 (2025-09-24), as quoted in review",
+     "published"),
+    ("flush batched every 512 zapped pages", "within 30% of no flushes at all", "Patrick Roy, same thread",
+     "published"),
+    ("memcpy vs write() population of 512 MiB", "436 ms vs 202 ms", WRITE_SERIES, "published"),
+    ("pre-split vs on-demand split direct map, SNP fault-in", "12.9 vs 8.0 GB/s", "Michael Roth, SNP v1 thread, "
+     "2024-01-16", "published"),
 )
+
+
+#: Which price a population path pays per page.
+POPULATION_PRICES = {"memcpy": "populate_page_ns", "write": "populate_write_page_ns"}
+
+
+def sig(x: float, digits: int = 2) -> str:
+    """``x`` rounded to ``digits`` significant figures, printed without an exponent: 1038.36 -> ``1000``,
+    465.49 -> ``470``, 3.326 -> ``3.3``. Estimates are printed this way: their prices are round numbers."""
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    decimals = digits - 1 - math.floor(math.log10(abs(x)))
+    r = round(x, decimals)
+    if r != 0 and math.floor(math.log10(abs(r))) != math.floor(math.log10(abs(x))):   # 99.6 -> 100: one digit fewer
+        decimals -= 1
+        r = round(x, decimals)
+    return f"{r:.{max(decimals, 0)}f}"
+
+
+def ms(ns: float) -> str:
+    """An estimate in ns as ``"470 ms"`` (two significant figures)."""
+    return f"{sig(ns / 1e6)} ms"
 
 
 @dataclass
@@ -121,38 +261,56 @@ class Estimate:
         return {"total_ns": self.total_ns, "parts": dict(self.parts), "label": self.label}
 
     def __str__(self) -> str:
-        return f"{self.total_ns / 1e6:.3f} ms ({self.label})"
+        return f"{ms(self.total_ns)} ({self.label})"
 
 
 class CostModel:
     """Prices (:class:`Param` by name) and :meth:`estimate`."""
 
     def __init__(self, params: dict | None = None):
-        self.params = dict(DEFAULTS)
-        self.params.update(params or {})
+        merged = dict(DEFAULTS)
+        merged.update(params or {})
+        self.params = _resolve(merged)   # a derived price follows the prices it is computed from
 
     def __getitem__(self, name: str) -> float:
         return self.params[name].value
 
-    def with_value(self, name: str, value: float, badge: str, source: str) -> CostModel:
-        """A copy with one price replaced (and its badge and source with it)."""
-        if badge not in BADGES:
-            raise ValueError(f"badge must be one of {BADGES}")
+    def with_origin(self, name: str, origin) -> CostModel:
+        """A copy with one price replaced by a value of the given origin (its badge and source follow from it)."""
+        if name not in self.params:
+            raise ValueError(f"unknown price {name!r}; known: {', '.join(self.params)}")
+        if not isinstance(origin, (Published, Measured, Derived, Illustrative)):
+            raise ValueError("origin must be Published, Measured, Derived or Illustrative")
         new = dict(self.params)
-        new[name] = replace(new[name], value=value, badge=badge, source=source)
+        new[name] = replace(new[name], origin=origin)
         return CostModel(new)
 
+    def with_value(self, name: str, value: float, badge: str, source: str) -> CostModel:
+        """A copy with one price replaced by ``value``, obtained as ``badge`` says (one of :data:`BADGES`)."""
+        origins = {"published": lambda: Published(value, 1, source),
+                   "measured here": lambda: Measured(value, "here", source),
+                   "measured elsewhere": lambda: Measured(value, "elsewhere", source),
+                   "derived": lambda: Derived(source, (), lambda: value),
+                   "illustrative": lambda: Illustrative(value, source)}
+        if badge not in origins:
+            raise ValueError(f"badge must be one of {BADGES}")
+        return self.with_origin(name, origins[badge]())
+
     def estimate(self, counters: dict, arch: str = "x86", populated_pages: int = 0,
-                 zeroed_pages: int | None = None) -> Estimate:
-        """Estimated kernel time for a run with these counter values (deltas). ``zeroed_pages`` defaults to
+                 zeroed_pages: int | None = None, population: str = "memcpy") -> Estimate:
+        """Estimated kernel time for a run with these counter values (deltas). ``population`` is how the pages were
+        populated: ``"memcpy"`` (a fault per page; also any faulting population) or ``"write"`` (``write()``), each
+        priced from its own published figure. ``zeroed_pages`` defaults to
         ``zeroings`` (4K folios); pass ``zeroings * pages_per_folio`` for large folios. Linear in every count with
         non-negative prices, so it never decreases when a count grows (populated pages aside, which absorb one
         zeroing each)."""
+        if population not in POPULATION_PRICES:
+            raise ValueError(f"population must be one of {', '.join(POPULATION_PRICES)}, not {population!r}")
         c = lambda name: counters.get(name, 0)  # noqa: E731
         zeroed = c("zeroings") if zeroed_pages is None else zeroed_pages
         inval = self["invlpg_ns"] if arch == "x86" else self["tlbi_ns"]
         parts = {
-            "population": populated_pages * self["populate_page_ns"],
+            "population": populated_pages * self[POPULATION_PRICES[population]],
             "zeroing": max(0, zeroed - populated_pages) * 4096 / self["zero_bytes_per_ns"],
             "direct-map calls": (c("zaps") + c("restores")) * self["cpa_call_ns"],
             "splits": (c("direct_map_level2_splits") + c("direct_map_level3_splits")) * self["split_ns"],
@@ -181,11 +339,12 @@ class CostModel:
     @classmethod
     def from_probe(cls, results, zero_bytes_per_ns: float | None = None, cpus: int | None = None) -> CostModel:
         """Replace prices with this machine's figures (badge ``measured here``): the secretmem fault, the
-        populate cost (guest_memfd, else memfd), zeroing bandwidth if given, and an IPI price derived so that the
+        populate cost (guest_memfd, else memfd), zeroing bandwidth if given; and (badge ``derived``) an IPI
+        price so that the
         model's per-page secretmem cost (one direct-map call, one ranged flush of one page, one IPI per other CPU)
         matches the measured secretmem - guest_memfd difference; and, from a probe run with ``attribute=True``
         that saw splits, the split price (splitting faults minus plain ones, minus the flush they cause).
-        ``results``: :class:`~nbmodel.realkernel.ProbeResult` objects."""
+        ``results``: ``nbmodel.realkernel.ProbeResult`` objects."""
         import os
         m = cls()
         by = {r.kind: r for r in results if not r.skipped and r.ns_net_median > 0}
@@ -204,16 +363,16 @@ class CostModel:
         if sec is not None and base is not None and ncpus > 1:
             extra = sec.ns_net_median - base.ns_net_median
             rest = m["cpa_call_ns"] + m["flush_call_ns"] + ncpus * m["invlpg_ns"]
-            m = m.with_value("ipi_ns", max(0.0, (extra - rest) / (ncpus - 1)), "measured here",
-                             f"derived: (secretmem - {base.kind} per page = {extra:.0f} ns) minus the other "
+            m = m.with_value("ipi_ns", max(0.0, (extra - rest) / (ncpus - 1)), "derived",
+                             f"(secretmem - {base.kind} per page = {extra:.0f} ns) minus the other "
                              f"per-page terms, over {ncpus - 1} target CPU(s)")
         timed = [r for r in results if getattr(r, "split_fault_ns", None) and getattr(r, "plain_fault_ns", None)]
         if timed:
             r = timed[0]
             extra = r.split_fault_ns - r.plain_fault_ns
             flush = m["full_flush_ns"] + (ncpus - 1) * m["ipi_ns"]
-            m = m.with_value("split_ns", max(0.0, extra - flush), "measured here",
-                             f"derived: a memfd_secret fault that split a 2M leaf took {extra:.0f} ns more (median) "
+            m = m.with_value("split_ns", max(0.0, extra - flush), "derived",
+                             f"a memfd_secret fault that split a 2M leaf took {extra:.0f} ns more (median) "
                              f"than one that did not, minus its flush_tlb_all() ({flush:.0f} ns)")
         return m
 
@@ -296,5 +455,6 @@ def measure_zero_bandwidth(size: int = 256 << 20) -> float:
     return size / best
 
 
-__all__ = ["BADGES", "LABEL", "Param", "DEFAULTS", "PUBLISHED", "Estimate", "CostModel", "Comparison",
+__all__ = ["BADGES", "LABEL", "Param", "Published", "Measured", "Derived", "Illustrative", "DEFAULTS", "PUBLISHED",
+           "POPULATION_PRICES", "sig", "ms", "Estimate", "CostModel", "Comparison",
            "probe_counters", "compare_with_probe", "format_comparison", "measure_zero_bandwidth"]

@@ -29,7 +29,11 @@ def _outputs(path):
         shown = []
         for o in cell.get("outputs", []):
             if o["output_type"] == "stream":
-                shown.append(("stream", o["name"], "".join(o["text"])))
+                # a busy machine splits one print into several stream chunks: compare the text, not the chunks
+                if shown and shown[-1][0] == "stream" and shown[-1][1] == o["name"]:
+                    shown[-1] = ("stream", o["name"], shown[-1][2] + "".join(o["text"]))
+                else:
+                    shown.append(("stream", o["name"], "".join(o["text"])))
             elif "data" in o:
                 data = {k: ("".join(v) if isinstance(v, list) else json.dumps(v, sort_keys=True))
                         for k, v in o["data"].items() if k != "application/vnd.jupyter.widget-view+json"}
