@@ -10,10 +10,11 @@ Workloads (one guest_memfd with ``MMAP | INIT_SHARED | NO_DIRECT_MAP``, closed a
 ``write``           population by ``write()`` (unmerged series; filemap design: through mermap)
 ``memcpy``          population by the VMM touching every page of its mapping (``kvm_gmem_fault_user_mapping()``)
 
-Counts come from :mod:`nbmodel.bulk` (exactly the traced model's, per range; ``tests/test_bench.py`` proves it on
-small machines). Speed targets (issue #7) are checked here, never in unit tests: bulk >= 1M folio-ops/s with a
-16 GiB populate + punch + close in <= 10 s, the traced System >= 100k folio-ops/s, and the model >= 25x faster
-than this machine's memfd_secret populate.
+Counts come from :mod:`nbmodel.bulk` (exactly the traced model's, per range, with each design's per-folio
+effects learned by running the design code, :mod:`nbmodel.policy`; ``tests/test_bench.py`` proves it on
+small machines). Speed targets (the model's own speed) are checked here, never in unit tests: bulk >= 1M
+folio-ops/s with a 16 GiB populate + punch + close in <= 10 s, the traced System >= 100k folio-ops/s, and the
+model >= 25x faster than this machine's memfd_secret populate.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def matrix(sizes=SIZES, folios=FOLIOS, arches=tuple(ARCHES), designs=DESIGNS, wo
 
 # -- speed -----------------------------------------------------------------------------------------------------
 def bulk_target(size="16G", measure_memory: bool = False) -> dict:
-    """The issue #7 target: populate (fallocate) + punch + close a ``size`` guest of 4K folios, filemap, x86."""
+    """The bulk speed target: populate (fallocate) + punch + close a ``size`` guest of 4K folios, filemap, x86."""
     b = BulkSystem(design="filemap", memory=human(parse_size(size) + (2 << 30)))
     if measure_memory:
         tracemalloc.start()
@@ -260,7 +261,7 @@ EPILOG = f"""examples:
 
 Times labelled "{LABEL}" are counters times the prices in nbmodel.costmodel (each with its source
 and badge), not kernel measurements. "model" times are how long this Python model took. The speed checks
-print PASS/FAIL against the issue #7 targets (--strict: exit 1 on a FAIL); the live figure needs memfd_secret
+print PASS/FAIL against the speed targets (--strict: exit 1 on a FAIL); the live figure needs memfd_secret
 (skipped with its reason).
 """
 

@@ -93,8 +93,9 @@ INVARIANTS = {
     "a": Invariant(
         "a", "unmapped_while_cached",
         "While a folio sits in an AS_NO_DIRECT_MAP mapping's page cache, no direct-map entry maps it and no CPU "
-        "holds a TLB entry for it. This is the invariant the seed mail states. It is what makes a speculative "
-        "read through the direct map impossible: the MMU has nothing to translate. Any lockless page-cache "
+        "holds a TLB entry for it. The seed mail states the first half (the direct map is invalid for the whole time "
+        "the folio sits in the page cache); the TLB clause is this book's strengthening. It is what makes a "
+        "speculative read through the direct map impossible: the MMU has nothing to translate. Any lockless page-cache "
         "lookup (filemap_get_entry + folio_try_get) may find the folio the moment it is in the xarray, so the "
         "zap and the flush must both be done before the insert.",
         check_unmapped_while_cached),
@@ -102,7 +103,9 @@ INVARIANTS = {
         "b", "never_freed_unmapped",
         "No folio goes back to the page allocator with its direct map invalid. The next owner of those pages "
         "(a slab, a page table, another file) would oops on its first kernel access; and the allocator's own "
-        "zeroing of __GFP_ZERO pages writes through the direct map.",
+        "zeroing of __GFP_ZERO pages writes through the direct map. It holds for the designs modelled here, which "
+        "restore before freeing; an allocator with a pool of unmapped pages (Jackman's ALLOC_UNMAPPED) frees "
+        "into that pool unmapped on purpose.",
         check_never_freed_unmapped),
     "c": Invariant(
         "c", "restore_without_split",
