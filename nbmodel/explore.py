@@ -173,6 +173,7 @@ class ExploreResult:
     misses: int = 0
     engine: str = ""
     refused: dict = field(default_factory=dict)   # op -> why System.step refused it (real engine)
+    note: str = ""                                # why the engine is not the one asked for
     dm_states: int | None = None
     membership_states: int | None = None
 
@@ -192,6 +193,8 @@ class ExploreResult:
             out.update(dm_states=self.dm_states, membership_states=self.membership_states)
         if self.refused:
             out["refused"] = dict(sorted(self.refused.items()))
+        if self.note:
+            out["note"] = self.note
         if timing:
             out.update(seconds=round(self.seconds, 3), states_per_second=round(self.states_per_second))
         return out
@@ -508,15 +511,42 @@ def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
 
 
 def make_engine(space: Space, engine: str = "auto"):
-    """``"fast"`` (order-0 folios on x86, arm64 bbml2/rodata-full/blocks-no-bbml2), ``"real"``, or ``"auto"``."""
+    """``"fast"`` (order-0 folios on x86, arm64 bbml2/rodata-full/blocks-no-bbml2, trusted as it is), ``"real"``
+    (System itself), or ``"auto"``: fast where it covers the space *and* agrees with System on the space's
+    preflight (:func:`preflight`), else real. The fast engine keeps its own encoding of the designs; the
+    preflight is what keeps a change to the design code from turning into a false proof."""
     if engine == "real":
         return RealEngine(space)
     try:
-        return FastEngine(space)
+        fast_engine = FastEngine(space)
     except ExploreLimit:
         if engine == "fast":
             raise
         return RealEngine(space)
+    if engine == "auto":
+        problems = preflight(space)
+        if problems:
+            real = RealEngine(space)
+            real.note = (f"the fast engine disagreed with System on {len(problems)} move(s) of the preflight; "
+                         f"explored on System itself. First: {problems[0].splitlines()[0]}")
+            return real
+    return fast_engine
+
+
+PREFLIGHT = {"depth": 4, "sample": 12}
+_PREFLIGHT: dict = {}
+
+
+def preflight(space: Space) -> list[str]:
+    """The fast engine against System (:func:`nbmodel.explore_check.check_conformance`) on a one-page version of
+    ``space`` (same design, switches, options, arch and mode; at most one page per file), every move from
+    ``PREFLIGHT["sample"]`` states reached within ``PREFLIGHT["depth"]`` steps. Cached per small space: a sweep
+    pays it once per configuration. Returns the mismatches (empty: they agree)."""
+    from .explore_check import check_conformance
+    small = replace(space, offsets=min(space.offsets, 1), secret=min(space.secret, 1))
+    if small not in _PREFLIGHT:
+        _PREFLIGHT[small] = check_conformance(small, **PREFLIGHT)
+    return _PREFLIGHT[small]
 
 
 # -- the search ---------------------------------------------------------------------------------------------
@@ -774,7 +804,7 @@ def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False, en
     seconds = time.perf_counter() - start
     per = {k: (search.counterexample(parent, k, found[k]) if k in found else None) for k in PROPERTIES}
     res = ExploreResult(space, len(parent), transitions, depth, complete, seconds, per, search.e.misses,
-                        engine=search.e.name)
+                        engine=search.e.name, note=getattr(search.e, "note", ""))
     res.refused.update(getattr(search.e, "refused", {}))
     if sizes:
         res.dm_states, res.membership_states = _views(search, parent)
@@ -860,7 +890,8 @@ def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_stat
     ``engine="real"`` runs every space on System itself (no deduplication: the key is the fast engine's)."""
     if engine not in ("auto", "fast", "real"):
         raise ModelInputError(f"engine must be auto, fast or real, not {engine!r}")
-    keys = [None if engine == "real" else effective_key(sp) for sp in spaces]
+    keys = [None if engine == "real" or (engine == "auto" and effective_key(sp) is not None and preflight(sp))
+            else effective_key(sp) for sp in spaces]
     first: dict = {}
     todo = []
     for i, key in enumerate(keys):
@@ -902,6 +933,8 @@ def format_result(r: ExploreResult, timing: bool = True, details: bool = True, t
     files = f"guest_memfd of {sp.offsets} page(s)" + (f" + memfd_secret of {sp.secret}" if sp.secret else "")
     lines = [f"== {sp.label()}: {files}, {sp.cpus} CPUs, interleavings {'on' if sp.interleave else 'off'}, "
              f"engine {r.engine}"]
+    if r.note:
+        lines.append(f"   note: {r.note}")
     scope = "complete: every reachable state visited" if r.complete else "bounded: state budget or --depth"
     lines.append(f"   {r.states} states, {r.transitions} transitions, depth {r.depth} ({scope})")
     if timing:
@@ -944,7 +977,8 @@ def format_table(spaces: list[Space], results: list, timing: bool = True) -> str
             lines.append(f"{sp.label():<{width}}= {spaces[r[1]].label()} (the switch changes nothing here)")
             continue
         depth = f"{r.depth}{'' if r.complete else '<'}"
-        row = f"{sp.label():<{width}}{r.engine:<7}{r.states:>9}{depth:>7} " + "".join(
+        engine = r.engine + ("*" if r.note else "")
+        row = f"{sp.label():<{width}}{engine:<7}{r.states:>9}{depth:>7} " + "".join(
             f"{verdict(r, c):>6}" for c in COLUMNS)
         lines.append(row + (f"{r.seconds:>10.2f}" if timing else ""))
     return "\n".join(lines)
@@ -952,7 +986,8 @@ def format_table(spaces: list[Space], results: list, timing: bool = True) -> str
 
 LEGEND = ("ok: holds in every reachable state (complete search)  ok<: holds in every state the bounded search "
           "visited  N: shortest counterexample has N steps (setup included; --details prints it)  -: n/a  "
-          "depth N<: bounded")
+          "depth N<: bounded  real*: the fast engine disagreed with System in the preflight, so this configuration "
+          "was explored on System itself")
 
 
 # -- command line ------------------------------------------------------------------------------------------
