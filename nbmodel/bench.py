@@ -212,9 +212,11 @@ class SpeedReport:
 
 
 def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None, memory: bool = True) -> SpeedReport:
-    """Measure the three speed figures and check them against :data:`TARGETS`. ``probes``: live
-    :class:`~nbmodel.realkernel.ProbeResult` objects already taken (else they are taken here if ``live``);
-    ``memory``: also run the 16G target once more under tracemalloc for its peak memory."""
+    """Measure the three speed figures and check them against :data:`TARGETS`. ``probes``:
+    :class:`~nbmodel.realkernel.ProbeResult` objects already taken, or a :class:`~nbmodel.realkernel.ProbeRecord`
+    (live or recorded: its zeroing bandwidth is used and the live check's note says where it was measured); else
+    they are taken here if ``live``. ``memory``: also run the 16G target once more under tracemalloc for its
+    peak memory."""
     bulk = bulk_target("16G")
     if memory:
         bulk["tracemalloc_peak_bytes"] = bulk_target("16G", measure_memory=True)["tracemalloc_peak_bytes"]
@@ -226,10 +228,11 @@ def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None,
         from .costmodel import measure_zero_bandwidth
         results = probes or rk.probe_all(parse_size(probe_size))
         rep.live = [r.as_dict() for r in results]
-        rep.zero_bytes_per_ns = measure_zero_bandwidth()
-        sec = next(r for r in results if r.kind == "secretmem")
-        why = sec.skipped or ""
-        if not sec.skipped and sec.ns_first > 0:
+        rep.zero_bytes_per_ns = getattr(results, "zero_bytes_per_ns", None) or measure_zero_bandwidth()
+        where = f" ({results.label})" if isinstance(results, rk.ProbeRecord) else ""
+        sec = next((r for r in results if r.kind == "secretmem"), None)
+        why = (sec.skipped if sec is not None else "no secretmem probe") or ""
+        if sec is not None and not sec.skipped and sec.ns_first > 0:
             live_rate = 1e9 / sec.ns_first
     t = TARGETS
     rep.checks = [
@@ -239,7 +242,7 @@ def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None,
         _check("traced System folio-ops/s", traced["folio_ops_per_s"], t["traced_folio_ops_per_s"]),
         _check("model (bulk) / live secretmem populate, pages per second",
                bulk["folio_ops_per_s"] / live_rate if live_rate else None, t["model_over_live_secretmem"],
-               note=why if not live_rate else f"live secretmem {live_rate:,.0f} pages/s (mean first touch)"),
+               note=why if not live_rate else f"live secretmem {live_rate:,.0f} pages/s (mean first touch){where}"),
     ]
     return rep
 

@@ -424,11 +424,12 @@ def compare_with_probe(results, model: CostModel | None = None, cpus: int | None
     return out
 
 
-def format_comparison(rows: list[Comparison]) -> str:
-    """The comparison as text, with the secretmem / guest_memfd ratio predicted and measured."""
+def format_comparison(rows: list[Comparison], where: str = "here") -> str:
+    """The comparison as text, with the secretmem / guest_memfd ratio predicted and measured; ``where`` the
+    probes were measured (e.g. ``ProbeRecord.label``)."""
     if not rows:
         return "predicted vs measured: no probe ran"
-    lines = [f"predicted ({LABEL}) vs measured here, populate cost per page:"]
+    lines = [f"predicted ({LABEL}) vs measured {where}, populate cost per page:"]
     for c in rows:
         lines.append(f"  {c.kind:<12} predicted {c.predicted_ns:>8.0f} ns   measured {c.measured_ns:>8.0f} ns   "
                      f"measured/predicted {c.ratio:.2f}")

@@ -85,6 +85,7 @@ class CrossCheck:
     ledger: str = ""                 # where the ledger is, or why there is none
     rounds: list = field(default_factory=list)
     final_ledger: dict = field(default_factory=dict)   # what is known after the last round
+    provenance: str = ""             # where it ran: "recorded on ..." (see crosscheck_for_book) or empty
 
     @property
     def judged(self) -> int:
@@ -107,10 +108,11 @@ class CrossCheck:
         return {**asdict(self), "ok": self.ok, "verdict": self.verdict, "judged": self.judged}
 
     def report(self) -> str:
+        head = [self.provenance] if self.provenance else []
         if self.skipped:
-            return f"crosscheck skipped: {self.skipped}"
-        lines = [f"crosscheck: memfd_secret PFNs replayed through the x86 model ({self.mode}; RAM from {self.ram}; "
-                 f"ledger: {self.ledger})"]
+            return "\n".join([*head, f"crosscheck skipped: {self.skipped}"])
+        lines = [*head, f"crosscheck: memfd_secret PFNs replayed through the x86 model ({self.mode}; RAM from "
+                        f"{self.ram}; ledger: {self.ledger})"]
         for i, r in enumerate(self.rounds, 1):
             k = r.kernel
             lines.append(f" round {i}: {r.pages} pages in {r.regions_2m} 2M / {r.regions_1g} 1G regions; kernel "
@@ -446,6 +448,50 @@ def crosscheck(size: int = 16 << 20, rounds: int = 2, keep_ledger: bool = True, 
         ledger.split_1g |= set(out.final_ledger["split_1g"])
         ledger.save()
     out.ledger = ledger.note
+    return out
+
+
+# -- recorded, for the book ------------------------------------------------------------------------------------
+#: The cross-check recorded for the book (``python benchmarks/record_book_probes.py`` writes it).
+RECORDED_CROSSCHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "crosscheck-6.18.json"
+
+
+def save_crosscheck(cross: CrossCheck, path, head: dict | None = None) -> None:
+    """Write ``cross`` (every round, check and mismatch) with the machine it ran on (``head``, default this one:
+    :func:`nbmodel.realkernel.machine_header`) as JSON; :func:`load_crosscheck` reads it back equal."""
+    head = rk.machine_header() if head is None else head
+    doc = {"version": TRACE_VERSION, **head, "size": cross.size, "crosscheck": asdict(cross)}
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def crosscheck_from_dict(d: dict) -> CrossCheck:
+    rounds = []
+    for rd in d["rounds"]:
+        rd = dict(rd, checks=[Check(**c) for c in rd["checks"]],
+                  mismatches=[(pfn, tuple(kk), tuple(mm), why) for pfn, kk, mm, why in rd["mismatches"]])
+        rounds.append(Round(**rd))
+    return CrossCheck(**dict(d, rounds=rounds))
+
+
+def load_crosscheck(path=RECORDED_CROSSCHECK) -> tuple[dict, CrossCheck]:
+    """A cross-check written by :func:`save_crosscheck`: its header (kernel, machine, CPUs, CPU model, date,
+    size) and the :class:`CrossCheck` as it was, ``provenance`` unchanged."""
+    doc = json.loads(Path(path).read_text())
+    if doc.get("version") != TRACE_VERSION:
+        raise ValueError(f"crosscheck record version {doc.get('version')!r}; this nbmodel reads {TRACE_VERSION}")
+    return {k: v for k, v in doc.items() if k != "crosscheck"}, crosscheck_from_dict(doc["crosscheck"])
+
+
+def crosscheck_for_book(size: int = 16 << 20, live: bool | None = None, recorded=RECORDED_CROSSCHECK) -> CrossCheck:
+    """What chapter 7 shows: the **recorded** cross-check, its ``provenance`` (first line of ``report()``) naming
+    the machine and date, so building the book probes nothing; run live on this kernel (``size`` bytes per round)
+    only when the reader opts in (:func:`nbmodel.realkernel.live_opt_in`: ``live=True`` or NBMODEL_LIVE=1)."""
+    if rk.live_opt_in(live):
+        out = crosscheck(size)
+        out.provenance = rk.provenance(rk.machine_header(), recorded=False)
+        return out
+    head, out = load_crosscheck(recorded)
+    out.provenance = rk.provenance(head, recorded=True) + f" ({head['size'] >> 20} MiB per round)"
     return out
 
 

@@ -458,9 +458,7 @@ def show(scenario: str, live: bool | None = None, recorded=RECORDED) -> str:
     """One scenario's live run beside the model, as text. By default the **recorded** run (with the machine and
     date it was recorded on), so building the book never probes the kernel; ``live=True``, or ``None`` with the
     environment variable ``NBMODEL_LIVE=1``, runs it on this kernel now instead."""
-    if live is None:
-        live = os.environ.get("NBMODEL_LIVE") == "1"
-    if live:
+    if rk.live_opt_in(live):
         path = Path(recorded).resolve().parents[1] / "scenarios" / f"{scenario}.toml"
         return run_live(str(path)).report() + "\n(run now on this kernel: NBMODEL_LIVE=1)"
     head, runs = load_recorded(recorded)

@@ -394,6 +394,119 @@ def probe_all(size: int = 16 << 20, kinds=KINDS) -> list[ProbeResult]:
     return [probe(k, size) for k in kinds]
 
 
+# -- recorded probes, for the book ------------------------------------------------------------------------------
+#: Where the book's recorded probes are kept (``python benchmarks/record_book_probes.py`` writes it).
+RECORDED_PROBES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                               "probes-6.18.json")
+RECORD_VERSION = 1
+
+
+def live_opt_in(live: bool | None = None) -> bool:
+    """The one switch between recorded and live kernel probes in the book: ``live`` if given, else whether the
+    environment variable ``NBMODEL_LIVE`` is ``1``. Everything the book shows from the kernel
+    (:func:`probes_for_book`, :func:`nbmodel.crosscheck.crosscheck_for_book`, :func:`nbmodel.live.show`) asks it."""
+    if live is None:
+        return os.environ.get("NBMODEL_LIVE") == "1"
+    if not isinstance(live, bool):
+        raise TypeError(f"live must be True, False or None, not {live!r}")
+    return live
+
+
+def machine_header() -> dict:
+    """The running machine as a recording names it: kernel release, architecture, CPU count and model, date."""
+    return {"kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count() or 1,
+            "cpu_model": cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def provenance(head: dict, recorded: bool) -> str:
+    """One line saying where figures come from: recorded (machine, date, and how to probe live) or live now."""
+    where = (f"Linux {head['kernel']} {head['machine']}, {head['cpus']} CPUs, {head['cpu_model']}")
+    if recorded:
+        return f"recorded on {where}, {head['date']}; set NBMODEL_LIVE=1 to probe this kernel instead"
+    return f"measured live now on {where} (NBMODEL_LIVE=1); varies run to run"
+
+
+@dataclass
+class ProbeRecord:
+    """Probe results with the machine, date and size they were taken on, and the zeroing bandwidth measured
+    beside them. Iterates over its :class:`ProbeResult` objects, so it goes wherever a list of them does
+    (:func:`secretmem_ratio`, ``costmodel.CostModel.from_probe``, ``bench.speed(probes=...)``)."""
+
+    results: list
+    size: int
+    head: dict
+    zero_bytes_per_ns: float | None = None
+    recorded: bool = False
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def cpus(self) -> int:
+        return self.head["cpus"]
+
+    @property
+    def label(self) -> str:
+        return provenance(self.head, self.recorded)
+
+    @property
+    def where(self) -> str:
+        """Where the figures were measured, to follow "measured": "here", or "on <CPU> (Linux <release>, <date>)"."""
+        h = self.head
+        return f"on {h['cpu_model']} (Linux {h['kernel']}, {h['date']})" if self.recorded else "here"
+
+    @property
+    def short(self) -> str:
+        """For a plot legend: "measured here" or "recorded on <CPU model>"."""
+        return f"recorded on {self.head['cpu_model']}" if self.recorded else "measured here"
+
+    def as_dict(self) -> dict:
+        return {"version": RECORD_VERSION, **self.head, "size": self.size, "zero_bytes_per_ns": self.zero_bytes_per_ns,
+                "probes": [r.as_dict(pfns=True) for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, doc: dict, recorded: bool = True) -> ProbeRecord:
+        if doc.get("version") != RECORD_VERSION:
+            raise ValueError(f"probe record version {doc.get('version')!r}; this nbmodel reads {RECORD_VERSION}")
+        results = []
+        for d in doc["probes"]:
+            d = dict(d, split_at=[tuple(x) for x in d.get("split_at", [])])
+            results.append(ProbeResult(**d))
+        head = {k: doc[k] for k in ("kernel", "machine", "cpus", "cpu_model", "date")}
+        return cls(results, doc["size"], head, doc["zero_bytes_per_ns"], recorded)
+
+
+def record_probes(size: int = 16 << 20, kinds=KINDS) -> ProbeRecord:
+    """Probe this kernel now (:func:`probe_all`) and measure the zeroing bandwidth, with the machine and date."""
+    from .costmodel import measure_zero_bandwidth
+    results = probe_all(size, kinds)
+    return ProbeRecord(results, size, machine_header(), measure_zero_bandwidth(), recorded=False)
+
+
+def save_probes(record: ProbeRecord, path) -> None:
+    with open(path, "w") as f:
+        json.dump(record.as_dict(), f, indent=1)
+        f.write("\n")
+
+
+def load_probes(path=RECORDED_PROBES) -> ProbeRecord:
+    """A probe record written by :func:`save_probes`, marked as recorded (it probes nothing)."""
+    with open(path) as f:
+        return ProbeRecord.from_dict(json.load(f))
+
+
+def probes_for_book(size: int = 16 << 20, live: bool | None = None, recorded=RECORDED_PROBES) -> ProbeRecord:
+    """What chapter 7 shows: the **recorded** probes (see :data:`RECORDED_PROBES`; ``label`` names the machine
+    and date), so building the book never opens /dev/kvm nor calls memfd_secret; probed live on this kernel
+    (``size`` bytes each) only when the reader opts in (:func:`live_opt_in`: ``live=True`` or NBMODEL_LIVE=1)."""
+    if live_opt_in(live):
+        return record_probes(size)
+    return load_probes(recorded)
+
+
 def secretmem_ratio(results) -> float | None:
     """secretmem / guest_memfd median net per-page populate cost (memfd stands in when guest_memfd is absent:
     :func:`ratio_base` says which one was divided by)."""

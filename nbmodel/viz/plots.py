@@ -150,21 +150,21 @@ def live_vs_model(cross):
     return _done(fig, "live kernel vs model", "", [("2M -> 4K splits", data)])
 
 
-def predicted_vs_measured(rows):
+def predicted_vs_measured(rows, measured: str = "measured here"):
     """Per probe kind: the cost model's populate cost per page (``costmodel.compare_with_probe()``) beside the
-    one measured here."""
+    one measured (``measured`` names the bars: ``ProbeRecord.short`` says "recorded on ..." for a recording)."""
     fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
     kinds = [c.kind for c in rows]
     width = 0.38
     ax.bar([x - width / 2 for x in range(len(kinds))], [c.predicted_ns for c in rows], width,
            label=f"predicted ({LABEL})", color="#ff7f0e")
     ax.bar([x + width / 2 for x in range(len(kinds))], [c.measured_ns for c in rows], width,
-           label="measured here", color="#1f77b4")
+           label=measured, color="#1f77b4")
     ax.set_xticks(range(len(kinds)), kinds)
     ax.set_ylabel("populate cost, ns per page")
     ax.legend(fontsize=8)
     data = [(f"predicted ({LABEL})", [(c.kind, c.predicted_ns) for c in rows]),
-            ("measured here", [(c.kind, c.measured_ns) for c in rows])]
+            (measured, [(c.kind, c.measured_ns) for c in rows])]
     return _done(fig, "predicted vs measured", "", [("populate cost, ns per page", data)])
 
 
