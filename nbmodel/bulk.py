@@ -591,8 +591,9 @@ class BulkSystem:
             new.append(e)
             idx = e[0] + f._span(e)
         new.extend(old[k:])
-        f.ext[i:j] = _merge(new)
-        f._reindex()
+        merged = _merge(new)
+        f.ext[i:j] = merged
+        f.keys[i:j] = [e[0] for e in merged]  # only the window changed: no O(extents) rebuild per op
         return ret
 
     def _effect(self, f: BulkFile, how: str, state: int | None = None):
@@ -690,7 +691,7 @@ class BulkSystem:
         i, j = f.window(lo, hi)
         gone = f.ext[i:j]
         del f.ext[i:j]
-        f._reindex()
+        del f.keys[i:j]
         c = self.counters
         for e in gone:
             _, first, n, step, order, flags = e

@@ -533,14 +533,15 @@ def make_engine(space: Space, engine: str = "auto"):
     return fast_engine
 
 
-PREFLIGHT = {"depth": 4, "sample": 12}
+PREFLIGHT = {"depth": 4, "sample": 12, "first": 12}
 _PREFLIGHT: dict = {}
 
 
 def preflight(space: Space) -> list[str]:
     """The fast engine against System (:func:`nbmodel.explore_check.check_conformance`) on a one-page version of
-    ``space`` (same design, switches, options, arch and mode; at most one page per file), every move from
-    ``PREFLIGHT["sample"]`` states reached within ``PREFLIGHT["depth"]`` steps. Cached per small space: a sweep
+    ``space`` (same design, switches, options, arch and mode; at most one page per file), every move from its
+    ``PREFLIGHT["first"]`` shallowest states and ``PREFLIGHT["sample"]`` more reached within ``PREFLIGHT["depth"]``
+    steps. Cached per small space: a sweep
     pays it once per configuration. Returns the mismatches (empty: they agree)."""
     from .explore_check import check_conformance
     small = replace(space, offsets=min(space.offsets, 1), secret=min(space.secret, 1))

@@ -68,12 +68,14 @@ def _replay(space: Space, moves) -> tuple[System, list]:
     return sys, racing
 
 
-def check_conformance(space: Space, depth: int = 5, sample: int = 60, seed: int = 0) -> list[str]:
-    """Mismatches between the fast engine and System on ``sample`` states reached within ``depth`` steps."""
+def check_conformance(space: Space, depth: int = 5, sample: int = 60, seed: int = 0, first: int = 0) -> list[str]:
+    """Mismatches between the fast engine and System on the ``first`` states in breadth-first order (the
+    shallowest) and ``sample`` more drawn from those reached within ``depth`` steps."""
     search = Search(space, "fast")
     parent, *_ = search.run(depth, None)
-    states = list(parent)
-    picked = states if len(states) <= sample else random.Random(seed).sample(states, sample)
+    states = list(parent)  # breadth-first order
+    rest = states[first:]
+    picked = states[:first] + (rest if len(rest) <= sample else random.Random(seed).sample(rest, sample))
     problems: list[str] = []
     for s in picked:
         problems += _check_state(search, parent, s)

@@ -19,6 +19,7 @@ import pytest
 
 from nbmodel import designs as dz
 from nbmodel import explore as ex
+from nbmodel import explore_check
 from nbmodel import pagecache as pc
 from nbmodel.bench import run_workload
 from nbmodel.bulk import BulkUnsupported
@@ -237,7 +238,8 @@ def _scenarios_caught() -> list[str]:
 
 def _explored(kw: dict, engine: str = "real") -> dict:
     kw = {"max_depth": 4, "max_states": 60_000, **kw}
-    ex._PREFLIGHT.clear()  # the preflight is cached per process; the planted code changes within this one
+    ex._PREFLIGHT.clear()  # the preflight and its booted machines are cached per process; the planted code
+    explore_check._BOOTED.clear()  # changes within this one
     try:
         r = explore(engine=engine, **kw)
     except ExploreLimit:
