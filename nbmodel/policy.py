@@ -1,6 +1,6 @@
 """What a design does to one folio, learned by running the design code itself on a small traced machine.
 
-The range engine (:mod:`nbmodel.bulk`) counts guest-sized workloads by arithmetic on runs of pages; it must not
+The range engine (``nbmodel.bulk``) counts guest-sized workloads by arithmetic on runs of pages; it must not
 decide what a design does. It asks this module, which runs the one copy of the semantics
 (:mod:`nbmodel.designs` through :class:`~nbmodel.system.System`) on a one-folio probe and reads back what
 happened: was the folio zeroed, zapped (and with how many ``flush_tlb_kernel_range()`` calls), deferred to a
