@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from nbmodel.designs import DESIGNS, OPTIONS, SWITCHES
 from nbmodel.errors import ModelInputError
+from nbmodel.setup import FIELDS, Setup
 from nbmodel.system import OPS, System
 from nbmodel.viz import state_view as sv
 from nbmodel.viz.pagetable_view import folio_marks, pagetable_svg
@@ -108,8 +109,10 @@ class Frame:
 
 
 def _config_defaults() -> dict:
-    return {"design": "per-folio", "arch": "x86", "mode": None, "switches": (), "write": "refuse",
-            "large_folios": False, "batch_flush": False, "memory": "4G", "cpus": 2, "seed": 0}
+    """Every :class:`~nbmodel.setup.Setup` option (the trace stays on: the views read it), per-folio first."""
+    out = {name: getattr(Setup(), name) for name in FIELDS if name != "trace"}
+    out["design"] = "per-folio"
+    return out
 
 
 class Stepper:
@@ -131,10 +134,7 @@ class Stepper:
     def _boot(config: dict) -> bytes:
         """A freshly booted System for ``config``, pickled: unpickling it is the fastest way to a new machine
         in exactly the boot state (an arm64 PTE-mapped boot takes far longer to build or to deepcopy)."""
-        c = dict(config)
-        system = System(design=c["design"], arch=c["arch"], mode=c["mode"], memory=c["memory"], cpus=c["cpus"],
-                        seed=c["seed"], switches=c["switches"], write=c["write"], large_folios=c["large_folios"],
-                        batch_flush=c["batch_flush"])
+        system = System(setup=Setup(**config))
         return pickle.dumps(system, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _fresh(self) -> System:
