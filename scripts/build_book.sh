@@ -24,3 +24,6 @@ if ! .venv/bin/jupyter-book build -W -n --keep-going book/ > book/_build/build.l
 fi
 grep -E 'Executing notebook|Executed notebook|Using cached notebook|build succeeded' book/_build/build.log \
     | sed 's/\x1b\[[0-9;]*m//g' || true
+
+# The live chapters: a JupyterLite site in book/_build/html/lite (the chapters' "run this chapter live" button).
+bash scripts/build_lite.sh

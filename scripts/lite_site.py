@@ -1,0 +1,146 @@
+"""Assemble the JupyterLite input folder for the live chapters (called by scripts/build_lite.sh).
+
+    python scripts/lite_site.py LITE_DIR --pyodide DIR --viz FILE --wheels DIR [DIR ...]
+
+writes LITE_DIR/static/pyodide/ (the Pyodide core from npm, every wheel, viz.js and a pyodide-lock.json that
+lists exactly the wheels written beside it) and LITE_DIR/jupyter-lite.json (the kernel loads Pyodide from
+there, preloads the packages the chapters import, never falls back to PyPI). ``jupyter lite build`` then copies
+static/pyodide into the site and points the kernel's pyodideUrl at it (instead of its default CDN URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import hashlib
+import json
+import pathlib
+import shutil
+import sys
+import zipfile
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+# The files of the npm `pyodide` package that a browser loads (the rest are types, docs and a console page).
+PYODIDE_FILES = ["pyodide.mjs", "pyodide.js", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip"]
+
+# Installed before the kernel starts: what the Pyodide kernel would otherwise fetch one by one with piplite
+# (micropip, piplite, ipykernel, comm, pyodide-kernel, jedi, ipython) and what the chapters import.
+PRELOAD = ["micropip", "piplite", "ipykernel", "comm", "pyodide-kernel", "jedi", "ipython",
+           "ipywidgets", "graphviz", "tqdm", "nbmodel"]
+
+KERNEL_SETTINGS = "@jupyterlite/pyodide-kernel-extension:kernel"
+
+
+def marker_env(python: str) -> dict[str, str]:
+    """PEP 508 marker values inside Pyodide (CPython ``python`` on emscripten/wasm32)."""
+    major_minor = ".".join(python.split(".")[:2])
+    return {"python_version": major_minor, "python_full_version": python, "sys_platform": "emscripten",
+            "platform_system": "Emscripten", "platform_machine": "wasm32", "os_name": "posix",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "implementation_version": python, "platform_release": "", "platform_version": "", "extra": ""}
+
+
+def wheel_entry(path: pathlib.Path, env: dict[str, str]) -> tuple[dict, list[str]]:
+    """The pyodide-lock.json entry of one pure-Python wheel, and its runtime requirements (names)."""
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        meta_name = next(n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+        meta = email.parser.Parser().parsestr(zf.read(meta_name).decode("utf-8"))
+        top_level = next((n for n in names if n.endswith(".dist-info/top_level.txt")), None)
+        if top_level:
+            imports = [m for m in zf.read(top_level).decode().split() if m and not m.startswith("_")]
+        else:
+            imports = sorted({n.split("/")[0].removesuffix(".py") for n in names
+                              if not n.split("/")[0].endswith((".dist-info", ".data"))
+                              and (n.count("/") == 0 and n.endswith(".py") or n.endswith("/__init__.py"))
+                              and not n.startswith("_")})
+    depends = []
+    for line in meta.get_all("Requires-Dist") or []:
+        req = Requirement(line)
+        if req.marker is None or Marker(str(req.marker)).evaluate(env):
+            depends.append(canonicalize_name(req.name))
+    name = canonicalize_name(meta["Name"])
+    entry = {
+        "name": name,
+        "version": meta["Version"],
+        "file_name": path.name,
+        "install_dir": "site",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "package_type": "package",
+        "imports": imports,
+        "depends": sorted(set(depends)),
+        "unvendored_tests": False,
+    }
+    return entry, entry["depends"]
+
+
+def build_lock(core_lock: dict, wheels: list[pathlib.Path]) -> dict:
+    """A lock with the core's ``info`` and one entry per served wheel; every dependency must be served too."""
+    env = marker_env(core_lock["info"]["python"])
+    packages: dict[str, dict] = {}
+    for whl in wheels:
+        if not whl.name.endswith("-none-any.whl"):
+            raise SystemExit(f"lite_site: {whl.name} is not a pure-Python wheel; Pyodide cannot load it")
+        entry, _ = wheel_entry(whl, env)
+        if entry["name"] in packages:
+            raise SystemExit(f"lite_site: two wheels for {entry['name']}: "
+                             f"{packages[entry['name']]['file_name']} and {whl.name}")
+        packages[entry["name"]] = entry
+    missing = sorted({f"{p['name']} needs {d}" for p in packages.values() for d in p["depends"]
+                      if d not in packages})
+    if missing:
+        raise SystemExit("lite_site: dependencies not served (add them to scripts/lite-requirements.txt): "
+                         + "; ".join(missing))
+    absent = [name for name in PRELOAD if name not in packages]
+    if absent:
+        raise SystemExit(f"lite_site: preloaded packages not served: {absent}")
+    return {"info": core_lock["info"], "packages": dict(sorted(packages.items()))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lite_dir", type=pathlib.Path)
+    ap.add_argument("--pyodide", type=pathlib.Path, required=True, help="the unpacked npm pyodide package")
+    ap.add_argument("--viz", type=pathlib.Path, required=True, help="viz.js of the npm @viz-js/viz package")
+    ap.add_argument("--wheels", type=pathlib.Path, nargs="+", required=True, help="folders of .whl files")
+    args = ap.parse_args(argv)
+
+    wheels = sorted((w for d in args.wheels for w in d.glob("*.whl")), key=lambda p: p.name)
+    core_lock = json.loads((args.pyodide / "pyodide-lock.json").read_text())
+    lock = build_lock(core_lock, wheels)
+
+    out = args.lite_dir / "static" / "pyodide"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in PYODIDE_FILES:
+        shutil.copy2(args.pyodide / name, out / name)
+    for whl in wheels:
+        shutil.copy2(whl, out / whl.name)
+    shutil.copy2(args.viz, out / "viz.js")
+    (out / "pyodide-lock.json").write_text(json.dumps(lock, indent=1, sort_keys=True) + "\n")
+
+    config = {
+        "jupyter-lite-schema-version": 0,
+        "jupyter-config-data": {
+            "appName": "nbmodel live chapters",
+            "litePluginSettings": {
+                KERNEL_SETTINGS: {
+                    "pyodideUrl": "./static/pyodide/pyodide.mjs",
+                    "disablePyPIFallback": True,
+                    "loadPyodideOptions": {"packages": PRELOAD},
+                },
+            },
+        },
+    }
+    (args.lite_dir / "jupyter-lite.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"lite_site: {len(wheels)} wheels, lock of {len(lock['packages'])} packages, Pyodide "
+          f"{core_lock['info']['python']} ({core_lock['info']['platform']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
