@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build the live chapters: a JupyterLite site at book/_build/html/lite/ where every chapter notebook runs in
+# Build the live chapters: a JupyterLite site at book/_build/html/lite/ where the chapter notebooks run in
 # the reader's browser (Pyodide kernel, no server). Called by scripts/build_book.sh after the HTML build; the
 # "run this chapter live" button on each chapter page (book/_lite_static/live-chapter.js) opens
-# lite/lab/index.html?path=<chapter>.ipynb.
+# lite/lab/index.html?path=<chapter>.ipynb, for the chapters lite/chapters.json marks live: those whose every
+# import, followed through nbmodel, is served (today all but the one that plots with matplotlib, a compiled
+# package that no registry here holds for Pyodide).
 #
 # Everything the site loads is served by the book itself:
 #   static/pyodide/   Pyodide 314 core (npm `pyodide`, version + integrity from package-lock.json),
@@ -57,9 +59,10 @@ npm_fetch() {  # npm_fetch NAME -> prints the folder of the unpacked, integrity-
 pyodide_dir="$(npm_fetch pyodide)"
 viz_dir="$(npm_fetch @viz-js/viz)"
 
-# -- PyPI: the pure-Python wheels, hash-checked (pip skips files already in the cache) ---------------------
+# -- PyPI: the pure-Python wheels, hash-checked (no network when the cache already holds every pinned file) --
 mkdir -p "$cache/wheels"
-python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+.venv/bin/python scripts/lite_site.py --check-cache scripts/lite-requirements.txt "$cache/wheels" >/dev/null \
+|| python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
     --platform any --python-version 3.14 --implementation py --require-hashes \
     -r scripts/lite-requirements.txt -d "$cache/wheels" 2> >(grep -v "is ignored: it is neither" >&2)
 
@@ -67,7 +70,9 @@ python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-bin
 rm -rf "$work" && mkdir -p "$work/src" "$work/wheels"
 cp -r pyproject.toml README.md nbmodel "$work/src/"
 find "$work/src" -name '__pycache__' -prune -exec rm -rf {} +
-UV_PYTHON_DOWNLOADS=never uv build --quiet --wheel --out-dir "$work/wheels" "$work/src"
+# (setuptools, the build backend, comes from uv's cache when it is there, else from PyPI)
+UV_PYTHON_DOWNLOADS=never uv build --quiet --offline --wheel --out-dir "$work/wheels" "$work/src" 2>/dev/null \
+|| UV_PYTHON_DOWNLOADS=never uv build --quiet --wheel --out-dir "$work/wheels" "$work/src"
 # the Pyodide kernel's own stand-ins (ipykernel, pyodide-kernel, piplite, widgetsnbextension 4)
 kpypi=.venv/share/jupyter/labextensions/@jupyterlite/pyodide-kernel-extension/static/pypi
 cp "$kpypi"/ipykernel-*.whl "$kpypi"/pyodide_kernel-*.whl "$kpypi"/piplite-*.whl \
@@ -75,12 +80,11 @@ cp "$kpypi"/ipykernel-*.whl "$kpypi"/pyodide_kernel-*.whl "$kpypi"/piplite-*.whl
 
 # -- the lite input folder, then the site -------------------------------------------------------------------
 .venv/bin/python scripts/lite_site.py "$work/lite" --pyodide "$pyodide_dir" --viz "$viz_dir/dist/viz.js" \
-    --wheels "$cache/wheels" "$work/wheels"
-mkdir -p "$work/lite/files"
-cp notebooks/[0-9][0-9]_*.ipynb "$work/lite/files/"
+    --wheels "$cache/wheels" "$work/wheels" --chapters notebooks/[0-9][0-9]_*.ipynb --src .
 rm -rf "$out"
 (cd "$work/lite" && "$root/.venv/bin/jupyter" lite build --no-sourcemaps --apps lab \
     --contents files --output-dir "$root/$out") > "$work/build.log" 2>&1 || {
     cat "$work/build.log"; echo "build_lite: jupyter lite build FAILED" >&2; exit 1; }
+cp "$work/lite/chapters.json" "$out/chapters.json"   # read by the button (book/_lite_static/live-chapter.js)
 echo "$inputs_hash" > "$stamp"
 echo "build_lite: wrote $out ($(du -sh "$out" | cut -f1)) in $((SECONDS - start)) s"

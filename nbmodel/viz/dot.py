@@ -133,6 +133,10 @@ def _browser_svg(dot_source: str, engine: str) -> str:
 
 if in_browser():
     _start_loading_viz()
+    # A graphviz object shown as a cell's value is drawn by ``_repr_image_svg_xml``, which would run ``dot``.
+    from graphviz import jupyter_integration as _ji
+
+    _ji.JupyterIntegration._repr_image_svg_xml = lambda self: svg(self)
 
 
 def svg(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, engine: str | None = None) -> str:
