@@ -5,7 +5,8 @@
 // that says which.
 (function () {
   "use strict";
-  const STYLE = "font-weight:600;white-space:nowrap;border:1px solid currentColor;margin-right:.5em";
+  const STYLE = "font-size:.8rem;font-weight:600;line-height:1.3;padding:.2rem .55rem;white-space:nowrap;" +
+    "border:1px solid currentColor;border-radius:.3rem;margin-right:.5em;align-self:center";
 
   function place(el) {
     const header = document.querySelector(".article-header-buttons");
