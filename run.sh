@@ -15,6 +15,8 @@ Done in $((SECONDS - start)) s.
 The book:      $PWD/book/_build/html/index.html
   open it:     xdg-open book/_build/html/index.html   (or file://$PWD/book/_build/html/index.html)
   or serve it: .venv/bin/python -m http.server -d book/_build/html 8000   -> http://127.0.0.1:8000/
+Live chapters: served as above, press "Run this chapter live" on a chapter (JupyterLite, Python in the
+               browser; book/_build/html/lite/; needs http://, not file://)
 The notebooks: .venv/bin/jupyter lab notebooks/
 The model:     .venv/bin/nbmodel --help     (or: source .venv/bin/activate)
 The tests:     ./test.sh

@@ -24,3 +24,8 @@ if ! .venv/bin/jupyter-book build -W -n --keep-going book/ > book/_build/build.l
 fi
 grep -E 'Executing notebook|Executed notebook|Using cached notebook|build succeeded' book/_build/build.log \
     | sed 's/\x1b\[[0-9;]*m//g' || true
+
+# The live chapters: a JupyterLite site in book/_build/html/lite (the chapters' "run this chapter live" button).
+# Sphinx skips copying static files when no page is out of date, so a changed button script is copied here.
+cp book/_lite_static/*.js book/_build/html/_static/
+bash scripts/build_lite.sh

@@ -5,6 +5,12 @@ PATH: the ``graphviz-pure`` wheel (a static Rust port of Graphviz, installed by 
 directory) renders every diagram, so the SVG bytes stored in notebooks are the same everywhere and nbval can
 compare them. Importing this module points ``graphviz`` at that binary.
 
+In the browser (the book's live chapters run in Pyodide, where no executable can run) the same DOT text is
+laid out by Graphviz compiled to WebAssembly (``viz.js`` from the npm package ``@viz-js/viz``, served next to
+Pyodide by the book itself): the Python code that writes the DOT is the same, only the layout program
+differs. Loading it is asynchronous; it starts when this module is imported and, where the browser can
+(JSPI), the first drawing waits for it.
+
 Never call ``graphviz.version()``: it cannot parse graphviz-pure's version line.
 
     >>> from nbmodel.viz.dot import Digraph, svg
@@ -27,9 +33,18 @@ import graphviz
 from graphviz import Digraph, Graph, Source
 from graphviz.backend import dot_command
 
-__all__ = ["Diagram", "Digraph", "Graph", "Source", "diagram", "dot_binary", "ensure_dot", "svg"]
+__all__ = ["Diagram", "Digraph", "Graph", "Source", "diagram", "dot_binary", "ensure_dot", "in_browser", "svg"]
 
 _BINARY_NAME = "graphviz-pure"
+
+#: When set to a list, :func:`svg` appends the DOT text of every diagram it draws (a test compares the DOT
+#: written in the browser with the DOT written natively).
+trace: list[str] | None = None
+
+
+def in_browser() -> bool:
+    """True under Pyodide (the live chapters), where diagrams are laid out by viz.js instead of graphviz-pure."""
+    return sys.platform == "emscripten"
 
 
 def dot_binary() -> pathlib.Path | None:
@@ -61,8 +76,67 @@ def ensure_dot() -> pathlib.Path:
 
 # Import-time wiring, so that a plain ``Digraph`` shown in a notebook also renders with graphviz-pure.
 # A missing binary is reported by ensure_dot() when a diagram is actually drawn, not at import.
-if dot_binary() is not None:
+if not in_browser() and dot_binary() is not None:
     ensure_dot()
+
+
+# -- in the browser: viz.js ----------------------------------------------------------------------------------
+_viz = None  # the viz.js instance, once loaded
+_viz_task = None
+
+
+def _viz_url() -> str:
+    """viz.js sits beside Pyodide's lock file (scripts/build_lite.sh puts it there)."""
+    import js  # Pyodide only
+    import pyodide_js
+
+    base = str(pyodide_js.lockfileBaseUrl or "")
+    return str(js.URL.new("viz.js", base.rstrip("/") + "/").href)
+
+
+async def load_viz():
+    """Load viz.js (once) and return its instance. Browser only."""
+    global _viz
+    if _viz is None:
+        from pyodide.code import run_js
+
+        module = await run_js("(url) => import(url)")(_viz_url())
+        _viz = await module.instance()
+    return _viz
+
+
+def _start_loading_viz() -> None:
+    global _viz_task
+    if _viz_task is None:
+        import asyncio
+
+        _viz_task = asyncio.ensure_future(load_viz())
+
+
+def _browser_svg(dot_source: str, engine: str) -> str:
+    if _viz is None:
+        try:
+            from pyodide.ffi import run_sync
+
+            run_sync(load_viz())
+        except Exception as exc:  # no JSPI, or not inside an awaitable call: cannot wait here
+            _start_loading_viz()
+            raise RuntimeError(
+                "the in-browser Graphviz (viz.js) is still loading; run this cell again in a moment"
+            ) from exc
+    import js
+    from pyodide.ffi import to_js
+
+    options = to_js({"format": "svg", "engine": engine}, dict_converter=js.Object.fromEntries)
+    return str(_viz.renderString(dot_source, options))
+
+
+if in_browser():
+    _start_loading_viz()
+    # A graphviz object shown as a cell's value is drawn by ``_repr_image_svg_xml``, which would run ``dot``.
+    from graphviz import jupyter_integration as _ji
+
+    _ji.JupyterIntegration._repr_image_svg_xml = lambda self: svg(self)
 
 
 def svg(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, engine: str | None = None) -> str:
@@ -71,13 +145,18 @@ def svg(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, engin
     The XML prolog, DOCTYPE and generator comment are dropped, so the result starts with ``<svg`` and is the
     same bytes on every machine for the same input.
     """
-    ensure_dot()
     if isinstance(source, str):
         source = Source(source)
     elif not isinstance(source, (graphviz.Graph, graphviz.Digraph, graphviz.Source)):
         raise TypeError(f"expected DOT source text or a graphviz object, not {type(source).__name__}")
-    kwargs = {"engine": engine} if engine else {}
-    text = source.pipe(format="svg", encoding="utf-8", **kwargs)
+    if trace is not None:
+        trace.append(source.source)
+    if in_browser():
+        text = _browser_svg(source.source, engine or source.engine)
+    else:
+        ensure_dot()
+        kwargs = {"engine": engine} if engine else {}
+        text = source.pipe(format="svg", encoding="utf-8", **kwargs)
     start = text.find("<svg")
     if start < 0:
         raise RuntimeError("the renderer returned no <svg> element")
