@@ -134,6 +134,13 @@ def boot_id() -> str | None:
         return None
 
 
+def _shown(path: Path) -> str:
+    """``path`` as printed: the home directory as ``~`` (reports and the book carry no machine paths)."""
+    home = os.path.expanduser("~")
+    text = str(path)
+    return "~" + text[len(home):] if home not in ("", "/") and text.startswith(home + "/") else text
+
+
 def cache_dir() -> Path | None:
     """``$XDG_CACHE_HOME/nbmodel``, else ``~/.cache/nbmodel``; None when there is no usable home."""
     base = os.environ.get("XDG_CACHE_HOME")
@@ -165,7 +172,7 @@ class Ledger:
         if directory is None:
             return cls(boot=boot, note="none (no $XDG_CACHE_HOME and no home directory)")
         path = Path(directory) / f"crosscheck-ledger-{boot}.json"
-        led = cls(boot=boot, path=path, note=str(path))
+        led = cls(boot=boot, path=path, note=_shown(path))
         try:
             data = json.loads(path.read_text())
             if data.get("boot_id") == boot:
@@ -174,7 +181,7 @@ class Ledger:
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as e:
-            led.note = f"{path} unreadable ({e}); starting empty"
+            led.note = f"{_shown(path)} unreadable ({e}); starting empty"
         return led
 
     def save(self) -> None:

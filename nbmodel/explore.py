@@ -23,12 +23,14 @@ Python API: :func:`explore` -> :class:`ExploreResult`, :func:`sweep`, :func:`sta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from . import explore_fast as fast
 from .designs import DESIGNS, SWITCHES
@@ -534,20 +536,64 @@ def make_engine(space: Space, engine: str = "auto"):
 
 
 PREFLIGHT = {"depth": 4, "sample": 12, "first": 12}
+PREFLIGHT_MEMORY = "256M"  # the preflight's machine: small, so that replaying paths on System is cheap
 _PREFLIGHT: dict = {}
 
 
 def preflight(space: Space) -> list[str]:
-    """The fast engine against System (:func:`nbmodel.explore_check.check_conformance`) on a one-page version of
-    ``space`` (same design, switches, options, arch and mode; at most one page per file), every move from its
-    ``PREFLIGHT["first"]`` shallowest states and ``PREFLIGHT["sample"]`` more reached within ``PREFLIGHT["depth"]``
-    steps. Cached per small space: a sweep
-    pays it once per configuration. Returns the mismatches (empty: they agree)."""
-    from .explore_check import check_conformance
-    small = replace(space, offsets=min(space.offsets, 1), secret=min(space.secret, 1))
+    """The fast engine against System (:func:`nbmodel.explore_check.check_conformance`) on a small version of
+    ``space`` (same design, switches, options, arch and mode; at most one page per file, 256M of RAM), every move
+    from its ``PREFLIGHT["first"]`` shallowest states and ``PREFLIGHT["sample"]`` more reached within
+    ``PREFLIGHT["depth"]`` steps. Returns the mismatches (empty: they agree).
+
+    The answer is a function of the model's source and the space only, so it is kept in memory for the process
+    and on disk (``$XDG_CACHE_HOME/nbmodel/preflight-<hash of nbmodel/*.py>.json``): an edit to any model file
+    makes a new cache, and a sweep pays the preflight once per configuration per version of the code."""
+    small = replace(space, offsets=min(space.offsets, 1), secret=min(space.secret, 1), memory=PREFLIGHT_MEMORY)
     if small not in _PREFLIGHT:
-        _PREFLIGHT[small] = check_conformance(small, **PREFLIGHT)
+        disk = _preflight_disk()
+        key = repr(small)
+        if disk is not None and key in disk[1]:
+            _PREFLIGHT[small] = disk[1][key]
+        else:
+            from .explore_check import check_conformance
+            _PREFLIGHT[small] = check_conformance(small, **PREFLIGHT)
+            if disk is not None:
+                disk[1][key] = _PREFLIGHT[small]
+                _save_preflight(*disk)
     return _PREFLIGHT[small]
+
+
+def _preflight_disk():
+    """``(path, {space repr: problems})`` of this code version's cache, or None (no cache directory, or
+    ``NBMODEL_NO_CACHE`` set)."""
+    if os.environ.get("NBMODEL_NO_CACHE"):
+        return None
+    from .crosscheck import cache_dir
+    base = cache_dir()
+    if base is None:
+        return None
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for f in sorted(here.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    h.update(json.dumps(PREFLIGHT, sort_keys=True).encode() + PREFLIGHT_MEMORY.encode())
+    path = base / f"preflight-{h.hexdigest()[:16]}.json"
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        data = {}
+    return path, data if isinstance(data, dict) else {}
+
+
+def _save_preflight(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
 
 
 # -- the search ---------------------------------------------------------------------------------------------

@@ -31,6 +31,12 @@ from nbmodel.scenario import run as run_scenario
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _no_preflight_cache(monkeypatch):
+    """The explorer's preflight is cached on disk by the model's source hash; a planted mutant changes no file."""
+    monkeypatch.setenv("NBMODEL_NO_CACHE", "1")
+
+
 def _filemap_no_restore(mp):
     mp.setattr(dz.Filemap, "prep_remove_unmapped_folio", lambda self, k, m, folio: k.folio_zero(folio))
 
