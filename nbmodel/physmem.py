@@ -98,7 +98,7 @@ def _memory_size(size) -> int:
 def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list[int]]:
     """An allocator's boot state: one byte per PFN (not RAM, free, used), free pages per 2M pageblock, and the
     whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order. Internal (for
-    :class:`PageAllocator` and :mod:`nbmodel.bulk`): trusts that ``memmap`` is a validated MemoryMap."""
+    :class:`PageAllocator` and ``nbmodel.bulk``): trusts that ``memmap`` is a validated MemoryMap."""
     state = bytearray(memmap.end_pfn)
     for s, e in memmap.ranges:
         state[s:e] = bytes([_FREE]) * (e - s)
