@@ -7,8 +7,9 @@ happened: was the folio zeroed, zapped (and with how many ``flush_tlb_kernel_ran
 batched flush, refused, restored, zeroed again on the way out; which flags it ended with. A change to a design
 (or a bug planted in it) reaches the benchmarks through here.
 
-Each probe is a fresh :class:`~nbmodel.system.System` with the bulk run's own design options and arch, so arch effects that are
-part of the machine (arm64's ``set_memory_valid()`` flushing inside the zap) are counted as the traced model does.
+Each probe is a fresh :class:`~nbmodel.system.System` with the bulk run's own design options and arch, so arch
+effects that are part of the machine (arm64's ``set_memory_valid()`` flushing inside the zap) are counted as the
+traced model does.
 """
 
 from __future__ import annotations

@@ -64,8 +64,10 @@ class OpSpec:
 REQUIRED = object()
 _SIZE = "size"
 _SSIZE = "signed size"  # an loff_t the kernel checks itself (negative -> -EINVAL)
+_U64 = "u64 size"  # a __u64 ABI field the kernel checks itself (KVM_CREATE_GUEST_MEMFD's size)
+U64_MAX = (1 << 64) - 1
 OPS = {
-    "gmem_create": OpSpec("op_gmem_create", {"file": (str, REQUIRED), "size": (_SIZE, REQUIRED),
+    "gmem_create": OpSpec("op_gmem_create", {"file": (str, REQUIRED), "size": (_U64, REQUIRED),
                                              "flags": (list, ["MMAP", "INIT_SHARED", "NO_DIRECT_MAP"]),
                                              "vm_type": (str, "default")},
                           "KVM_CREATE_GUEST_MEMFD"),
@@ -352,7 +354,7 @@ def validate_args(op: str, args: dict) -> dict:
             if default is REQUIRED:
                 raise ModelInputError(f"{op}: missing argument {name!r}")
             out[name] = list(default) if isinstance(default, list) else default
-            if typ in (_SIZE, _SSIZE) and default is not None:
+            if typ in (_SIZE, _SSIZE, _U64) and default is not None:
                 out[name] = parse_size(default)
             continue
         value = args[name]
@@ -360,6 +362,8 @@ def validate_args(op: str, args: dict) -> dict:
             out[name] = parse_size(value)
         elif typ == _SSIZE:
             out[name] = parse_signed_size(value)
+        elif typ == _U64:
+            out[name] = parse_size(value, limit=U64_MAX)
         elif typ is int and ((value is None and default is None)
                              or (isinstance(value, int) and not isinstance(value, bool))):
             out[name] = value

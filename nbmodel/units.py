@@ -19,9 +19,10 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 MAX_SIZE = (1 << 63) - 1
 
 
-def parse_size(text: str | int) -> int:
+def parse_size(text: str | int, limit: int = MAX_SIZE) -> int:
     """``"4G"`` -> bytes; integers pass through. Raises ModelInputError on anything else, and on sizes above
-    :data:`MAX_SIZE` (2**63 - 1, the largest ``loff_t``)."""
+    ``limit`` (default :data:`MAX_SIZE`, 2**63 - 1, the largest ``loff_t``; a ``u64`` ABI field passes
+    2**64 - 1 and lets the kernel judge the value)."""
     if isinstance(text, bool) or not isinstance(text, int | str):
         raise ModelInputError(f"not a size: {_short(text)} (use e.g. 4096, 64K, 2M, 4G)")
     if isinstance(text, int):
@@ -33,8 +34,9 @@ def parse_size(text: str | int) -> int:
         if not m:
             raise ModelInputError(f"not a size: {_short(text)} (use e.g. 4096, 64K, 2M, 4G)")
         value = int(m.group(1)) * _UNITS[m.group(2).upper()]
-    if value > MAX_SIZE:
-        raise ModelInputError(f"size {_short(text)} is more than 2**63 - 1 bytes (the largest loff_t)")
+    if value > limit:
+        what = "2**63 - 1 bytes (the largest loff_t)" if limit == MAX_SIZE else f"{limit} bytes"
+        raise ModelInputError(f"size {_short(text)} is more than {what}")
     return value
 
 

@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         "jupyter-lite-schema-version": 0,
         "jupyter-config-data": {
             "appName": "nbmodel live chapters",
+            # jupyterlab-myst (installed for JupyterLab) is not built for this JupyterLite: activated here it
+            # throws on load, so the live site leaves it off and MyST roles show as text.
+            "disabledExtensions": ["jupyterlab-myst"],
             "litePluginSettings": {
                 KERNEL_SETTINGS: {
                     "pyodideUrl": "./static/pyodide/pyodide.mjs",

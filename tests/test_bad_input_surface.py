@@ -169,8 +169,8 @@ def _utf8(b: bytes) -> bool:
      "not a TOML table"),
     ('name = "X"\npurpose = "p"\n[[step]]\nop = "gmem_create"\nfile = "g"\nsize = "99999999999999999999999G"\n'
      '[[expect]]\nstep = 1\nresult = "0"\n', 6, "not a size"),
-    ('name = "X"\npurpose = "p"\n[[step]]\nop = "gmem_create"\nfile = "g"\nsize = "8388608T"\n'
-     '[[expect]]\nstep = 1\nresult = "0"\n', 6, "largest loff_t"),
+    ('name = "X"\npurpose = "p"\n[[step]]\nop = "gmem_create"\nfile = "g"\nsize = "16777216T"\n'
+     '[[expect]]\nstep = 1\nresult = "0"\n', 6, "more than 18446744073709551615 bytes"),
 ])
 def test_issue_cases_exit_2_with_the_line(tmp_path, capsys, text, line, words):
     path = tmp_path / "case.toml"

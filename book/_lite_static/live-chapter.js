@@ -29,6 +29,17 @@
     return match ? { root: root, name: match[1] } : null;
   }
 
+  // Two labels: the short one replaces the long one on phones (nbmodel-book.css), so the header never
+  // makes the page wider than the screen.
+  function label(el, long, short) {
+    for (const [cls, text] of [["nbmodel-live-long", long], ["nbmodel-live-short", short]]) {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      el.appendChild(span);
+    }
+  }
+
   function button(chapter, info) {
     if (document.querySelector(".nbmodel-live-button")) return;
     if (info && info.live === false) {
@@ -37,7 +48,7 @@
       note.setAttribute("aria-disabled", "true");
       note.title = "This chapter cannot run in the browser: it needs " + info.missing.join(", ") +
         ", which the live site cannot serve. Run it in JupyterLab instead.";
-      note.textContent = "\u25B6 Live: not available";
+      label(note, "\u25B6 Live: not available", "\u25B6 Live: n/a");
       note.style.cssText = STYLE + ";opacity:.6";
       place(note);
       return;
@@ -51,7 +62,7 @@
       ? "The live chapters need the book served over HTTP, e.g. .venv/bin/python -m http.server -d book/_build/html"
       : "Run this chapter live in your browser (JupyterLite, Python in WebAssembly: no server)";
     link.setAttribute("aria-label", "Run this chapter live");
-    link.textContent = "\u25B6 Run this chapter live";
+    label(link, "\u25B6 Run this chapter live", "\u25B6 Live");
     link.style.cssText = STYLE;
     place(link);
   }
