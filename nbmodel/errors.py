@@ -22,6 +22,7 @@ class Errno(enum.IntEnum):
     ENODEV = 19
     EINVAL = 22
     EFBIG = 27
+    ESPIPE = 29
     ENOSYS = 38
     EOPNOTSUPP = 95
 

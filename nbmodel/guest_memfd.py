@@ -1,5 +1,6 @@
 """guest_memfd (``virt/kvm/guest_memfd.c``): create, mmap, fallocate, punch hole, user and guest faults,
-write(), populate and release. The paths are mainline's; where a design changes them they call the installed
+write(), populate, release, and the file I/O syscalls 6.18 refuses (read, pread64, pwrite64,
+ftruncate). The paths are mainline's; where a design changes them they call the installed
 design (``k.design``, :mod:`nbmodel.designs`).
 
 Mainline facts kept: folios are zeroed lazily at first user or guest fault (``clear_highpage()`` through the
@@ -250,6 +251,39 @@ def kvm_gmem_write(k, f: GmemFile, off: int, ln: int, data: str = "guest-image")
             return written or ret
         written += min(folio.size, off + ln - (folio.index << PAGE_SHIFT))
     return written
+
+
+def kvm_gmem_read(k, f: GmemFile, off: int, ln: int, positional: bool) -> int:
+    """``read()`` (``positional=False``) or ``pread64()`` on a guest_memfd in 6.18: ``kvm_gmem_fops`` has no
+    ``.read``/``.read_iter``, and the file comes from ``alloc_file_pseudo()``, so ``alloc_file()``
+    (``fs/file_table.c``) sets neither ``FMODE_CAN_READ`` nor ``FMODE_PREAD``. ``ksys_pread64()``
+    (``fs/read_write.c``): -EINVAL for a negative position, else -ESPIPE (no ``FMODE_PREAD``); ``ksys_read()`` ->
+    ``vfs_read()``: -EINVAL (no ``FMODE_CAN_READ``), whatever the length."""
+    return _fail(k, "pread64" if positional else "vfs_read", vfs_io_errno(off, positional))
+
+
+def kvm_gmem_pwrite(k, f: GmemFile, off: int, ln: int) -> int:
+    """``pwrite64()`` on a 6.18 guest_memfd: ``ksys_pwrite64()`` returns -EINVAL for a negative position, else
+    -ESPIPE (``alloc_file()`` gave the file no ``FMODE_PWRITE``). (The ``write`` step models the unmerged
+    population series' ``write()``, not this.)"""
+    return _fail(k, "pwrite64", vfs_io_errno(off, True))
+
+
+def kvm_gmem_ftruncate(k, f: GmemFile, length: int) -> int:
+    """``ftruncate()``: ``do_sys_ftruncate()`` (``fs/open.c``) returns -EINVAL for a negative length; otherwise
+    ``do_ftruncate()`` -> ``do_truncate()`` -> ``notify_change()`` -> ``kvm_gmem_setattr()``, which returns -EINVAL
+    for every size (the size is fixed at ``KVM_CREATE_GUEST_MEMFD``)."""
+    return _fail(k, "do_sys_ftruncate" if length < 0 else "kvm_gmem_setattr", Errno.EINVAL)
+
+
+def vfs_io_errno(off: int, positional: bool) -> Errno:
+    """The errno ``fs/read_write.c`` gives a file without read/write methods and without ``FMODE_PREAD`` /
+    ``FMODE_PWRITE`` (a pseudo file from ``alloc_file_pseudo()``): ``ksys_pread64()`` / ``ksys_pwrite64()``
+    check ``pos < 0`` (-EINVAL) and then the mode (-ESPIPE); ``vfs_read()`` / ``vfs_write()`` find no
+    ``FMODE_CAN_READ`` / ``FMODE_CAN_WRITE`` (-EINVAL)."""
+    if not positional:
+        return Errno.EINVAL
+    return Errno.EINVAL if off < 0 else Errno.ESPIPE
 
 
 def kvm_gmem_populate(k, f: GmemFile, off: int, data: str = "guest-image") -> int:

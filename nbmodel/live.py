@@ -12,6 +12,10 @@ A scenario runs live when every step exists on the running kernel:
                    mmap fails, the step's result is its errno)
 ``fallocate``      ``fallocate(KEEP_SIZE)`` (or without KEEP_SIZE when ``keep_size = false``)
 ``punch_hole``     ``fallocate(PUNCH_HOLE | KEEP_SIZE)``
+``read``           ``read(fd, buf, len)``: the count or the errno
+``pread``          ``pread64(fd, buf, len, offset)``
+``pwrite``         ``pwrite64(fd, buf, len, offset)`` (not the model's ``write``, the unmerged population series)
+``ftruncate``      ``ftruncate(fd, size)``
 ``close``          ``munmap()`` + ``close()``
 
 Everything else (guest faults, kernel reads, migration, races, interrupts, fault injection, break-it switches,
@@ -48,7 +52,8 @@ from . import scenario as sc
 from .errors import Errno
 from .units import PAGE_SIZE, parse_size
 
-LIVE_OPS = ("secret_create", "secret_fault", "gmem_create", "mmap", "user_fault", "fallocate", "punch_hole", "close")
+LIVE_OPS = ("secret_create", "secret_fault", "gmem_create", "mmap", "user_fault", "fallocate", "punch_hole",
+            "read", "pread", "pwrite", "ftruncate", "close")
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 GMEM_FLAGS = {"MMAP": 1 << 0, "INIT_SHARED": 1 << 1, "NO_DIRECT_MAP": 1 << 2}
 SPLITS = ("direct_map_level2_splits", "direct_map_level3_splits")
@@ -199,6 +204,12 @@ class _Files:
         self.libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                    ctypes.c_long)
         self.libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        self.libc.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+        self.libc.read.restype = ctypes.c_ssize_t
+        for name in ("pread64", "pwrite64"):
+            getattr(self.libc, name).argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64)
+            getattr(self.libc, name).restype = ctypes.c_ssize_t
+        self.libc.ftruncate.argtypes = (ctypes.c_int, ctypes.c_int64)
         self.fd, self.size, self.kind, self.map = {}, {}, {}, {}
         self.kvm = self.vm = None
         self.map_len = {}   # file -> mapping length: the size, or past it when a step faults beyond i_size
@@ -294,6 +305,27 @@ class _Files:
 
     def punch_hole(self, file, offset, len):
         return self._fallocate(file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len)
+
+    def _io(self, call, file, length, *offset) -> str:
+        buf = ctypes.create_string_buffer(length)
+        ctypes.set_errno(0)
+        got = call(self.fd[file], buf, length, *offset)
+        return str(got) if got >= 0 else _errname(ctypes.get_errno())
+
+    def read(self, file, len):
+        return self._io(self.libc.read, file, len)
+
+    def pread(self, file, offset, len):
+        return self._io(self.libc.pread64, file, len, offset)
+
+    def pwrite(self, file, offset, len):
+        return self._io(self.libc.pwrite64, file, len, offset)
+
+    def ftruncate(self, file, size):
+        if self.libc.ftruncate(self.fd[file], size) != 0:
+            return _errname(ctypes.get_errno())
+        self.size[file] = size
+        return "0"
 
     def close(self, file):
         m = self.map.pop(file, None)

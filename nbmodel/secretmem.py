@@ -6,11 +6,15 @@ Mainline (the ``secretmem`` design) allocates a zeroed folio, ``set_direct_map_i
 ``filemap_add_folio()`` (on failure ``set_direct_map_default_noflush()`` then ``folio_put()``, the order fixed by
 6f86d0534fdd "mm/secretmem: fix use-after-free race in fault handler"; on -EEXIST retry), and only then
 ``flush_tlb_kernel_range()``. ``->free_folio`` restores and then zeroes; migration is refused with -EBUSY.
+
+File I/O: ``secretmem_fops`` has only ``.release`` and ``.mmap``, so read / pread64 / pwrite64 fail as for
+guest_memfd; ``ftruncate()`` sets i_size once, while it is 0 (``secretmem_setattr()``).
 """
 
 from __future__ import annotations
 
 from .errors import Errno
+from .guest_memfd import vfs_io_errno
 from .pagecache import AddressSpace, AddressSpaceOps, truncate_inode_pages_range
 from .units import PAGE_SHIFT
 
@@ -36,7 +40,7 @@ def memfd_secret(k, name: str, size: int) -> SecretFile | int:
     """``memfd_secret()`` + ``ftruncate(size)``: the new file, -ENOSYS when ``!can_set_direct_map()``
     (``secretmem_init()`` leaves it disabled), -EINVAL for a size ``ftruncate()`` refuses (negative) and -EFBIG
     past ``MAX_LFS_FILESIZE``. Size 0 and unaligned sizes are fine (``secretmem_setattr()`` only refuses a size
-    change once pages exist)."""
+    change once i_size is non-zero: see :func:`secretmem_ftruncate`)."""
     if not k.can_set_direct_map():
         k.emit("error", what="memfd_secret", ret="ENOSYS")
         return -Errno.ENOSYS
@@ -47,6 +51,40 @@ def memfd_secret(k, name: str, size: int) -> SecretFile | int:
         k.emit("error", what="ftruncate", ret="EFBIG")
         return -Errno.EFBIG
     return SecretFile(name, size)
+
+
+def secretmem_read(k, f: SecretFile, off: int, ln: int, positional: bool) -> int:
+    """``read()`` / ``pread64()`` on a memfd_secret: ``secretmem_fops`` has no ``.read``/``.read_iter`` and
+    ``secretmem_file_create()`` uses ``alloc_file_pseudo()`` (no ``FMODE_CAN_READ``, no ``FMODE_PREAD``):
+    ``vfs_read()`` -EINVAL; ``ksys_pread64()`` -EINVAL for a negative position, else -ESPIPE."""
+    err = vfs_io_errno(off, positional)
+    k.emit("error", what="pread64" if positional else "vfs_read", ret=err.name)
+    return -err
+
+
+def secretmem_pwrite(k, f: SecretFile, off: int, ln: int) -> int:
+    """``pwrite64()`` on a memfd_secret: ``ksys_pwrite64()`` -EINVAL for a negative position, else -ESPIPE."""
+    err = vfs_io_errno(off, True)
+    k.emit("error", what="pwrite64", ret=err.name)
+    return -err
+
+
+def secretmem_ftruncate(k, f: SecretFile, length: int) -> int:
+    """``ftruncate()`` -> ``secretmem_setattr()``: ``do_sys_ftruncate()`` -EINVAL for a negative length;
+    ``secretmem_setattr()`` -EINVAL for any ``ATTR_SIZE`` change while i_size is non-zero (even to the same size,
+    even with no page faulted in); while i_size is 0, ``simple_setattr()`` sets it (-EFBIG past the pseudo
+    filesystem's ``s_maxbytes``, ``MAX_LFS_FILESIZE``, from ``inode_newsize_ok()``), and later faults follow it."""
+    if length < 0:
+        err, what = Errno.EINVAL, "do_sys_ftruncate"
+    elif f.size:
+        err, what = Errno.EINVAL, "secretmem_setattr"
+    elif length > MAX_LFS_FILESIZE:
+        err, what = Errno.EFBIG, "inode_newsize_ok"
+    else:
+        f.size = f.mapping.size = length
+        return 0
+    k.emit("error", what=what, ret=err.name)
+    return -err
 
 
 def secretmem_fault(k, f: SecretFile, off: int, data: str = "secret", race: bool = False) -> str:

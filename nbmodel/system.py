@@ -82,6 +82,15 @@ OPS = {
                           "the guest touches the page (kvm_gmem_get_pfn)"),
     "write": OpSpec("op_write", {"file": (str, REQUIRED), "offset": (_SIZE, 0), "len": (_SIZE, "4K")},
                     "write() population (unmerged series)"),
+    "read": OpSpec("op_read", {"file": (str, REQUIRED), "len": (_SIZE, "4K")},
+                   "read() on the fd, as 6.18 answers it (vfs_read: no FMODE_CAN_READ, EINVAL)"),
+    "pread": OpSpec("op_pread", {"file": (str, REQUIRED), "offset": (_SSIZE, 0), "len": (_SIZE, "4K")},
+                    "pread64() on the fd (ksys_pread64: EINVAL for offset < 0, else ESPIPE)"),
+    "pwrite": OpSpec("op_pwrite", {"file": (str, REQUIRED), "offset": (_SSIZE, 0), "len": (_SIZE, "4K")},
+                     "pwrite64() on the fd as mainline 6.18 answers it (ksys_pwrite64: EINVAL / ESPIPE); "
+                     "not the unmerged write() population modelled by 'write'"),
+    "ftruncate": OpSpec("op_ftruncate", {"file": (str, REQUIRED), "size": (_SSIZE, REQUIRED)},
+                        "ftruncate() (kvm_gmem_setattr: EINVAL; secretmem_setattr: only while i_size is 0)"),
     "populate": OpSpec("op_populate", {"file": (str, REQUIRED), "offset": (_SIZE, 0)},
                        "kvm_gmem_populate (SNP/TDX launch)"),
     "close": OpSpec("op_close", {"file": (str, REQUIRED)}, "close the last reference"),
@@ -263,6 +272,26 @@ class System:
 
     def op_write(self, file, offset, len):
         return errno_name(gm.kvm_gmem_write(self.k, self.files[file], offset, len)), None
+
+    def op_read(self, file, len):
+        f = self.files[file]
+        read = gm.kvm_gmem_read if isinstance(f, gm.GmemFile) else sm.secretmem_read
+        return errno_name(read(self.k, f, 0, len, positional=False)), None
+
+    def op_pread(self, file, offset, len):
+        f = self.files[file]
+        read = gm.kvm_gmem_read if isinstance(f, gm.GmemFile) else sm.secretmem_read
+        return errno_name(read(self.k, f, offset, len, positional=True)), None
+
+    def op_pwrite(self, file, offset, len):
+        f = self.files[file]
+        pwrite = gm.kvm_gmem_pwrite if isinstance(f, gm.GmemFile) else sm.secretmem_pwrite
+        return errno_name(pwrite(self.k, f, offset, len)), None
+
+    def op_ftruncate(self, file, size):
+        f = self.files[file]
+        trunc = gm.kvm_gmem_ftruncate if isinstance(f, gm.GmemFile) else sm.secretmem_ftruncate
+        return errno_name(trunc(self.k, f, size)), None
 
     def op_populate(self, file, offset):
         return errno_name(gm.kvm_gmem_populate(self.k, self.files[file], offset)), None
