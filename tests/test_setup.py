@@ -51,3 +51,11 @@ def test_explore_engine_real_is_used(capsys):
     assert main(["explore", "--design", "secretmem", "--arch", "x86", "--offsets", "1", "--engine", "real",
                  "--no-timing", "--depth", "2"]) == 0
     assert "engine real" in capsys.readouterr().out
+
+
+def test_stepper_argument_parser_reads_its_own_example():
+    from nbmodel.viz.stepper import _parse_args
+    assert _parse_args("file=g offset=4K cpu=1 race=true flags=MMAP,INIT_SHARED") == {
+        "file": "g", "offset": "4K", "cpu": 1, "race": True, "flags": ["MMAP", "INIT_SHARED"]}
+    assert _parse_args("file=g, offset=8K") == {"file": "g", "offset": "8K"}
+    assert _parse_args("flags=MMAP|NO_DIRECT_MAP")["flags"] == ["MMAP", "NO_DIRECT_MAP"]

@@ -332,10 +332,12 @@ def latency_summary(rows: list[dict]) -> str:
 
 # -- the widget ------------------------------------------------------------------------------------------
 def _parse_args(text: str) -> dict:
-    """``"file=g offset=4K cpu=1 race=true flags=MMAP,INIT_SHARED"`` -> dict (ints, bools and lists parsed)."""
+    """``"file=g offset=4K cpu=1 race=true flags=MMAP,INIT_SHARED"`` -> dict (ints, bools and lists parsed).
+    Arguments are separated by spaces (a comma after one is allowed); a ``flags`` list by ``,`` or ``|``."""
     out: dict = {}
-    for word in text.replace(",", " , ").split():
-        if word == ",":
+    for word in text.split():
+        word = word.rstrip(",")
+        if not word:
             continue
         if "=" not in word:
             raise ModelInputError(f"argument {word!r} is not name=value")
@@ -348,7 +350,7 @@ def _parse_args(text: str) -> dict:
         elif value.isdigit():
             out[name] = int(value)
         elif name == "flags":
-            out[name] = [v for v in value.split("|") if v]
+            out[name] = [v for v in value.replace("|", ",").split(",") if v]
     return out
 
 
