@@ -129,31 +129,60 @@ def _syntax_line(text: str, err: tomllib.TOMLDecodeError) -> tuple[int, str]:
     m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
     if m:
         return int(m.group(1)), f"{msg[:m.start()].strip()} (column {m.group(2)})"
-    # "At end of document" (an unclosed array, table or string): the line that opens it. A binary search over
-    # prefixes, between one that parses (or is empty) and one that fails the same way: O(log n) parses of
-    # at most n lines, where trying every prefix was quadratic.
-    lines = text.splitlines()
+    # "At end of document" (an unclosed array, inline table or multi-line string): the line that opens it,
+    # found in one pass over the text.
+    return _unclosed_line(text), msg.replace(" (at end of document)", "")
 
-    def fails_same(n: int) -> bool | None:
-        """True: the first n lines fail with this message; False: they parse; None: another error."""
-        try:
-            tomllib.loads("\n".join(lines[:n]))
-        except tomllib.TOMLDecodeError as e:
-            return True if str(e) == msg else None
-        except (ValueError, RecursionError):
-            return None
-        return False
 
-    lo, hi = 0, len(lines)
-    if hi == 0 or not fails_same(hi):
-        return max(len(lines), 1), msg.replace(" (at end of document)", "")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fails_same(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi, msg.replace(" (at end of document)", "")
+def _unclosed_line(text: str) -> int:
+    """The line of the outermost bracket or multi-line string still open at the end of ``text``: one linear
+    scan that knows TOML's strings and comments (so brackets inside them do not count)."""
+    opened: list[int] = []  # lines of the open [ and {
+    line, i, n = 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif text.startswith('"""', i) or text.startswith("'''", i):
+            quote, start = text[i:i + 3], line
+            j = i + 3
+            while True:
+                k = text.find(quote, j)
+                if k < 0:
+                    return start  # an unclosed multi-line string
+                if quote == '"""' and _escaped(text, k):
+                    j = k + 1
+                    continue
+                break
+            line += text.count("\n", i, k)
+            i = k + 3
+            continue
+        elif c in "\"'":
+            j = i + 1
+            while j < n and text[j] != "\n" and (text[j] != c or (c == '"' and _escaped(text, j))):
+                j += 1
+            i = j + 1 if j < n and text[j] == c else j
+            continue
+        elif c in "[{":
+            opened.append(line)
+        elif c in "]}" and opened:
+            opened.pop()
+        i += 1
+    if opened:
+        return opened[0]
+    return max(line - text.endswith("\n"), 1)  # nothing open: the last line
+
+
+def _escaped(text: str, k: int) -> bool:
+    """Is ``text[k]`` preceded by an odd number of backslashes?"""
+    b = k
+    while b > 0 and text[b - 1] == "\\":
+        b -= 1
+    return (k - b) % 2 == 1
 
 
 # -- the parsed file ---------------------------------------------------------------------------------------
