@@ -135,54 +135,18 @@ def _syntax_line(text: str, err: tomllib.TOMLDecodeError) -> tuple[int, str]:
 
 
 def _unclosed_line(text: str) -> int:
-    """The line of the outermost bracket or multi-line string still open at the end of ``text``: one linear
-    scan that knows TOML's strings and comments (so brackets inside them do not count)."""
+    """The line of the outermost bracket or string still open at the end of ``text`` (one linear scan)."""
     opened: list[int] = []  # lines of the open [ and {
-    line, i, n = 1, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line += 1
-        elif c == "#":
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        elif text.startswith('"""', i) or text.startswith("'''", i):
-            quote, start = text[i:i + 3], line
-            j = i + 3
-            while True:
-                k = text.find(quote, j)
-                if k < 0:
-                    return start  # an unclosed multi-line string
-                if quote == '"""' and _escaped(text, k):
-                    j = k + 1
-                    continue
-                break
-            line += text.count("\n", i, k)
-            i = k + 3
-            continue
-        elif c in "\"'":
-            j = i + 1
-            while j < n and text[j] != "\n" and (text[j] != c or (c == '"' and _escaped(text, j))):
-                j += 1
-            i = j + 1 if j < n and text[j] == c else j
-            continue
-        elif c in "[{":
+    last = 1
+    for kind, line in _brackets(text):
+        last = line
+        if kind == "string":
+            return line
+        if kind == "open":
             opened.append(line)
-        elif c in "]}" and opened:
+        elif opened:
             opened.pop()
-        i += 1
-    if opened:
-        return opened[0]
-    return max(line - text.endswith("\n"), 1)  # nothing open: the last line
-
-
-def _escaped(text: str, k: int) -> bool:
-    """Is ``text[k]`` preceded by an odd number of backslashes?"""
-    b = k
-    while b > 0 and text[b - 1] == "\\":
-        b -= 1
-    return (k - b) % 2 == 1
+    return opened[0] if opened else max(len(text.splitlines()), 1) if text else last
 
 
 # -- the parsed file ---------------------------------------------------------------------------------------
@@ -295,7 +259,21 @@ def _too_deep(text: str) -> int:
     One pass over the text; the parser's own limit is Python's recursion limit, reached as a RecursionError."""
     if text.count("[") + text.count("{") <= MAX_NESTING:
         return 0
-    depth, line, i, n = 0, 1, 0, len(text)
+    depth = 0
+    for kind, line in _brackets(text):
+        if kind == "open":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line
+        elif kind == "close":
+            depth = max(0, depth - 1)
+    return 0
+
+
+def _brackets(text: str):
+    """TOML's ``[ { ] }`` outside strings and comments, in one pass: ``("open" | "close", line)``, and a last
+    ``("string", line)`` for a string that opens on that line and never closes."""
+    line, i, n = 1, 0, len(text)
     while i < n:
         c = text[i]
         if c == "\n":
@@ -314,17 +292,17 @@ def _too_deep(text: str) -> int:
                 if text.startswith(quote, j) or (len(quote) == 1 and text[j] == "\n"):
                     break
                 j += 1
+            if j >= n:
+                yield "string", line
+                return
             line += text.count("\n", i, j)
             i = j + len(quote)
             continue
         elif c in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                return line
+            yield "open", line
         elif c in "]}":
-            depth = max(0, depth - 1)
+            yield "close", line
         i += 1
-    return 0
 
 
 def _top_line(lines: _Lines, key: str) -> int:
