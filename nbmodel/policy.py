@@ -15,7 +15,6 @@ traced model does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .designs import PRIVATE_NO_DIRECT_MAP
 from .system import System
@@ -53,21 +52,19 @@ class Policy:
     def __init__(self, **setup):
         self.setup = tuple(sorted(setup.items()))
         self._prefix: dict = {}  # (kind, flags, state) -> the ops that leave a folio in that state
+        self._effects: dict = {}  # probe key -> what it showed (a probe runs once per key)
 
     def create(self, kind: str, size: int, flags=(), vm_type: str = "default") -> str:
         """The result of creating the file (the kernel's create-time checks, run for real)."""
         key = ("create", kind, size, frozenset(flags), vm_type)
-        cache = self.__dict__.setdefault("_effects", {})
-        if key not in cache:
-            s = _probe_system(self.setup)
+        if key not in self._effects:
+            s = _machine(self)
             if kind == "secretmem":
                 step = s.step("secret_create", file="f", size=size)
             else:
                 step = s.step("gmem_create", file="f", size=size, flags=sorted(flags), vm_type=vm_type)
-            if step.result == "0":
-                s.step("close", file="f")
-            cache[key] = step.result
-        return cache[key]
+            self._effects[key] = step.result
+        return self._effects[key]
 
     def add(self, kind: str, flags, how: str) -> Effect:
         """``how`` on an index with no folio yet."""
@@ -85,14 +82,13 @@ class Policy:
         return _free(self, kind, frozenset(flags), self._prefix[(kind, frozenset(flags), state)])
 
 
-@lru_cache(maxsize=64)
-def _probe_system(setup: tuple) -> System:
-    """One machine per setup for create probes (each probe closes what it created)."""
-    return System(**dict(setup), memory="64M", seed=0, trace=True)
+def _machine(policy: Policy) -> System:
+    """A fresh small traced machine with the bulk run's design options and arch."""
+    return System(**dict(policy.setup), memory="64M", seed=0, trace=True)
 
 
 def _fresh(policy: Policy, kind: str, flags: frozenset) -> System:
-    s = System(**dict(policy.setup), memory="64M", seed=0, trace=True)
+    s = _machine(policy)
     if kind == "secretmem":
         s.step("secret_create", file="f", size=_PROBE_SIZE)
     else:
@@ -121,7 +117,7 @@ def _state(s: System) -> tuple[int, int]:
 
 def _effect(policy: Policy, kind: str, flags: frozenset, prefix: tuple, how: str) -> Effect:
     key = (kind, flags, prefix, how)
-    cache = policy.__dict__.setdefault("_effects", {})
+    cache = policy._effects
     if key in cache:
         return cache[key]
     s = _fresh(policy, kind, flags)
@@ -148,7 +144,7 @@ def _effect(policy: Policy, kind: str, flags: frozenset, prefix: tuple, how: str
 
 def _free(policy: Policy, kind: str, flags: frozenset, prefix: tuple) -> FreeEffect:
     key = ("free", kind, flags, prefix)
-    cache = policy.__dict__.setdefault("_effects", {})
+    cache = policy._effects
     if key not in cache:
         s = _fresh(policy, kind, flags)
         for p in prefix:
