@@ -124,7 +124,7 @@ def fallocate_errno(size: int, off: int, ln: int, punch_hole: bool = False, keep
     """The checks of ``vfs_fallocate()`` and ``kvm_gmem_fallocate()``, in their order: -EINVAL for a negative
     offset or a length <= 0; -EOPNOTSUPP without KEEP_SIZE; -EINVAL unless page aligned. An allocation (not a
     punch) past i_size is -EINVAL, and a hole punched at or past i_size punches nothing and succeeds, as
-    ``test_fallocate()`` in tools/testing/selftests/kvm/guest_memfd_test.c expects (checked live on 6.18)."""
+    ``test_fallocate()`` in ``tools/testing/selftests/kvm/guest_memfd_test.c`` expects (checked live on 6.18)."""
     if off < 0 or ln <= 0 or off + ln > LOFF_MAX:
         return Errno.EINVAL
     if not keep_size:
