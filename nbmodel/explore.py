@@ -9,13 +9,14 @@ CPU reading the page at that point. Equal states are visited once, so the search
 reachable (or at ``max_depth``). Because it is breadth-first, the first path found to a property's violation
 is a shortest one.
 
-Two engines compute the transitions. The *fast* engine (:mod:`nbmodel.explore_fast`) mirrors the model's
-order-0 paths on a compact per-page state and is checked against :class:`~nbmodel.system.System` transition by
-transition (:mod:`nbmodel.explore_check`, run by the tests and by ``--check``). The *real* engine
-(:mod:`nbmodel.explore_state`) runs every transition through :meth:`System.step` on a scratch System; it is
-used where the fast one does not reach (2M folios: ``restore_4k``, ``large_folios``) and can be forced with
-``--engine real``. Both memoize transitions per (page record, shared state) and count states the same way.
-Every counterexample, from either engine, is replayed on a fresh System before it is reported.
+Every transition is computed by the model itself: :meth:`System.step` on a scratch System
+(:mod:`nbmodel.explore_state`), running the one copy of the designs (:mod:`nbmodel.designs`) through the
+kernel paths the book teaches. What makes that affordable is memoization, not a second model: a step on one
+page is a function of that page's record and the shared state ``G``, and most steps read only the top of the
+allocator's per-CPU list, so a transition is computed once per ``(record, view of G)`` and reused as a delta
+(:class:`Engine`). :mod:`nbmodel.explore_check` (the tests, ``--check``) replays sampled states on fresh
+Systems and compares every memoized successor with the whole-state step. Every counterexample is replayed on a
+fresh System before it is reported.
 
 Python API: :func:`explore` -> :class:`ExploreResult`, :func:`sweep`, :func:`state_space_sizes`,
 :func:`replay`. Command line: :func:`add_arguments` and :func:`run` (``nbmodel explore --help``).
@@ -23,23 +24,30 @@ Python API: :func:`explore` -> :class:`ExploreResult`, :func:`sweep`, :func:`sta
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from . import explore_fast as fast
 from .designs import DESIGNS, SWITCHES
 from .errors import ModelInputError
-from .explore_fast import FastUniverse
-from .explore_state import GMEM, ExploreLimit, RefusedMove, Space, Universe, observe
+from .explore_state import (
+    GMEM,
+    ExploreLimit,
+    NeedDeeper,
+    RefusedMove,
+    Space,
+    Universe,
+    apply_delta,
+    observe,
+    view_of,
+)
 from .invariants import INVARIANTS
+from .setup import Setup
 from .system import INTERRUPT_POINTS, System
-from .units import PAGE_SHIFT, human
+from .units import PAGE_SHIFT, human, parse_size
 
 
 # -- what the search looks for -----------------------------------------------------------------------------
@@ -173,9 +181,8 @@ class ExploreResult:
     seconds: float
     per_invariant: dict
     misses: int = 0
-    engine: str = ""
-    refused: dict = field(default_factory=dict)   # op -> why System.step refused it (real engine)
-    note: str = ""                                # why the engine is not the one asked for
+    refused: dict = field(default_factory=dict)   # op -> why System.step refused it
+    consulted: frozenset = frozenset()            # the switch names the design code asked about
     dm_states: int | None = None
     membership_states: int | None = None
 
@@ -195,8 +202,6 @@ class ExploreResult:
             out.update(dm_states=self.dm_states, membership_states=self.membership_states)
         if self.refused:
             out["refused"] = dict(sorted(self.refused.items()))
-        if self.note:
-            out["note"] = self.note
         if timing:
             out.update(seconds=round(self.seconds, 3), states_per_second=round(self.states_per_second))
         return out
@@ -214,135 +219,20 @@ def space_dict(space: Space) -> dict:
 
 
 # -- engines ----------------------------------------------------------------------------------------------
-def _with_record_breaks(out: frozenset, state: tuple, cache: dict, compute) -> frozenset:
-    """``out`` plus what each live record of ``state`` breaks: ``compute(pos, rid)``, cached per
-    ``(pos, rid, globals id)`` because records recur across millions of states."""
-    gid = state[0]
-    for pos in range(1, len(state)):
-        rid = state[pos]
-        if rid:
-            key = (pos, rid, gid)
-            got = cache.get(key)
-            if got is None:
-                got = cache[key] = compute(pos, rid)
-            out = out | got
-    return out
+class Engine:
+    """Transitions computed by :meth:`System.step` on the :class:`~nbmodel.explore_state.Universe`'s scratch
+    System, memoized twice: exactly per ``(file, record, G)``, and per ``(file, record, view of G)`` as deltas,
+    where the view (:func:`~nbmodel.explore_state.view_of`) hides the per-CPU list below its top entry. A step
+    that needs what the view hides raises NeedDeeper and is run again on the whole ``G``. Records are run at
+    index 0 and shared by every index of their file: an operation on one page does not read its index."""
 
-
-class RealEngine:
-    """Transitions computed by the real System.step on a scratch System (any configuration)."""
-
-    name = "real"
+    name = "system"
 
     def __init__(self, space: Space):
         self.space = space
         self.u = Universe(space)
-        self.full = space.config().large_folios
-        self.root = self.u.root
-        self.positions = self.u.positions
-        self.records, self.globals = self.u.records, self.u.globals
-        self.moves: list[Move] = []
-        self.move_ids: dict = {}
-        self.memo: dict = {}
-        self.inv_rec: dict = {}
-        self.inv_g: dict = {}
-        self.misses = 0
-        self.refused: dict = {}
-
-    def move(self, pos, tid) -> Move:
-        return self.moves[tid]
-
-    def _id(self, move: Move) -> int:
-        got = self.move_ids.get(move)
-        if got is None:
-            got = self.move_ids[move] = len(self.moves)
-            self.moves.append(move)
-        return got
-
-    def local(self, pos: int, rid: int, gid: int) -> tuple:
-        key = (pos, rid, gid)
-        got = self.memo.get(key)
-        if got is None:
-            name, index = self.positions[pos - 1]
-            if not self.globals.value(gid)[0][_file_number(self.space, name)]:
-                got = ((), ())
-            else:
-                got = self._collect(gid, {(name, index): rid}, _plain_moves(self.space, name, index), False)
-            self.memo[key] = got
-        return got
-
-    def whole(self, state: tuple) -> tuple:
-        got = self.memo.get(state)
-        if got is None:
-            recs = dict(zip(self.positions, state[1:], strict=False))
-            got = self.memo[state] = self._collect(state[0], recs, _whole_moves(self.space, self.globals.value(
-                state[0])[0], self.full), True)
-        return got
-
-    def _collect(self, gid: int, recs: dict, plain: list, whole: bool) -> tuple:
-        self.misses += 1
-        trans, props, seen = [], {}, set()
-        for move in plain:
-            for mv, out in self._run_all(gid, recs, move):
-                mi = self._id(mv)
-                for p in out.props:
-                    props.setdefault(p, mi)
-                if whole:
-                    target = (out.gid,) + tuple(out.records[p] for p in self.positions)
-                else:
-                    ((_, rid), (_, rid2)) = next(iter(recs.items())), next(iter(out.records.items()))
-                    if rid2 == rid and out.gid == gid and not out.flush_all:
-                        continue
-                    target = (rid2, out.gid, out.flush_all)
-                if target not in seen:
-                    seen.add(target)
-                    trans.append((mi,) + (target if not whole else (target,)))
-        return tuple(trans), tuple(props.items())
-
-    def _run_all(self, gid: int, recs: dict, move: Move):
-        try:
-            got = self.u.run(gid, recs, move.step(self.space))
-        except RefusedMove as e:
-            self.refused.setdefault(move.op, str(e))
-            return
-        yield move, got
-        for var in _variants(self.space, move, got.reached):
-            try:
-                yield var, self.u.run(gid, recs, var.step(self.space))
-            except RefusedMove as e:
-                self.refused.setdefault(var.op, str(e))
-
-    def broken(self, state: tuple, pending=()) -> frozenset:
-        gid = state[0]
-        if self.full:
-            return self.u.broken_keys(gid, dict(zip(self.positions, state[1:], strict=False)))
-        out = self.inv_g.get(gid)
-        if out is None:
-            out = self.inv_g[gid] = self.u.broken_keys(gid, {})
-        return _with_record_breaks(out, state, self.inv_rec,
-                                   lambda pos, rid: self.u.broken_keys(gid, {self.positions[pos - 1]: rid}))
-
-    def clear_tlb(self, rid: int) -> int:
-        return self.u.clear_tlb(rid)
-
-    @staticmethod
-    def view(rec: tuple) -> tuple:
-        """A record's direct-map view: (valid bits, private bit)."""
-        return bool(rec[7] if rec[7] is not None else 3), rec[3] & 1
-
-
-class FastEngine:
-    """Transitions computed by :mod:`nbmodel.explore_fast` (order-0 folios), memoized twice: exactly per
-    ``(file, record, G)``, and per ``(file, record, view of G)`` as deltas, where the view hides the per-CPU
-    list below its top entry (a step that needs more is recomputed on the whole G)."""
-
-    name = "fast"
-    full = False
-
-    def __init__(self, space: Space):
-        self.space = space
-        self.u = FastUniverse(space)
-        self.m = self.u.m
+        # A 2M folio spans indexes, so one index is no longer a unit of locality (unless a file has one page).
+        self.full = space.config().large_folios and any(n > 1 for _, n in space.files())
         self.root = self.u.root
         self.positions = self.u.positions
         self.records, self.globals = self.u.records, self.u.globals
@@ -353,8 +243,12 @@ class FastEngine:
         self.memo = {name: {} for name, _ in space.files()}
         self.memos_by_pos = [None] + [self.memo[name] for name in self.files]
         self.vmemo: dict = {}
-        self.inv: dict = {}
+        self.inv_g: dict = {}
+        self.inv_rec: dict = {}
+        self.inv_cover: dict = {}
         self.misses = self.view_misses = 0
+        self.refused: dict = {}
+        self.step_of: dict = {}   # move -> its System.step arguments, sizes as ints
 
     def _tid(self, move: Move) -> int:
         got = self.tids.get(move)
@@ -388,10 +282,9 @@ class FastEngine:
     def _local(self, name: str, rid: int, gid: int) -> tuple:
         self.misses += 1
         g = self.globals.value(gid)
-        if not g[0][self.m.names.index(name)]:
+        if not g[0][_file_number(self.space, name)]:
             return (), ()
-        pcp = g[1]
-        view = (g[0], pcp[-1:], len(pcp) > 1) + g[2:]
+        view = view_of(g)
         vkey = (name, rid, view)
         deltas = self.vmemo.get(vkey)
         if deltas is None:
@@ -401,7 +294,7 @@ class FastEngine:
         trans, seen = [], set()
         gintern = self.globals.id
         for tid, rid2, delta in deltas[0]:
-            gid2 = gintern(fast.apply_delta(g, delta))
+            gid2 = gintern(apply_delta(g, delta))
             key = (rid2, gid2, delta[-1])
             if (rid2 == rid and gid2 == gid and not delta[-1]) or key in seen:
                 continue
@@ -412,93 +305,126 @@ class FastEngine:
     def _deltas(self, name: str, rid: int, view: tuple):
         """The moves of one record on a view of G, as deltas; False if some move needs the whole G."""
         self.view_misses += 1
-        g = (view[0], view[1]) + view[3:]
-        recs = {(name, 0): self.records.value(rid)}
+        recs = {(name, 0): rid}
         out, props = [], {}
         try:
-            for tid, out_ in self._run_table(name, g, recs, view[2]):
-                for p in out_.props:
+            for tid, got in self._run_table(name, lambda step: self.u.run_view(view, recs, step)):
+                for p in got.props:
                     props.setdefault(p, tid)
-                out.append((tid, self.records.id(out_.records[(name, 0)]), out_.delta))
-        except fast.NeedDeeper:
+                out.append((tid, got.records[(name, 0)], got.delta))
+        except NeedDeeper:
             return False
         return tuple(out), tuple(props.items())
 
     def _exact(self, name: str, rid: int, gid: int, g: tuple) -> tuple:
-        recs = {(name, 0): self.records.value(rid)}
+        recs = {(name, 0): rid}
         trans, props, seen = [], {}, set()
-        for tid, out in self._run_table(name, g, recs, None):
-            for p in out.props:
+        for tid, got in self._run_table(name, lambda step: self.u.run(gid, recs, step)):
+            for p in got.props:
                 props.setdefault(p, tid)
-            rid2, gid2 = self.records.id(out.records[(name, 0)]), self.globals.id(out.g)
-            key = (rid2, gid2, out.flush_all)
-            if (rid2 == rid and gid2 == gid and not out.flush_all) or key in seen:
+            rid2, gid2 = got.records[(name, 0)], got.gid
+            key = (rid2, gid2, got.flush_all)
+            if (rid2 == rid and gid2 == gid and not got.flush_all) or key in seen:
                 continue
             seen.add(key)
-            trans.append((tid, rid2, gid2, out.flush_all))
+            trans.append((tid, rid2, gid2, got.flush_all))
         return tuple(trans), tuple(props.items())
 
-    def _run_table(self, name: str, g: tuple, recs: dict, deeper):
-        m = self.m
+    def _run_table(self, name: str, run):
         for move, tid, variants in self.table[name]:
-            try:
-                out = fast.step(m, g, recs, move, deeper)
-            except fast.Invalid:
+            got = self._try(run, move)
+            if got is None:
                 continue
-            yield tid, out
-            for at in out.reached:
+            yield tid, got
+            for at in got.reached:
                 for var, vtid in variants[at]:
-                    try:
-                        yield vtid, fast.step(m, g, recs, var, deeper)
-                    except fast.Invalid:
-                        continue
+                    out = self._try(run, var)
+                    if out is not None:
+                        yield vtid, out
+
+    def _try(self, run, move: Move):
+        step = self.step_of.get(move)
+        if step is None:
+            step = self.step_of[move] = {k: parse_size(v) if k in ("offset", "len") else v
+                                         for k, v in move.step(self.space).items()}
+        try:
+            return run(step)
+        except RefusedMove as e:
+            self.refused.setdefault(move.op, str(e))
+            return None
 
     def whole(self, state: tuple) -> tuple:
+        """Moves that need every record: create and close, and every move when folios may span indexes."""
         self.misses += 1
-        g = self.globals.value(state[0])
-        recs = {p: self.records.value(r) for p, r in zip(self.positions, state[1:], strict=False)}
+        gid = state[0]
+        recs = dict(zip(self.positions, state[1:], strict=False))
         trans, props, seen = [], {}, set()
-        for move in _whole_moves(self.space, g[0], False):
-            for mv, out in self._run_all(g, recs, move):
+        for move in _whole_moves(self.space, self.globals.value(gid)[0], self.full):
+            got = self._try(lambda step: self.u.run(gid, recs, step), move)
+            if got is None:
+                continue
+            variants = [(move, got)] + [(v, self._try(lambda step: self.u.run(gid, recs, step), v))
+                                        for v in _variants(self.space, move, got.reached)]
+            for mv, out in variants:
+                if out is None:
+                    continue
                 tid = self._tid(mv)
                 for p in out.props:
                     props.setdefault(p, tid)
-                ns = (self.globals.id(out.g),) + tuple(self.records.id(out.records[p]) for p in self.positions)
+                ns = (out.gid,) + tuple(out.records[p] for p in self.positions)
                 if ns != state and ns not in seen:
                     seen.add(ns)
                     trans.append((tid, ns))
         return tuple(trans), tuple(props.items())
 
-    def _run_all(self, g, recs, move):
-        try:
-            out = fast.step(self.m, g, recs, move)
-        except fast.Invalid:
-            return
-        yield move, out
-        for var in _variants(self.space, move, out.reached):
-            try:
-                yield var, fast.step(self.m, g, recs, var)
-            except fast.Invalid:
-                continue
-
-    def broken(self, state: tuple, pending=("a", "d")) -> frozenset:
+    def broken(self, state: tuple, pending=()) -> frozenset:
         gid = state[0]
-        g = self.globals.value(gid)
-        out = fast.broken_global(self.m, g)
-        if "a" not in pending and "d" not in pending:
-            return out
-        return _with_record_breaks(out, state, self.inv, lambda pos, rid: fast.broken_record(
-            self.m, g, self.files[pos - 1], self.records.value(rid)))
+        if self.full:
+            return self.u.broken_keys(gid, dict(zip(self.positions, state[1:], strict=False)))
+        out = self.inv_g.get(gid)
+        if out is None:
+            out = self.inv_g[gid] = self.u.broken_keys(gid, {})
+        cache = self.inv_rec
+        for pos in range(1, len(state)):
+            rid = state[pos]
+            if rid:
+                key = (pos, rid, gid)
+                got = cache.get(key)
+                if got is None:
+                    got = cache[key] = self._record_breaks(pos, rid, gid)
+                out = out | got
+        return out
+
+    def _record_breaks(self, pos: int, rid: int, gid: int) -> frozenset:
+        """What one record breaks under ``G``. Invariants (a) and (d) read a folio's own page (in the record)
+        and the TLB entries that cover it; only entries larger than a page live in ``G``, so the answer is
+        shared by every ``G`` with the same covering entries."""
+        name = self.files[pos - 1]
+        pfn = self.records.value(rid)[0]
+        cover = tuple(tuple(e for e in entries if e[1] > 1 and e[0] <= pfn < e[0] + e[1])
+                      for entries in self.globals.value(gid)[2])
+        key = (name, rid, cover)
+        got = self.inv_cover.get(key)
+        if got is None:
+            got = self.inv_cover[key] = self.u.broken_keys(gid, {(name, 0): rid}) - self.inv_g[gid]
+        return got
 
     def clear_tlb(self, rid: int) -> int:
         return self.u.clear_tlb(rid)
 
     @staticmethod
     def view(rec: tuple) -> tuple:
-        return bool(rec[6]), rec[3] & 1
+        """A record's direct-map view: (valid bits, private bit)."""
+        return bool(rec[7] if rec[7] is not None else 3), rec[3] & 1
+
+
+def closes(space: Space) -> bool:
+    return space.close or space.config().large_folios
 
 
 def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
+    """Create for a file that does not exist; close when the space closes files or has 2M folios (whose only
+    way back to the allocator is a truncation of the whole folio); with ``full``, every plain move too."""
     out = []
     for (name, n), there in zip(space.files(), exists, strict=False):
         if not there:
@@ -507,102 +433,18 @@ def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
         if full:
             for i in range(n):
                 out.extend(_plain_moves(space, name, i))
-        if space.close or full:
+        if closes(space):
             out.append(Move("close", name))
     return out
 
 
-def make_engine(space: Space, engine: str = "auto"):
-    """``"fast"`` (order-0 folios on x86, arm64 bbml2/rodata-full/blocks-no-bbml2, trusted as it is), ``"real"``
-    (System itself), or ``"auto"``: fast where it covers the space *and* agrees with System on the space's
-    preflight (:func:`preflight`), else real. The fast engine keeps its own encoding of the designs; the
-    preflight is what keeps a change to the design code from turning into a false proof."""
-    if engine == "real":
-        return RealEngine(space)
-    try:
-        fast_engine = FastEngine(space)
-    except ExploreLimit:
-        if engine == "fast":
-            raise
-        return RealEngine(space)
-    if engine == "auto":
-        problems = preflight(space)
-        if problems:
-            real = RealEngine(space)
-            real.note = (f"the fast engine disagreed with System on {len(problems)} move(s) of the preflight; "
-                         f"explored on System itself. First: {problems[0].splitlines()[0]}")
-            return real
-    return fast_engine
-
-
-PREFLIGHT = {"depth": 4, "sample": 12, "first": 12}
-PREFLIGHT_MEMORY = "256M"  # the preflight's machine: small, so that replaying paths on System is cheap
-_PREFLIGHT: dict = {}
-
-
-def preflight(space: Space) -> list[str]:
-    """The fast engine against System (:func:`nbmodel.explore_check.check_conformance`) on a small version of
-    ``space`` (same design, switches, options, arch and mode; at most one page per file, 256M of RAM), every move
-    from its ``PREFLIGHT["first"]`` shallowest states and ``PREFLIGHT["sample"]`` more reached within
-    ``PREFLIGHT["depth"]`` steps. Returns the mismatches (empty: they agree).
-
-    The answer is a function of the model's source and the space only, so it is kept in memory for the process
-    and on disk (``$XDG_CACHE_HOME/nbmodel/preflight-<hash of nbmodel/*.py>.json``): an edit to any model file
-    makes a new cache, and a sweep pays the preflight once per configuration per version of the code."""
-    small = replace(space, offsets=min(space.offsets, 1), secret=min(space.secret, 1), memory=PREFLIGHT_MEMORY)
-    if small not in _PREFLIGHT:
-        disk = _preflight_disk()
-        key = repr(small)
-        if disk is not None and key in disk[1]:
-            _PREFLIGHT[small] = disk[1][key]
-        else:
-            from .explore_check import check_conformance
-            _PREFLIGHT[small] = check_conformance(small, **PREFLIGHT)
-            if disk is not None:
-                disk[1][key] = _PREFLIGHT[small]
-                _save_preflight(*disk)
-    return _PREFLIGHT[small]
-
-
-def _preflight_disk():
-    """``(path, {space repr: problems})`` of this code version's cache, or None (no cache directory, or
-    ``NBMODEL_NO_CACHE`` set)."""
-    if os.environ.get("NBMODEL_NO_CACHE"):
-        return None
-    from .crosscheck import cache_dir
-    base = cache_dir()
-    if base is None:
-        return None
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for f in sorted(here.glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    h.update(json.dumps(PREFLIGHT, sort_keys=True).encode() + PREFLIGHT_MEMORY.encode())
-    path = base / f"preflight-{h.hexdigest()[:16]}.json"
-    try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        data = {}
-    return path, data if isinstance(data, dict) else {}
-
-
-def _save_preflight(path: Path, data: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs time
-
-
 # -- the search ---------------------------------------------------------------------------------------------
 class Search:
-    """Breadth-first search over one :class:`Space`; ``engine`` computes (and memoizes) the transitions."""
+    """Breadth-first search over one :class:`Space`; its :class:`Engine` computes (and memoizes) the transitions."""
 
-    def __init__(self, space: Space, engine: str = "auto"):
+    def __init__(self, space: Space):
         self.space = space
-        self.e = make_engine(space, engine)
+        self.e = Engine(space)
 
     def run(self, max_depth: int | None = None, max_states: int | None = None):
         """BFS to a fixpoint, ``max_depth`` steps, or ``max_states`` states (checked as states are added, so a
@@ -652,7 +494,7 @@ class Search:
         budget = self.budget
         local = e.local
         memos = getattr(e, "memos_by_pos", None)
-        whole_always = e.full or self.space.close
+        whole_always = e.full or closes(self.space)
         for s in frontier:
             gid = s[0]
             if not e.full:
@@ -822,8 +664,11 @@ def _expectations(ce: Counterexample, n: int) -> list[dict]:
 
 
 # -- entry points ----------------------------------------------------------------------------------------
-#: Default state budget per engine: the search stops as soon as it has visited this many states.
-BUDGET = {"fast": 150_000, "real": 150}
+#: Default state budget: the search stops as soon as it has visited this many states. With 2M folios every step
+#: walks 512 pages and a record no longer stands for one index (:class:`Engine`), so a state costs about a hundred
+#: times more and those spaces get a smaller default.
+BUDGET = 150_000
+BUDGET_2M = 300
 AUTO = "auto"
 
 
@@ -831,28 +676,29 @@ def explore(design: str = "filemap", arch: str = "x86", mode: str | None = None,
             cpus: int = 2, max_depth: int | None = None, secret: int = 0, close: bool = False,
             interleave: bool = True, memory: str = "4G", seed: int = 0, write: str = "refuse",
             large_folios: bool = False, batch_flush: bool = False, max_states=AUTO, sizes: bool = False,
-            engine: str = "auto", skip=(), large_zap: bool = False, fwb: bool = True) -> ExploreResult:
+            skip=(), large_zap: bool = False, fwb: bool = True) -> ExploreResult:
     """Explore one configuration breadth-first; see the module docstring.
 
     ``max_states`` is a budget: the search stops after the level at which it has visited more states
-    (``"auto"``: :data:`BUDGET` for the engine; None: no budget). ``sizes`` also counts direct-map views."""
+    (``"auto"``: :data:`BUDGET`, or :data:`BUDGET_2M` with 2M folios; None: no budget). ``sizes`` also counts
+    direct-map views."""
     space = Space(design, arch, mode, tuple(sorted(switches)), offsets, secret, cpus, memory, seed, write,
                   large_folios, batch_flush, close, interleave, skip=tuple(sorted(skip)), large_zap=large_zap,
                   fwb=fwb)
-    return explore_space(space, max_depth=max_depth, max_states=max_states, sizes=sizes, engine=engine)
+    return explore_space(space, max_depth=max_depth, max_states=max_states, sizes=sizes)
 
 
-def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False, engine="auto") -> ExploreResult:
+def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False) -> ExploreResult:
     _check_space(space)
     start = time.perf_counter()
-    search = Search(space, engine)
-    budget = BUDGET[search.e.name] if max_states == AUTO else max_states
+    search = Search(space)
+    budget = (BUDGET_2M if space.config().large_folios else BUDGET) if max_states == AUTO else max_states
     parent, found, transitions, depth, complete = search.run(max_depth, budget)
     seconds = time.perf_counter() - start
     per = {k: (search.counterexample(parent, k, found[k]) if k in found else None) for k in PROPERTIES}
     res = ExploreResult(space, len(parent), transitions, depth, complete, seconds, per, search.e.misses,
-                        engine=search.e.name, note=getattr(search.e, "note", ""))
-    res.refused.update(getattr(search.e, "refused", {}))
+                        consulted=frozenset(search.e.u.consulted))
+    res.refused.update(search.e.refused)
     if sizes:
         res.dm_states, res.membership_states = _views(search, parent)
     return res
@@ -917,46 +763,48 @@ def default_spaces(designs=DESIGNS, arches=ARCHES, switch_sets=None, **kw) -> li
     return out
 
 
-def effective_key(space: Space):
-    """Spaces with equal keys explore the same machine (a switch with no effect on this design's paths);
-    None when only the real engine covers the space."""
-    try:
-        m = fast.Machine.of(space)
-    except ExploreLimit:
-        return None
-    hooks = m.hooks
-    return (m.kind, m.design, hooks, hooks and m.zero_before_add, hooks and m.hook_migrate, m.skip_flush,
-            hooks and m.batch_flush, m.design == "filemap" and m.write_mode, bool(space.secret) and m.put_first,
-            m.gmem_nodm, m.gmem_shared, tuple(m.carve[:8]), m.split_allocs, m.boot_split, m.boot_noncont,
-            space.offsets, space.secret, space.cpus, space.interleave, space.close, space.skip)
+def same_as(space: Space, base: Space, base_result: ExploreResult) -> bool:
+    """Does ``space`` explore exactly what ``base`` did? True when ``space`` is ``base`` with switches added that
+    change neither the machine nor the design's options (:meth:`Setup.kernel_mode`, :meth:`Setup.config`) and
+    that the design code never consulted while ``base`` was explored. Every decision the code took in ``base``'s
+    search then comes out the same with the switches on, transition by transition, so the reachable states,
+    the counterexamples and the verdicts are equal."""
+    added = set(space.switches) - set(base.switches)
+    if not added or replace(space, switches=base.switches) != base or added & base_result.consulted:
+        return False
+    a, b = Setup(**setup_kwargs(space)), Setup(**setup_kwargs(base))
+    return a.kernel_mode() == b.kernel_mode() and replace(a.config(), switches=frozenset()) == replace(
+        b.config(), switches=frozenset())
 
 
-def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_states=AUTO, engine: str = "auto") -> list:
-    """Explore several spaces in parallel processes; results in the order given. A space whose machine
-    equals an earlier one's (:func:`effective_key`) is not explored again: its entry is ``("same", i)``.
-    ``engine="real"`` runs every space on System itself (no deduplication: the key is the fast engine's)."""
-    if engine not in ("auto", "fast", "real"):
-        raise ModelInputError(f"engine must be auto, fast or real, not {engine!r}")
-    keys = [None if engine == "real" or (engine == "auto" and effective_key(sp) is not None and preflight(sp))
-            else effective_key(sp) for sp in spaces]
-    first: dict = {}
-    todo = []
-    for i, key in enumerate(keys):
-        if key is not None and key in first:
-            continue
-        if key is not None:
-            first[key] = i
-        todo.append(i)
-    # One process by default: the whole default sweep takes ~30 s in one process, and a pool of workers
-    # was seen to stall on this 2-core machine while other work ran.
+def setup_kwargs(space: Space) -> dict:
+    return {k: v for k, v in space.system_kwargs().items() if k != "trace"}
+
+
+def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_states=AUTO) -> list:
+    """Explore several spaces; results in the order given. A space that is another one of the list with
+    switches the design code never consulted there (:func:`same_as`) is not explored again: its entry is
+    ``("same", i)``. The spaces without switches go first, in ``jobs`` processes."""
+    base_of = {}
+    for i, sp in enumerate(spaces):
+        if sp.switches:
+            bases = [j for j, b in enumerate(spaces) if not b.switches and replace(sp, switches=()) == b]
+            if bases:
+                base_of[i] = bases[0]
+    done = _explore_all(spaces, [i for i in range(len(spaces)) if i not in base_of], jobs, max_depth, max_states)
+    same = {i: j for i, j in base_of.items() if same_as(spaces[i], spaces[j], done[j])}
+    done.update(_explore_all(spaces, [i for i in base_of if i not in same], jobs, max_depth, max_states))
+    return [done[i] if i in done else ("same", same[i]) for i in range(len(spaces))]
+
+
+def _explore_all(spaces: list[Space], todo: list[int], jobs, max_depth, max_states) -> dict:
+    # One process by default: a pool of workers was seen to stall on this 2-core machine while other work ran.
     jobs = max(1, min(jobs or 1, len(todo)))
     if jobs == 1:
-        done = {i: explore_space(spaces[i], max_depth, max_states, engine=engine) for i in todo}
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futs = {i: pool.submit(explore_space, spaces[i], max_depth, max_states, engine=engine) for i in todo}
-            done = {i: f.result() for i, f in futs.items()}
-    return [done[i] if i in done else ("same", first[keys[i]]) for i in range(len(spaces))]
+        return {i: explore_space(spaces[i], max_depth, max_states) for i in todo}
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futs = {i: pool.submit(explore_space, spaces[i], max_depth, max_states) for i in todo}
+        return {i: f.result() for i, f in futs.items()}
 
 
 # -- text output -------------------------------------------------------------------------------------------
@@ -978,10 +826,7 @@ def format_result(r: ExploreResult, timing: bool = True, details: bool = True, t
     """One configuration: sizes, then per property ``holds`` or the shortest counterexample."""
     sp = r.space
     files = f"guest_memfd of {sp.offsets} page(s)" + (f" + memfd_secret of {sp.secret}" if sp.secret else "")
-    lines = [f"== {sp.label()}: {files}, {sp.cpus} CPUs, interleavings {'on' if sp.interleave else 'off'}, "
-             f"engine {r.engine}"]
-    if r.note:
-        lines.append(f"   note: {r.note}")
+    lines = [f"== {sp.label()}: {files}, {sp.cpus} CPUs, interleavings {'on' if sp.interleave else 'off'}"]
     scope = "complete: every reachable state visited" if r.complete else "bounded: state budget or --depth"
     lines.append(f"   {r.states} states, {r.transitions} transitions, depth {r.depth} ({scope})")
     if timing:
@@ -1017,15 +862,14 @@ def _property_lines(r: ExploreResult, key: str, prop: Property, details: bool, t
 def format_table(spaces: list[Space], results: list, timing: bool = True) -> str:
     """The sweep as one line per configuration."""
     width = max(len(sp.label()) for sp in spaces) + 2
-    head = f"{'configuration':<{width}}{'engine':<7}{'states':>9}{'depth':>7} " + "".join(f"{c:>6}" for c in COLUMNS)
+    head = f"{'configuration':<{width}}{'states':>9}{'depth':>7} " + "".join(f"{c:>6}" for c in COLUMNS)
     lines = [head + ("   seconds" if timing else "")]
     for sp, r in zip(spaces, results, strict=False):
         if isinstance(r, tuple):
             lines.append(f"{sp.label():<{width}}= {spaces[r[1]].label()} (the switch changes nothing here)")
             continue
         depth = f"{r.depth}{'' if r.complete else '<'}"
-        engine = r.engine + ("*" if r.note else "")
-        row = f"{sp.label():<{width}}{engine:<7}{r.states:>9}{depth:>7} " + "".join(
+        row = f"{sp.label():<{width}}{r.states:>9}{depth:>7} " + "".join(
             f"{verdict(r, c):>6}" for c in COLUMNS)
         lines.append(row + (f"{r.seconds:>10.2f}" if timing else ""))
     return "\n".join(lines)
@@ -1033,8 +877,7 @@ def format_table(spaces: list[Space], results: list, timing: bool = True) -> str
 
 LEGEND = ("ok: holds in every reachable state (complete search)  ok<: holds in every state the bounded search "
           "visited  N: shortest counterexample has N steps (setup included; --details prints it)  -: n/a  "
-          "depth N<: bounded  real*: the fast engine disagreed with System in the preflight, so this configuration "
-          "was explored on System itself")
+          "depth N<: bounded")
 
 
 # -- command line ------------------------------------------------------------------------------------------
@@ -1046,14 +889,14 @@ EPILOG = """examples:
                                                     ... and write each counterexample as a scenario file
                                                     that `nbmodel run /tmp/ce/*.toml` replays
   nbmodel explore --design per-folio --offsets 3 --depth 6 --json
-  nbmodel explore --design filemap --check 50     the fast engine against System on 50 sampled states
+  nbmodel explore --design filemap --check 50     the memoized search against fresh Systems, 50 states
 
 properties: a-d are the model's invariants (nbmodel.invariants), checked after every step and, at interrupt
 points, inside it; leak: a CPU reads guest data through the direct map; oops: a kernel path faults on a
 direct-map hole; warn: a WARN_ON fires; eperm: write() refused after a zap (a goal, not a bug).
 
 exit status: 0 (a counterexample is a result, not an error); 2 for bad arguments; with --check, 1 when the
-fast engine and System disagree."""
+memoized search and a fresh System disagree."""
 
 
 def add_arguments(parser) -> None:
@@ -1071,17 +914,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cpus", type=int, default=2, help="CPUs, 1..8 (default 2)")
     parser.add_argument("--depth", type=int, default=None, help="stop after this many steps, 0..1000 (default: none)")
     parser.add_argument("--max-states", type=int, default=None,
-                        help=f"state budget per configuration (default {BUDGET['fast']}; real engine "
-                        f"{BUDGET['real']}); 0: none")
+                        help=f"state budget per configuration (default {BUDGET}; {BUDGET_2M} with 2M folios); "
+                        "0: none")
     parser.add_argument("--no-interleave", action="store_true", help="no racing reads at interrupt points")
     parser.add_argument("--close", action="store_true", help="also close and re-create files")
     parser.add_argument("--skip-op", action="append", default=[], metavar="OP",
                         choices=sorted(set(GMEM_OPS + SECRET_OPS + ("kernel_read",))),
                         help="leave this op out (repeatable), e.g. secret_fault+race")
     parser.add_argument("--write", choices=("refuse", "mermap"), default="refuse", help="filemap write()")
-    parser.add_argument("--engine", choices=("auto", "fast", "real"), default="auto",
-                        help="fast: the compact engine (checked against System in the tests); real: every "
-                        "transition through System.step (slow); auto: fast where it covers the space")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes for a sweep, 1..64 (default: 1)")
     parser.add_argument("--details", action="store_true", help="in a sweep, print every counterexample")
     parser.add_argument("--toml", action="store_true", help="print each counterexample's scenario file too")
@@ -1089,9 +929,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scenario-out", metavar="DIR", help="write each counterexample as DIR/NAME.toml")
     parser.add_argument("--no-timing", action="store_true", help="no times or rates (deterministic output)")
     parser.add_argument("--check", type=int, metavar="K", default=None,
-                        help="instead of exploring, check the fast engine against System on K (1..10000) sampled "
-                        "states per configuration (every move from each; --depth bounds the search, default 4); "
-                        "exit 1 on a mismatch")
+                        help="instead of exploring, check the search's memoized transitions against fresh "
+                        "Systems on K (1..10000) sampled states per configuration (every move from each; --depth "
+                        "bounds the search, default 4); exit 1 on a mismatch")
     parser.add_argument("--sizes", type=int, metavar="N", default=None,
                         help="print reachable states and direct-map views for 1..N pages per design (N from 1 to 4)")
 
@@ -1128,7 +968,7 @@ def run(args) -> int:
             return _run_check(spaces, args)
         budget = AUTO if args.max_states is None else (args.max_states or None)
         start = time.perf_counter()
-        results = sweep(spaces, args.jobs, args.depth, budget, engine=args.engine)
+        results = sweep(spaces, args.jobs, args.depth, budget)
         wall = time.perf_counter() - start
     except (ModelInputError, ExploreLimit) as e:
         print(f"nbmodel explore: {e}", file=sys.stderr)
@@ -1187,13 +1027,10 @@ def _print_results(args, spaces, results, wall: float) -> None:
 
 
 def _run_check(spaces: list, args) -> int:
-    """``--check K``: the fast engine against System, configuration by configuration."""
+    """``--check K``: the memoized search against fresh Systems, configuration by configuration."""
     from .explore_check import check_conformance
     bad = 0
     for sp in spaces:
-        if effective_key(sp) is None:
-            print(f"{sp.label()}: real engine only (nothing to check)")
-            continue
         problems = check_conformance(sp, depth=args.depth or 4, sample=args.check)
         bad += bool(problems)
         print(f"{sp.label()}: {'OK' if not problems else f'{len(problems)} MISMATCH(ES)'}")

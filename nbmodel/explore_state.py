@@ -24,7 +24,7 @@ order 9 (a seeded draw from the whole free pageblocks) with a state small enough
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .counters import Counters
 from .designs import Config
@@ -36,6 +36,7 @@ from .system import System
 from .units import PAGE_SHIFT, human
 
 GUEST_DATA = ("guest-secret", "guest-image", "secret")
+_ZERO_COUNTERS = dict(Counters())
 UNREAD_FLAGS = frozenset({"user_mapped", "guest_mapped"})
 PAGE_BITS = VALID | RW
 GMEM, SECRET = "g", "s"
@@ -48,6 +49,10 @@ class ExploreLimit(Exception):
 class RefusedMove(Exception):
     """System.step raised ModelInputError for a move the explorer generated (a model limitation or bug:
     the explorer skips the move and counts it)."""
+
+
+class NeedDeeper(Exception):
+    """A step run on a view of ``G`` reached below the part of the per-CPU list the view shows."""
 
 
 class LocalityError(AssertionError):
@@ -111,7 +116,11 @@ class Space:
 
 # -- the allocator -------------------------------------------------------------------------------------------
 class ExploreAllocator:
-    """:class:`~nbmodel.physmem.PageAllocator`'s choices with a hashable state ``(pcp, carved, pool)``."""
+    """:class:`~nbmodel.physmem.PageAllocator`'s choices with a hashable state ``(pcp, carved, pool)``.
+
+    On a *view* (``hidden`` set: the per-CPU list has more entries below the ones loaded) popping past the loaded
+    ones raises :class:`NeedDeeper`; ``low`` is the shortest the loaded list got, so what the step pushed is
+    ``pcp[low:]``."""
 
     def __init__(self, real, universe):
         self.universe = universe
@@ -119,25 +128,32 @@ class ExploreAllocator:
         self.pools = Interner()
         self.boot_pool = self.pools.id((tuple(real._whole), real._rng.getstate()))
         self.pcp, self.carved, self.pool = [], 0, self.boot_pool
+        self.hidden, self.low = False, 0
         self.boot_state = (tuple(real._pcp), 0, self.boot_pool)
         self.set_state(self.boot_state)
 
     def state(self) -> tuple:
         return (tuple(self.pcp), self.carved, self.pool)
 
-    def set_state(self, st: tuple) -> None:
+    def set_state(self, st: tuple, hidden: bool = False) -> None:
         self.pcp, self.carved, self.pool = list(st[0]), st[1], st[2]
+        self.hidden, self.low = hidden, len(self.pcp)
 
     def alloc(self, order: int) -> int:
         if order not in (0, 9):
             raise ModelInputError(f"the model allocates order 0 or 9 folios, not order {order}")
         pfn = self._alloc0() if order == 0 else self._alloc9()
         self.universe.touch(pfn, 1 << order)
+        self.universe.fresh.update(range(pfn, pfn + (1 << order)))
         return pfn
 
     def _alloc0(self) -> int:
         if self.pcp:
-            return self.pcp.pop()
+            pfn = self.pcp.pop()
+            self.low = min(self.low, len(self.pcp))
+            return pfn
+        if self.hidden:
+            raise NeedDeeper("the step pops more per-CPU-list pages than the view shows")
         if self.carved >= len(self.carve):
             raise ExploreLimit("the explored configuration needs more pages than one pageblock holds")
         self.carved += 1
@@ -156,6 +172,7 @@ class ExploreAllocator:
         return block << 9
 
     def free(self, pfn: int, order: int) -> None:
+        self.universe.fresh.update(range(pfn, pfn + (1 << order)))
         if order == 0:
             self.pcp.append(pfn)
             return
@@ -171,6 +188,21 @@ def project_allocator(real, allocator: ExploreAllocator) -> tuple:
     carved = len(allocator.carve) - len(real._carve)
     pool = allocator.pools.id((tuple(real._whole), real._rng.getstate()))
     return (tuple(real._pcp), carved, pool)
+
+
+class Watched(frozenset):
+    """A set of switch names that notes every name it is asked about: after a search, the switches the code
+    consulted. One it never consulted cannot have changed a decision, so turning it on explores the same space
+    (:func:`nbmodel.explore.sweep` relies on this)."""
+
+    def __new__(cls, items, log: set):
+        self = super().__new__(cls, items)
+        self.log = log
+        return self
+
+    def __contains__(self, name) -> bool:
+        self.log.add(name)
+        return frozenset.__contains__(self, name)
 
 
 class Interner:
@@ -197,19 +229,27 @@ class Interner:
 # -- the universe: scratch System + codec ----------------------------------------------------------------------
 @dataclass
 class Outcome:
-    """What one step did, in explorer terms."""
+    """What one step did, in explorer terms: the new records and ``G`` (or, on a view, the delta to ``G``)."""
 
     step: object
     records: dict          # position -> record id after the step
-    gid: int
+    gid: int | None
     flush_all: bool
     props: frozenset
     reached: tuple = ()
+    delta: tuple | None = None
 
 
 @dataclass
 class Universe:
-    """The scratch System of one :class:`Space`, its boot facts, and the intern tables of its states."""
+    """The scratch System of one :class:`Space`, its boot facts, and the intern tables of its states.
+
+    ``G = (exists, page tables, TLBs, free, carved, pool, flags)``: which files exist; the touched 2 MiB blocks'
+    page tables and the TLB entries, both without the pages that carry their own bits (records and free
+    pages); the allocator's per-CPU list as ``(pfn, direct-map bits, CPUs holding a 4 KiB TLB entry)``, how far
+    the pageblock has been carved and the pool of whole pageblocks; the two counters invariants (b) and (c)
+    read. A record: ``(pfn, order, flags, private, refcount, content, name, bits, tlb)``, the name left out
+    (None) when it is the usual ``file:index``, so that records of different indexes of a file are shared."""
 
     space: Space
     sys: System = field(init=False)
@@ -220,6 +260,9 @@ class Universe:
         sp = self.space
         self.sys = System(**sp.system_kwargs(), trace=False)
         self.k = self.sys.k
+        self.consulted: set = set()  # the switches the design code asked about
+        self.sys.config = replace(self.sys.config, switches=Watched(self.sys.config.switches, self.consulted))
+        self.sys.config.install(self.k)
         for st in sp.setup_steps():
             got = self.sys.step(**st)
             if got.result != "0":
@@ -231,6 +274,8 @@ class Universe:
         self.touched: dict[int, set] = {}      # 1G slot -> touched 2M blocks in it
         self.boot = {s: _copy_slot(e) for s, e in self.k.dmap.pt.top.items()}
         self.k.dmap.pt.top = {s: _copy_slot(e) for s, e in self.boot.items()}
+        self.fresh: set = set()     # PFNs allocated or freed by the step being run
+        self.loaded: set = set()    # PFNs of the records loaded for it
         self.alloc = ExploreAllocator(self.k.alloc, self)
         self.k.alloc = self.alloc
         self.records.id(None)  # record id 0: nothing at this index
@@ -242,7 +287,7 @@ class Universe:
     # -- instrumentation of the scratch kernel (instance attributes only) ------------------------------------
     def _instrument(self) -> None:
         k = self.k
-        point, access = k.point, k.kernel_access
+        point, access, flush = k.point, k.kernel_access, k._flush_range
 
         def recorded_point(name, pfn):
             self._points.append(name)
@@ -254,7 +299,15 @@ class Universe:
                 self._racing.append((pfn, got))
             return got
 
-        k.point, k.kernel_access = recorded_point, recorded_access
+        def guarded_flush(pfn, npages, reason):
+            full = k.counters["tlb_full_flushes"]
+            flush(pfn, npages, reason)
+            if self.alloc.hidden and k.counters["tlb_full_flushes"] == full:
+                known = self.loaded | self.fresh
+                if any(p not in known for p in range(pfn, pfn + npages)):
+                    raise NeedDeeper("a range flush reaches pages the view does not show")
+
+        k.point, k.kernel_access, k._flush_range = recorded_point, recorded_access, guarded_flush
 
     # -- blocks of interest --------------------------------------------------------------------------------------
     def touch(self, pfn: int, npages: int) -> None:
@@ -287,12 +340,18 @@ class Universe:
     def encode(self, loaded) -> tuple[int, dict]:
         """``(gid, {position: rid})`` for the positions in ``loaded``; raises LocalityError if another
         position of an existing file now holds a folio."""
+        g, recs = self._encode(loaded, self.alloc.pcp, self.alloc.carved, self.alloc.pool)
+        return self.globals.id(g), {p: self.records.id(r) for p, r in recs.items()}
+
+    def _encode(self, loaded, pcp, carved, pool) -> tuple[tuple, dict]:
         folios = self._folios(loaded)
         masked = {f.pfn for f in folios.values() if f is not None and f.order == 0}
-        recs = {p: self.records.id(self._record(f, masked)) for p, f in folios.items()}
-        g = (self._exists(), self._encode_pt(masked), self._encode_tlbs(masked), self.alloc.state(),
+        masked.update(pcp)
+        recs = {p: self._record(p, f) for p, f in folios.items()}
+        free = tuple((p, self._bits(p), self._tlb(p)) for p in pcp)
+        g = (self._exists(), self._encode_pt(masked), self._encode_tlbs(masked), free, carved, pool,
              self._flags())
-        return self.globals.id(g), recs
+        return g, recs
 
     def _folios(self, loaded) -> dict:
         loaded = set(loaded)
@@ -307,15 +366,21 @@ class Universe:
             out.setdefault(pos, None)
         return out
 
-    def _record(self, folio, masked) -> tuple | None:
+    def _bits(self, pfn: int) -> int:
+        return self.k.dmap.pt.leaf(pfn)[2] & PAGE_BITS
+
+    def _tlb(self, pfn: int) -> int:
+        return sum(1 << t.cpu for t in self.k.tlbs if t.entries.get(pfn) == 1)
+
+    def _record(self, pos, folio) -> tuple | None:
         if folio is None:
             return None
         bits = tlb = None
-        if folio.pfn in masked:
-            bits = self.k.dmap.pt.leaf(folio.pfn)[2] & PAGE_BITS
-            tlb = sum(1 << t.cpu for t in self.k.tlbs if t.entries.get(folio.pfn) == 1)
+        if folio.order == 0:
+            bits, tlb = self._bits(folio.pfn), self._tlb(folio.pfn)
         flags = tuple(sorted(folio.flags - UNREAD_FLAGS))
-        return (folio.pfn, folio.order, flags, folio.private, folio.refcount, folio.content, folio.name, bits, tlb)
+        name = None if folio.name == f"{pos[0]}:{pos[1]}" else folio.name
+        return (folio.pfn, folio.order, flags, folio.private, folio.refcount, folio.content, name, bits, tlb)
 
     def _exists(self) -> tuple:
         return tuple(name in self.sys.files for name, _ in self.space.files())
@@ -371,7 +436,10 @@ class Universe:
     # -- decoding ------------------------------------------------------------------------------------------------
     def decode(self, gid: int, recs: dict) -> None:
         """Put the scratch System in state ``G`` with the records ``{position: rid}`` loaded (others absent)."""
-        exists, pt, tlbs, alloc, flags = self.globals.value(gid)
+        self._decode(self.globals.value(gid), recs, False)
+
+    def _decode(self, g: tuple, recs: dict, hidden: bool) -> None:
+        exists, pt, tlbs, free, carved, pool, flags = g
         sys, k = self.sys, self.k
         sys.files = {}
         for (name, _), there in zip(self.space.files(), exists, strict=False):
@@ -384,10 +452,14 @@ class Universe:
         self._decode_pt(dict(pt))
         for t, entries in zip(k.tlbs, tlbs, strict=False):
             t.entries = dict(entries)
-        self.alloc.set_state(alloc)
-        k.counters = Counters()
-        k.counters["freed_unmapped"], k.counters["restore_splits"] = int(flags[0]), int(flags[1])
+        self.alloc.set_state((tuple(p for p, _, _ in free), carved, pool), hidden)
+        for pfn, bits, tlb in free:
+            self._load_page(pfn, bits, tlb)
+        k.counters = counters = Counters.__new__(Counters)  # a fresh set of zeros, without the per-name loop
+        dict.update(counters, _ZERO_COUNTERS)
+        counters["freed_unmapped"], counters["restore_splits"] = int(flags[0]), int(flags[1])
         k.pgtable_pfns, k.interrupt = [], None
+        self.fresh, self.loaded = set(), set()
         for pos, rid in recs.items():
             rec = self.records.value(rid)
             if rec is not None:
@@ -413,16 +485,20 @@ class Universe:
     def _load(self, pos, rec) -> None:
         pfn, order, flags, private, refcount, content, name, bits, tlb = rec
         f = self.sys.files[pos[0]]
-        folio = Folio(pfn, order, name=name)
+        folio = Folio(pfn, order, name=f"{pos[0]}:{pos[1]}" if name is None else name)
         folio.flags, folio.private, folio.refcount, folio.content = set(flags), private, refcount, content
         folio.mapping, folio.index = f.mapping, pos[1]
         f.mapping.i_pages[pos[1]] = folio
         f.mapping.nrpages += folio.nr_pages
+        self.loaded.update(range(pfn, pfn + folio.nr_pages))
         if bits is not None:
-            self._set_page(pfn, bits)
-            for t in self.k.tlbs:
-                if tlb >> t.cpu & 1:
-                    t.entries[pfn] = 1
+            self._load_page(pfn, bits, tlb)
+
+    def _load_page(self, pfn: int, bits: int, tlb: int) -> None:
+        self._set_page(pfn, bits)
+        for t in self.k.tlbs:
+            if tlb >> t.cpu & 1:
+                t.entries[pfn] = 1
 
     def _set_page(self, pfn: int, bits: int) -> None:
         pmd = self.k.dmap.pt.top[pfn >> 18]
@@ -436,7 +512,15 @@ class Universe:
     # -- running one step ----------------------------------------------------------------------------------------
     def run(self, gid: int, recs: dict, step: dict) -> Outcome:
         """Decode, run ``step`` through the real System.step, encode: one transition."""
-        self.decode(gid, recs)
+        return self._run(self.globals.value(gid), recs, step, None)
+
+    def run_view(self, view: tuple, recs: dict, step: dict) -> Outcome:
+        """One transition on a *view* of ``G`` (:func:`view_of`): the outcome carries a delta for
+        :func:`apply_delta` instead of a ``G``; raises NeedDeeper when the step needs what the view hides."""
+        return self._run(view[:3] + view[3:4] + view[5:], recs, step, view[4])
+
+    def _run(self, g: tuple, recs: dict, step: dict, hidden) -> Outcome:
+        self._decode(g, recs, bool(hidden))
         pre = {self.records.value(r)[0]: self.records.value(r)[5] for r in recs.values() if r}
         self._points.clear()
         self._racing.clear()
@@ -444,10 +528,25 @@ class Universe:
             st = self.sys.step(**step)
         except ModelInputError as e:
             raise RefusedMove(str(e)) from None
+        except NeedDeeper:
+            self._abandoned()
+            raise
         reached = tuple(dict.fromkeys(self._points))
-        gid2, recs2 = self.encode(recs)
         props = observe(st, pre, self._racing) | frozenset(st.broken)
-        return Outcome(st, recs2, gid2, st.counters.get("tlb_full_flushes", 0) > 0, props, reached)
+        flush_all = st.counters.get("tlb_full_flushes", 0) > 0
+        a = self.alloc
+        g2, recs2 = self._encode(recs, a.pcp, a.carved, a.pool)
+        recs2 = {p: self.records.id(r) for p, r in recs2.items()}
+        if hidden is None:
+            return Outcome(st, recs2, self.globals.id(g2), flush_all, props, reached)
+        delta = (len(g[3]) - a.low, g2[3][a.low:], g2[:3] + g2[4:], flush_all)
+        return Outcome(st, recs2, None, flush_all, props, reached, delta)
+
+    def _abandoned(self) -> None:
+        """A step stopped half-way (NeedDeeper): drop the state it leaves outside what :meth:`_decode` resets,
+        the CPU a racing fault switched to and the design's per-call state (a batched fallocate's list)."""
+        self.k.current_cpu = 0
+        self.k.design = self.sys.config.build()
 
     def broken_keys(self, gid: int, recs: dict) -> frozenset:
         """Invariant keys broken in state ``G`` with these records loaded (the model's own checks)."""
@@ -464,29 +563,40 @@ class Universe:
     # -- conformance -----------------------------------------------------------------------------------------
     def project(self, real: System) -> tuple:
         """A real System's state in this universe's terms, as plain tuples (for conformance checks)."""
-        k = real.k
         folios = {}
         for name, f in real.files.items():
             for index, folio in f.mapping.i_pages.items():
                 folios[(name, index)] = folio
-        masked = {f.pfn for f in folios.values() if f.order == 0}
+        extra = sorted(set(folios) - set(self.positions))
         saved = (self.k, self.sys)
         try:
-            self.k, self.sys = k, real
-            recs = tuple(self._record(folios.get(p), masked) for p in self.positions)
-            extra = sorted(set(folios) - set(self.positions))
-            tlbs = self._encode_tlbs(masked)
-            pt = self._encode_pt(masked)
-            flags = self._flags()
+            self.k, self.sys = real.k, real
+            pcp, carved, pool = project_allocator(real.k.alloc, self.alloc)
+            g, recs = self._encode(self.positions, pcp, carved, pool)
         finally:
             self.k, self.sys = saved
-        exists = tuple(name in real.files for name, _ in self.space.files())
-        g = (exists, pt, tlbs, project_allocator(k.alloc, self.alloc), flags)
-        return (g,) + recs + ((("extra", tuple(extra)),) if extra else ())
+        return (g,) + tuple(recs[p] for p in self.positions) + ((("extra", tuple(extra)),) if extra else ())
 
     def expand(self, state: tuple) -> tuple:
         """An explorer state ``(gid, rid...)`` as the plain tuples :meth:`project` returns."""
         return (self.globals.value(state[0]),) + tuple(self.records.value(r) for r in state[1:])
+
+
+def view_of(g: tuple) -> tuple:
+    """``G`` with the per-CPU list cut to its top entry, and whether more lie below: what most steps read."""
+    free = g[3]
+    return g[:3] + (free[-1:], len(free) > 1) + g[4:]
+
+
+def apply_delta(g: tuple, delta: tuple) -> tuple:
+    """``G`` after a step whose outcome on ``view_of(g)`` was ``delta``: the entries the view hid stay below
+    what the step pushed (their TLB bits cleared if it flushed everything)."""
+    popped, pushed, rest, flushed = delta
+    free = g[3]
+    keep = free[:len(free) - popped] if popped else free
+    if flushed and keep:
+        keep = tuple((p, b, 0) for p, b, _ in keep)
+    return rest[:3] + (keep + pushed,) + rest[3:]
 
 
 def observe(step, pre: dict, racing: list) -> frozenset:
@@ -528,5 +638,5 @@ def _apply_items(table: list, items) -> None:
         table[b & 511] = e if type(e) is int else bytearray(e)
 
 
-__all__ = ["Space", "Universe", "ExploreAllocator", "ExploreLimit", "LocalityError", "Interner", "Outcome",
-           "observe", "GUEST_DATA", "GMEM", "SECRET"]
+__all__ = ["Space", "Universe", "ExploreAllocator", "ExploreLimit", "LocalityError", "NeedDeeper", "Interner",
+           "Outcome", "observe", "view_of", "apply_delta", "GUEST_DATA", "GMEM", "SECRET"]

@@ -71,38 +71,112 @@ def test_cli_bad_arguments_exit_2():
     assert done.returncode == 2
 
 
-# -- the fast engine against System ---------------------------------------------------------------------------
+# -- the memoized search against fresh Systems --------------------------------------------------------------
 from nbmodel import explore as ex  # noqa: E402
+from nbmodel import explore_state as es  # noqa: E402
 from nbmodel import scenario as sc  # noqa: E402
 from nbmodel.explore_check import check_conformance  # noqa: E402
 from nbmodel.explore_state import Space  # noqa: E402
 
-FAST_SPACES = [sp for sp in ex.default_spaces(offsets=2) if "restore_4k" not in sp.switches]
+SPACES = ex.default_spaces(offsets=2)
 
 
 @pytest.mark.slow  # conformance: up to ~25 s per case (pytest --durations)
-@pytest.mark.parametrize("space", FAST_SPACES, ids=lambda sp: sp.label())
-def test_fast_engine_conforms_to_system(space):
-    """Sampled states: the real state, its invariants, and every move from it (result, racing read,
-    observations, next state) agree with System; memoized successors agree with whole-state steps."""
+@pytest.mark.parametrize("space", SPACES, ids=lambda sp: sp.label())
+def test_memoized_search_conforms_to_fresh_systems(space):
+    """Sampled states: the explorer's state, its invariants, and every successor and property agree with
+    each move run on a fresh System replaying the state's path."""
     assert check_conformance(space, depth=4, sample=6, seed=1) == []
 
 
 @pytest.mark.slow  # conformance: up to ~25 s per case (pytest --durations)
 @pytest.mark.parametrize("design", ["filemap", "per-folio", "secretmem"])
-def test_fast_engine_conforms_with_a_secret_file_and_close(design):
+def test_memoized_search_conforms_with_a_secret_file_and_close(design):
     space = Space(design=design, offsets=1, secret=1, close=True)
     assert check_conformance(space, depth=4, sample=15, seed=2) == []
 
 
-@pytest.mark.slow  # conformance: up to ~25 s per case (pytest --durations)
-def test_fast_and_real_engines_find_the_same_space():
-    for design, depth in (("filemap", None), ("per-folio", 4)):
-        fast = explore(design=design, offsets=2, max_depth=depth, max_states=None, engine="fast")
-        real = explore(design=design, offsets=2, max_depth=depth, max_states=None, engine="real")
-        assert (fast.states, fast.transitions, fast.complete) == (real.states, real.transitions, real.complete)
-        lengths = {k: len(v.steps) for k, v in fast.per_invariant.items() if v}
-        assert lengths == {k: len(v.steps) for k, v in real.per_invariant.items() if v}
+def test_conformance_check_catches_a_wrong_delta(monkeypatch):
+    """Plant: a delta applied to the whole G forgets that the step took the top page of the per-CPU list."""
+    def forgetful(g, delta):
+        popped, pushed, rest, flushed = delta
+        return rest[:3] + (g[3] + pushed,) + rest[3:]
+
+    monkeypatch.setattr(ex, "apply_delta", forgetful)
+    assert check_conformance(Space(design="filemap", offsets=2), depth=5, sample=40, seed=3, first=40)
+
+
+def test_conformance_check_catches_a_view_that_hides_what_a_step_reads(monkeypatch):
+    """Plant: the allocator on a view takes a new page when its loaded part of the per-CPU list runs out, instead
+    of stopping (a racing secretmem fault takes two pages in one step)."""
+    def blind(self):
+        if self.pcp:
+            pfn = self.pcp.pop()
+            self.low = min(self.low, len(self.pcp))
+            return pfn
+        self.carved += 1
+        return self.carve[self.carved - 1]
+
+    monkeypatch.setattr(es.ExploreAllocator, "_alloc0", blind)
+    assert check_conformance(Space(design="secretmem", offsets=1, secret=1), depth=5, sample=40, seed=3, first=40)
+
+
+@pytest.mark.slow
+def test_memoized_search_equals_the_whole_state_search(monkeypatch):
+    """The per-record memo and the views change nothing: the same space searched with every move run on the
+    whole state (no locality assumed) has the same states and the same shortest counterexamples."""
+    for design, depth in (("filemap", None), ("per-folio", 4), ("secretmem", 5)):
+        memo = explore(design=design, offsets=2, max_depth=depth, max_states=None)
+        with monkeypatch.context() as mp:
+            mp.setattr(ex.Engine, "__init__", _whole_state_init)
+            whole = explore(design=design, offsets=2, max_depth=depth, max_states=None)
+        assert (memo.states, memo.complete) == (whole.states, whole.complete)
+        lengths = {k: len(v.steps) for k, v in memo.per_invariant.items() if v}
+        assert lengths == {k: len(v.steps) for k, v in whole.per_invariant.items() if v}
+
+
+_INIT = ex.Engine.__init__
+
+
+def _whole_state_init(self, space):
+    _INIT(self, space)
+    self.full = True
+
+
+# -- sweeps skip what a switch cannot change ------------------------------------------------------------------
+def _skipped_wrongly(spaces) -> list[str]:
+    """Skipped sweep entries whose own search finds something other than the search they were skipped for."""
+    results = ex.sweep(spaces, max_depth=4)
+    out = []
+    for sp, r in zip(spaces, results, strict=True):
+        if isinstance(r, tuple):
+            own, base = ex.explore_space(sp, max_depth=4), results[r[1]]
+            n = len(sp.setup_steps())
+            if (own.states, own.transitions) != (base.states, base.transitions) or {
+                    k: v and v.steps[n:] for k, v in own.per_invariant.items()} != {
+                    k: v and v.steps[n:] for k, v in base.per_invariant.items()}:
+                out.append(sp.label())
+    return out
+
+
+SWEEP = dict(designs=("per-folio", "filemap"), arches=(("x86", None),), offsets=2,
+             switch_sets=[(), ("zero_after_insert",), ("unhooked_migration",), ("skip_flush",)])
+
+
+def test_sweep_skips_only_switches_the_design_never_consulted():
+    spaces = ex.default_spaces(**SWEEP)
+    results = ex.sweep(spaces, max_depth=4)
+    same = {sp.label(): spaces[r[1]].label() for sp, r in zip(spaces, results, strict=True) if isinstance(r, tuple)}
+    assert same == {"per-folio [zero_after_insert] on x86 4-level": "per-folio on x86 4-level",
+                    "per-folio [unhooked_migration] on x86 4-level": "per-folio on x86 4-level"}
+    assert _skipped_wrongly(spaces) == []
+
+
+def test_sweep_skip_check_catches_a_switch_set_that_forgets(monkeypatch):
+    """Plant: the switch set stops noting what it is asked, so every switch looks unconsulted and filemap's
+    zero_after_insert (which turns a zeroing into an oops) is skipped too: the check above must see it."""
+    monkeypatch.setattr(es.Watched, "__contains__", lambda self, name: frozenset.__contains__(self, name))
+    assert "filemap [zero_after_insert] on x86 4-level" in _skipped_wrongly(ex.default_spaces(**SWEEP))
 
 
 # -- each switch is the cause of what it breaks ---------------------------------------------------------------

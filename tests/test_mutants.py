@@ -2,15 +2,14 @@
 (``nbmodel.designs`` and the hooked ``nbmodel.pagecache`` paths) and asks every front end whether it sees it.
 
 - scenarios: ``scenarios/*.toml`` run through :mod:`nbmodel.scenario` (System): caught when an expectation fails;
-- explore: :func:`nbmodel.explore.explore` on a small space with the engine that runs System itself
-  (``engine="real"``): caught when a property gets a counterexample the unmutated model does not have, and that
-  counterexample reproduces on replay; and with the default engine (``auto``: the fast engine, which keeps its own
-  encoding of the designs, only where its preflight against System agrees), which must find the same;
+- explore: :func:`nbmodel.explore.explore` on a small space (every transition is System.step on the one copy):
+  caught when a property gets a counterexample the unmutated model does not have, and that counterexample
+  reproduces on replay;
 - bench: ``nbmodel.bench.run_workload`` results and counters against the unmutated run (the range engine learns
   each design's per-folio effects by running the design code, :mod:`nbmodel.policy`).
 
 The test prints the table (mutant x front end) and asserts what must hold today: the scenarios and the explorer
-running System catch every mutant.
+catch every mutant.
 """
 
 from __future__ import annotations
@@ -18,23 +17,15 @@ from __future__ import annotations
 import pytest
 
 from nbmodel import designs as dz
-from nbmodel import explore as ex
 from nbmodel import explore_check
 from nbmodel import pagecache as pc
 from nbmodel.bench import run_workload
 from nbmodel.bulk import BulkUnsupported
 from nbmodel.explore import explore
-from nbmodel.explore_state import ExploreLimit
 from nbmodel.scenario import find_files, load
 from nbmodel.scenario import run as run_scenario
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _no_preflight_cache(monkeypatch):
-    """The explorer's preflight is cached on disk by the model's source hash; a planted mutant changes no file."""
-    monkeypatch.setenv("NBMODEL_NO_CACHE", "1")
 
 
 def _filemap_no_restore(mp):
@@ -242,14 +233,10 @@ def _scenarios_caught() -> list[str]:
     return failed
 
 
-def _explored(kw: dict, engine: str = "real") -> dict:
+def _explored(kw: dict) -> dict:
     kw = {"max_depth": 4, "max_states": 60_000, **kw}
-    ex._PREFLIGHT.clear()  # the preflight and its booted machines are cached per process; the planted code
-    explore_check._BOOTED.clear()  # changes within this one
-    try:
-        r = explore(engine=engine, **kw)
-    except ExploreLimit:
-        return None  # the fast engine does not cover this space
+    explore_check._BOOTED.clear()  # booted machines are cached per process; the planted code changes within it
+    r = explore(**kw)
     return {k: ce for k, ce in r.per_invariant.items() if ce is not None}
 
 
@@ -281,24 +268,19 @@ ROWS: dict = {}
 def test_mutant_is_caught(name, monkeypatch):
     plant, space, workload = MUTANTS[name]
     base_found = _baseline(("explore", tuple(sorted(space.items()))), lambda: _explored(space))
-    base_auto = _baseline(("auto", tuple(sorted(space.items()))), lambda: _explored(space, "auto"))
     base_bench = _baseline(("bench", workload), lambda: _bench(workload))
     assert not _baseline("scenarios", _scenarios_caught), "scenarios fail without any mutant"
     with monkeypatch.context() as mp:
         plant(mp)
         scen = _scenarios_caught()
         found = _explored(space)
-        auto = _explored(space, "auto")
         bench = _bench(workload)
     reproduced = _new(found, base_found)
-    auto_new = _new(auto, base_auto)
     blind = EXPLORE_BLIND.get(name)
     bench_blind = BENCH_BLIND.get(name)
     bench_caught = workload is not None and bench != base_bench
     ROWS[name] = (f"caught ({len(scen)} runs fail)" if scen else "MISSED",
                   f"caught ({', '.join(reproduced)})" if reproduced else f"cannot see: {blind}" if blind else "MISSED",
-                  f"caught ({', '.join(auto_new)})" if auto_new else
-                  f"cannot see: {blind}" if blind else "MISSED",
                   "no workload reaches this path" if workload is None else
                   ("caught (refuses to count it)" if bench and bench[0] == "refused" else "caught (counters differ)")
                   if bench_caught else f"cannot see: {bench_blind}" if bench_blind
@@ -306,7 +288,6 @@ def test_mutant_is_caught(name, monkeypatch):
     assert scen, f"{name}: no scenario fails"
     assert bool(reproduced) != bool(blind), (f"{name}: the explorer running System finds no new counterexample "
                                              "that replays" if not blind else f"{name}: listed as blind but caught")
-    assert set(auto_new) == set(reproduced), f"{name}: nbmodel explore's default engine saw {auto_new}"
     if workload is not None:
         assert bench_caught != bool(bench_blind), f"{name}: bench {'missed it' if not bench_blind else 'caught it'}"
 
@@ -316,7 +297,7 @@ def test_print_mutant_table():
         pytest.skip("run with the mutant tests")
     width = max(len(n) for n in ROWS)
     print()
-    print(f"{'mutant':<{width}}  {'scenarios':<22}  {'explore --engine real':<28}  {'explore (default)':<34}  bench")
-    for name, (a, b, c, d) in ROWS.items():
-        print(f"{name:<{width}}  {a:<22}  {b:<28}  {c:<34}  {d}")
+    print(f"{'mutant':<{width}}  {'scenarios':<22}  {'nbmodel explore':<28}  bench")
+    for name, (a, b, d) in ROWS.items():
+        print(f"{name:<{width}}  {a:<22}  {b:<28}  {d}")
 
