@@ -280,3 +280,47 @@ def test_allocator_unmapped_calls_check_their_arguments():
     assert not a.is_allocated(pfn) and a.alloc_unmapped(0) == (pfn, None)
     with pytest.raises(ModelInputError):
         a.free(pfn + 2, 0)  # in the pool but not handed out
+
+
+# -- the chapter's tables (nbmodel.alternatives) -------------------------------------------------------------------
+def test_frank_table_is_what_each_design_does():
+    from nbmodel.alternatives import frank_runs
+    runs = dict(frank_runs())
+    assert runs["filemap"].results[1:] == ("0", "0", "0") and runs["filemap"].zeroed == "mermap"
+    assert runs["per-folio (v12)"].results[2] == "oops" and runs["per-folio (v12)"].broken
+    assert runs["secretmem pattern"].results[1] == "oops"
+
+
+def test_frank_table_follows_a_planted_bug(monkeypatch):
+    from nbmodel.alternatives import frank_runs
+
+    def slow_path(self, k, mapping, folio, zero=True):
+        k.folio_zero(folio)
+        return k.folio_zap_direct_map(folio)
+
+    monkeypatch.setattr(Filemap, "prep_add_unmapped_folio", slow_path)
+    assert dict(frank_runs())["filemap"].counters.get("oops", 0) > 0
+
+
+def test_sean_table_is_what_each_design_does():
+    from nbmodel.alternatives import sean_runs
+    rows = {(d, o): r for d, o, r in sean_runs()}
+    assert all(rows[(d, "mainline")].results == ("EINVAL",) for d, _ in designs_labels())
+    assert rows[("filemap", "what-if, kmap_local populate")].results[1] == "oops"
+    assert rows[("filemap", "what-if, mermap populate")].results == ("0", "0", "0", "0")
+    assert not rows[("filemap", "what-if, mermap populate")].broken
+
+
+def designs_labels():
+    from nbmodel.alternatives import DESIGN_NAMES
+    return DESIGN_NAMES
+
+
+def test_mermap_populate_flushes_counts_and_checks_its_argument():
+    from nbmodel.alternatives import mermap_populate_flushes
+    got = mermap_populate_flushes(513)
+    assert got["mermap_maps"] == 513 and got["mermap_local_flushes"] == 1
+    assert got["tlb_flushes"] == got["tlb_full_flushes"] == got["ipis"] == got["oops"] == 0
+    for bad in (0, 4097, "8", 1.0, True):
+        with pytest.raises(ModelInputError):
+            mermap_populate_flushes(bad)
