@@ -33,8 +33,8 @@ A new design (a v13, in-place conversion) is one more subclass of :class:`Design
 
 **Memory that was never in the direct map** (Frank van der Linden's point, quoted in the seed mail; Message-ID
 ``CAPTztWb67XZvfcMVnbegDNNW0LJa9UsaTGx3M898xJUJrekk0w@mail.gmail.com``) is the option ``unmapped_source``: with it,
-every folio of a guest_memfd ``NO_DIRECT_MAP`` file comes from :func:`alloc_unmapped_folio`, the slow form of Brendan
-Jackman's ``ALLOC_UNMAPPED`` ("[PATCH RFC 00/19] mm: Add __GFP_UNMAPPED", 2026-02-25,
+every folio of a guest_memfd ``NO_DIRECT_MAP`` file comes from :func:`~nbmodel.designs.alloc_unmapped_folio`, the
+slow form of Brendan Jackman's ``ALLOC_UNMAPPED`` ("[PATCH RFC 00/19] mm: Add __GFP_UNMAPPED", 2026-02-25,
 https://lkml.iu.edu/hypermail/linux/kernel/2602.3/03398.html; v2 Message-ID
 ``20260320-page_alloc-unmapped-v2-0-28bf1bd54f41@google.com``,
 https://lore.kernel.org/all/20260320-page_alloc-unmapped-v2-0-28bf1bd54f41@google.com/): pages from pageblocks the
@@ -182,8 +182,9 @@ class Design:
     # -- virt/kvm/guest_memfd.c --------------------------------------------------------------------------------
     def gmem_get_folio(self, k, f, index: int, order: int):
         """``kvm_gmem_get_folio()``: ``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``. With the unmapped source the
-        allocation inside it is :meth:`gmem_alloc_folio` (``filemap.c`` setting ``ALLOC_UNMAPPED`` for an
-        ``AS_NO_DIRECT_MAP`` mapping, as Jackman's series plans); the rest is ``filemap_grab_folio()``."""
+        allocation inside it is :meth:`~nbmodel.designs.Design.gmem_alloc_folio` (``filemap.c`` setting
+        ``ALLOC_UNMAPPED`` for an ``AS_NO_DIRECT_MAP`` mapping, as Jackman's series plans); the rest is
+        ``filemap_grab_folio()``."""
         if not self.unmapped_source_for(k, f):
             return filemap_grab_folio(k, f.mapping, index, order=order, name=f.name)
         folio = f.mapping.lookup(index)
@@ -213,8 +214,8 @@ class Design:
 
     def gmem_alloc_folio(self, k, f, order: int, zero: bool = False, name: str = ""):
         """The allocation inside ``kvm_gmem_get_folio()``: ``folio_alloc()`` (``zero`` is ``__GFP_ZERO``), or a
-        folio of the unmapped source (:func:`alloc_unmapped_folio`). ``__GFP_ZERO`` on an unmapped folio
-        zeroes it through the direct map (``post_alloc_hook()`` -> ``clear_highpage()``): that oopses, and
+        folio of the unmapped source (:func:`~nbmodel.designs.alloc_unmapped_folio`). ``__GFP_ZERO`` on an unmapped
+        folio zeroes it through the direct map (``post_alloc_hook()`` -> ``clear_highpage()``): that oopses, and
         :data:`OOPS` is returned (Jackman's v4 makes ``ALLOC_UNMAPPED`` and ``__GFP_ZERO`` incompatible)."""
         if not self.unmapped_source_for(k, f):
             return k.folio_alloc(order, zero=zero, name=name)

@@ -251,8 +251,8 @@ class PageAllocator:
         return pfn, (None if block is None else block * PAGES_2M)
 
     def unmapped_block_failed(self, first_pfn: int) -> None:
-        """Undo :meth:`alloc_unmapped` after the zap of its new pageblock failed: the pageblock goes back to the
-        buddy free lists whole, and nothing of it stays in the pool."""
+        """Undo :meth:`~nbmodel.physmem.PageAllocator.alloc_unmapped` after the zap of its new pageblock failed: the
+        pageblock goes back to the buddy free lists whole, and nothing of it stays in the pool."""
         block = first_pfn // PAGES_2M
         if block not in self._pool_blocks:
             raise ModelInputError(f"PFN {first_pfn:#x} is not a pageblock of the unmapped source")
