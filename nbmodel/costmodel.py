@@ -195,7 +195,7 @@ DEFAULTS = _resolve({p.name: p for p in (
                "is cheaper than the INVLPGs (the comment caps the overhead at \"about 3,000 ns\")",
                ("invlpg_ns",), lambda invlpg: 33 * invlpg)),
     _p("ipi_ns", "ns/target CPU", "one shootdown IPI: send, remote entry, INVLPG loop start, acknowledgement",
-       Illustrative(1000, "Nadav Amit et al. (USENIX ATC 2017): \"TLB shootdown can take microseconds\"")),
+       Illustrative(1000, "Nadav Amit (USENIX ATC 2017): \"TLB shootdown can take microseconds\"")),
     _p("mermap_map_ns", "ns/page", "mermap_get()+mermap_put(): write and clear one local PTE, no flush",
        Illustrative(50, "mm/mermap.c in Brendan Jackman's draft series has no published figure")),
     _p("mermap_flush_ns", "ns/flush",

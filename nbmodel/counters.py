@@ -36,6 +36,9 @@ COUNTERS = {
     "restore_splits": "splits caused by a restore (a restore that can fail)",
     "mermap_maps": "pages mapped through a temporary local mapping (mermap)",
     "mermap_local_flushes": "local TLB flushes of the mermap window when it wraps",
+    "unmapped_pageblocks": "pageblocks the unmapped source took out of the direct map (one zap, one flush each)",
+    "unmapped_pool_frees": "folios freed back to the unmapped source still unmapped, as it expects",
+    "freed_mapped_to_unmapped_pool": "folios freed back to the unmapped source with a valid direct map",
 }
 
 _KB_SHIFT = {"DirectMap4k": 2, "DirectMap2M": 11, "DirectMap1G": 20}

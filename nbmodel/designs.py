@@ -15,6 +15,8 @@ hook                            kernel site
 ``gmem_first_use``              ``kvm_gmem_get_pfn()`` / ``kvm_gmem_fault_user_mapping()`` once the contents are ready
 ``gmem_free_folio``             ``kvm_gmem_free_folio()`` (``->free_folio``)
 ``gmem_write_*``                ``write()`` on guest_memfd (the unmerged population series)
+``gmem_populate_copy``          ``kvm_gmem_populate()``'s copy (``sev_gmem_post_populate()``)
+``gmem_alloc_folio``            the allocation inside ``kvm_gmem_get_folio()`` (the mapped or the unmapped source)
 ``secretmem_get_folio``         ``secretmem_fault()`` between the page-cache lookup and the user mapping
 ``secretmem_free_folio``        ``secretmem_free_folio()`` before the zeroing
 ==============================  ======================================================================================
@@ -27,16 +29,37 @@ hook                            kernel site
 ``Secretmem``  mainline ``mm/secretmem.c``'s pattern: the owner zaps before the add, flushes after it, and
                restores in ``->free_folio``; applied to guest_memfd it is "do what secretmem does".
 
-A new design (a v13, memory that is never in the direct map, in-place conversion) is one more subclass of
-:class:`Design`.
+A new design (a v13, in-place conversion) is one more subclass of :class:`Design`.
+
+**Memory that was never in the direct map** (Frank van der Linden's point, quoted in the seed mail; Message-ID
+``CAPTztWb67XZvfcMVnbegDNNW0LJa9UsaTGx3M898xJUJrekk0w@mail.gmail.com``) is the option ``unmapped_source``: with it,
+every folio of a guest_memfd ``NO_DIRECT_MAP`` file comes from :func:`~nbmodel.designs.alloc_unmapped_folio`, the
+slow form of Brendan Jackman's ``ALLOC_UNMAPPED`` ("[PATCH RFC 00/19] mm: Add __GFP_UNMAPPED", 2026-02-25,
+https://lkml.iu.edu/hypermail/linux/kernel/2602.3/03398.html; v2 Message-ID
+``20260320-page_alloc-unmapped-v2-0-28bf1bd54f41@google.com``,
+https://lore.kernel.org/all/20260320-page_alloc-unmapped-v2-0-28bf1bd54f41@google.com/): pages from pageblocks the
+allocator has already taken out of the direct map, one zap and one flush per pageblock. Each design meets such a
+folio with its own code: the filemap hooks tolerate it (zero through the mermap, no zap, no restore); v12's
+private bit starts clear, so the first fault zeroes through an invalid direct map and oopses; secretmem's
+``__GFP_ZERO`` allocation does the same at once.
+
+**Sean Christopherson's first alternative** (Message-ID ``aeemS2wm38Cm4qAf@google.com``: "dedicated variants of
+kmap_local_xxx()") is the option ``populate="mermap"``: ``kvm_gmem_populate()`` copies through a per-CPU mermap
+window instead of ``kmap_local_page()``, which on 64-bit is the direct map. The what-if switch
+``snp_no_direct_map`` lets an SNP VM create a ``NO_DIRECT_MAP`` guest_memfd, which mainline refuses
+(``kvm_arch_gmem_supports_no_direct_map()``); without it nothing changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from .errors import Errno, ModelInputError
+from .folio import Folio
 from .pagecache import filemap_add_folio, filemap_grab_folio
+from .pagetable import VALID
+from .units import PAGE_SIZE, PAGES_2M
 
 DESIGNS = ("per-folio", "filemap", "secretmem")
 
@@ -56,10 +79,77 @@ OPTIONS = {
     "large_folios": (False, True),   # 2M guest_memfd folios (ahead of mainline)
     "large_zap": (False, True),      # folio_zap_direct_map() takes 2M folios whole (ahead of v12)
     "batch_flush": (False, True),    # filemap: one flush per fallocate() instead of one per folio
+    "unmapped_source": (False, True),  # guest_memfd NO_DIRECT_MAP folios come from already-unmapped pageblocks
+    "populate": ("kmap_local", "mermap"),  # kvm_gmem_populate()'s copy: through the direct map, or a mermap window
+    "snp_no_direct_map": (False, True),  # what-if: let an SNP VM have a NO_DIRECT_MAP guest_memfd (mainline refuses)
 }
 
 PRIVATE_NO_DIRECT_MAP = 1 << 0  # KVM_GMEM_FOLIO_NO_DIRECT_MAP, BIT(0) of folio->private (v12)
 MERMAP_WINDOW_PAGES = 512  # MERMAP_CPU_REGION_SIZE = PAGE_SIZE << MAX_PAGECACHE_ORDER (draft), 4K pages
+#: What a kernel path returns when it oopsed (a kernel page fault on the direct map): the task dies there.
+OOPS = "oops"
+
+
+def mermap_map(k, pages: int) -> None:
+    """``mermap_get()`` + ``mermap_put()`` for ``pages`` pages: a per-CPU local mapping, no direct-map access, no
+    global flush; the window is flushed locally (``arch_mermap_flush_tlb()``) only when it wraps."""
+    for _ in range(pages):
+        k.counters["mermap_maps"] += 1
+        if k.counters["mermap_maps"] % MERMAP_WINDOW_PAGES == 0:
+            k.counters["mermap_local_flushes"] += 1
+
+
+def mermap_clear_folio(k, folio) -> None:
+    """``mermap_clear_folio()`` of the prototype's fast path (``bjackman/linux`` ``mm/filemap.c``,
+    ``prep_add_unmapped_folio()`` under ``CONFIG_MERMAP``): zero a folio that has no direct map through the
+    mermap. Event ``zero(... via=mermap)``."""
+    mermap_map(k, folio.nr_pages)
+    folio.content = "zero"
+    k.counters["zeroings"] += 1
+    k.emit("zero", pfn=folio.pfn, pages=folio.nr_pages, via="mermap")
+
+
+def alloc_unmapped_folio(k, order: int, name: str = "") -> Folio | int:
+    """The unmapped page source: a folio whose direct-map entries are already invalid and flushed, or -ENOMEM.
+
+    It is the slow form of Brendan Jackman's ``ALLOC_UNMAPPED`` (formerly ``__GFP_UNMAPPED``; RFC 10/19 "mm: add
+    definitions for allocating unmapped pages", 2026-02-25, https://lkml.iu.edu/hypermail/linux/kernel/2602.3/03409.html:
+    "allocates pages from pageblocks that have the new flag, or unmaps pages if no existing ones are already
+    available"): when the pool is empty, a whole free 2M pageblock is taken from the buddy allocator
+    (:meth:`nbmodel.physmem.PageAllocator.alloc_unmapped`), zapped with one ``set_direct_map_valid_noflush()``
+    and flushed with one ``flush_tlb_kernel_range()``, as the series' pageblock flip does; then its pages are
+    handed out one by one with no further direct-map work. Event ``alloc(pfn=.. order=0 unmapped=True)``; counter
+    ``unmapped_pageblocks``. Unlike Mike Rapoport's 2023 ``__GFP_UNMAPPED``
+    (https://lore.kernel.org/lkml/20230308094106.227365-1-rppt@kernel.org/, a cache beside the allocator), the
+    pool here is the allocator's own, as in Jackman's series. Freed pages go back to the pool, still unmapped."""
+    pfn, block = k.alloc.alloc_unmapped(order)
+    if pfn < 0:
+        k.emit("error", what="alloc_unmapped", ret="ENOMEM")
+        return pfn
+    if block is not None:
+        addr = k.page_address(block)
+        ret = k.set_direct_map_valid_noflush(addr, PAGES_2M, False)
+        if ret:  # the split for the zap failed (-ENOMEM): the pageblock goes back as it was
+            k.set_direct_map_valid_noflush(addr, PAGES_2M, True)
+            k.alloc.unmapped_block_failed(block)
+            return ret
+        k.flush_tlb_kernel_range(addr, addr + PAGES_2M * PAGE_SIZE)
+        k.counters["unmapped_pageblocks"] += 1
+    folio = Folio(pfn, order, name=name)
+    k.emit("alloc", pfn=pfn, order=order, unmapped=True)
+    return folio
+
+
+def unmapped_returned(k, pfn: int, order: int) -> None:
+    """The unmapped source takes a freed folio back (``__free_pages()`` onto the unmapped free list). It expects
+    the folio still unmapped: ``unmapped_pool_frees`` counts those; a folio that comes back with a valid
+    direct-map entry (a remove path restored it) counts in ``freed_mapped_to_unmapped_pool``, which invariant
+    (b) reports."""
+    leaf = k.dmap.pt.leaf
+    if any(leaf(p)[2] & VALID for p in range(pfn, pfn + (1 << order))):
+        k.counters["freed_mapped_to_unmapped_pool"] += 1
+    else:
+        k.counters["unmapped_pool_frees"] += 1
 
 
 class Design:
@@ -91,8 +181,61 @@ class Design:
 
     # -- virt/kvm/guest_memfd.c --------------------------------------------------------------------------------
     def gmem_get_folio(self, k, f, index: int, order: int):
-        """``kvm_gmem_get_folio()``: ``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``."""
-        return filemap_grab_folio(k, f.mapping, index, order=order, name=f.name)
+        """``kvm_gmem_get_folio()``: ``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``. With the unmapped source the
+        allocation inside it is :meth:`~nbmodel.designs.Design.gmem_alloc_folio` (``filemap.c`` setting
+        ``ALLOC_UNMAPPED`` for an ``AS_NO_DIRECT_MAP`` mapping, as Jackman's series plans); the rest is
+        ``filemap_grab_folio()``."""
+        if not self.unmapped_source_for(k, f):
+            return filemap_grab_folio(k, f.mapping, index, order=order, name=f.name)
+        folio = f.mapping.lookup(index)
+        if folio is not None:
+            k.folio_get(folio)
+            folio.flags.add("locked")
+            return folio
+        while True:  # __filemap_get_folio(): retry with a smaller order, as filemap_grab_folio() does
+            start = index - index % (1 << order)
+            folio = self.gmem_alloc_folio(k, f, order, name=f"{f.name}:{start}")
+            if isinstance(folio, int):
+                ret = folio
+            else:
+                ret = filemap_add_folio(k, f.mapping, folio, start)
+                if ret == 0:
+                    return folio
+                k.folio_put(folio)
+            if order == 0:
+                return ret
+            order = 0
+
+    def unmapped_source_for(self, k, f) -> bool:
+        """Do this file's folios come from the unmapped source? Only with the option, for a ``NO_DIRECT_MAP``
+        guest_memfd, on a machine that can change its direct map (``can_set_direct_map()``, which gates the
+        series' pageblock flip)."""
+        return self.config.unmapped_source and f.no_direct_map() and k.can_set_direct_map()
+
+    def gmem_alloc_folio(self, k, f, order: int, zero: bool = False, name: str = ""):
+        """The allocation inside ``kvm_gmem_get_folio()``: ``folio_alloc()`` (``zero`` is ``__GFP_ZERO``), or a
+        folio of the unmapped source (:func:`~nbmodel.designs.alloc_unmapped_folio`). ``__GFP_ZERO`` on an unmapped
+        folio zeroes it through the direct map (``post_alloc_hook()`` -> ``clear_highpage()``): that oopses, and
+        :data:`OOPS` is returned (Jackman's v4 makes ``ALLOC_UNMAPPED`` and ``__GFP_ZERO`` incompatible)."""
+        if not self.unmapped_source_for(k, f):
+            return k.folio_alloc(order, zero=zero, name=name)
+        folio = alloc_unmapped_folio(k, order, name=name)
+        if not isinstance(folio, int) and zero and k.folio_zero(folio) == "oops":
+            k.folio_put(folio)  # the model frees it (back to the pool, still unmapped); the kernel task died
+            return OOPS
+        return folio
+
+    def gmem_populate_copy(self, k, f, folio, pfn: int) -> str:
+        """``kvm_gmem_populate()``'s copy of the launch image into ``pfn`` of ``folio``
+        (``sev_gmem_post_populate()``: ``kmap_local_page()`` + ``memcpy``; on 64-bit without HIGHMEM
+        ``kmap_local_page()`` is ``page_address()``, the direct map). With ``populate="mermap"``, Sean
+        Christopherson's "dedicated variants of kmap_local_xxx()": a mermap window, event
+        ``mermap(what=populate ...)``. Returns ``"ok"``, ``"stale"`` or ``"oops"``."""
+        if self.config.populate == "mermap":
+            mermap_map(k, 1)
+            k.emit("mermap", what="populate", pfn=pfn, pages=1)
+            return "ok"
+        return k.kernel_access(pfn, write=True, what="populate")
 
     def gmem_first_use(self, k, f, folio) -> int:
         """After the folio's contents are prepared, before it is handed to the guest or the VMM."""
@@ -203,8 +346,8 @@ class Secretmem(OwnerZaps):
         return got
 
     def _gmem_add(self, k, f, base, order):
-        folio = k.folio_alloc(order, zero=True, name=f"{f.name}:{base}")  # __GFP_ZERO, as secretmem allocates
-        if isinstance(folio, int):
+        folio = self.gmem_alloc_folio(k, f, order, zero=True, name=f"{f.name}:{base}")  # __GFP_ZERO, as secretmem
+        if isinstance(folio, int | str):
             return folio
         folio.flags.add("zeroed_at_add")
         addr = k.page_address(folio.pfn)
@@ -286,6 +429,12 @@ class Filemap(Design):
         return mapping.no_direct_map()
 
     def prep_add_unmapped_folio(self, k, mapping, folio, zero: bool = True) -> int:
+        if self.config.unmapped_source and k.alloc.in_unmapped_pool(folio.pfn):
+            # The prototype's fast path (CONFIG_MERMAP): "pages are already unmapped, but need zeroing". No zap,
+            # no flush, no split: the pageblock was zapped and flushed once when the unmapped source took it.
+            if zero and self.zero_before_add:
+                mermap_clear_folio(k, folio)
+            return 0
         if zero and self.zero_before_add:
             k.folio_zero(folio)
         if self.batch is not None:
@@ -302,6 +451,8 @@ class Filemap(Design):
         return ret
 
     def prep_remove_unmapped_folio(self, k, mapping, folio) -> None:
+        if self.config.unmapped_source and k.alloc.in_unmapped_pool(folio.pfn):
+            return  # fast path: "Folio is not going back in the direct map"; it returns to the unmapped source
         k.folio_restore_direct_map(folio, granule_pages=self.restore_granule)
         k.folio_zero(folio)
 
@@ -327,12 +478,7 @@ class Filemap(Design):
     def gmem_copy_in(self, k, f, folio) -> None:
         if not f.no_direct_map():
             return super().gmem_copy_in(k, f, folio)
-        # mermap_get()/mermap_put(): a per-CPU local mapping, no direct-map access, no global flush; the window
-        # is flushed locally (arch_mermap_flush_tlb()) only when it wraps.
-        for _ in range(folio.nr_pages):
-            k.counters["mermap_maps"] += 1
-            if k.counters["mermap_maps"] % MERMAP_WINDOW_PAGES == 0:
-                k.counters["mermap_local_flushes"] += 1
+        mermap_map(k, folio.nr_pages)
         k.emit("mermap", what="copy", pfn=folio.pfn, pages=folio.nr_pages)
         return None
 
@@ -361,10 +507,13 @@ class Config:
     large_folios: bool = False
     batch_flush: bool = False
     large_zap: bool = False
+    unmapped_source: bool = False
+    populate: str = "kmap_local"
+    snp_no_direct_map: bool = False
 
     @classmethod
     def make(cls, design="filemap", switches=(), write="refuse", large_folios=False, batch_flush=False,
-             large_zap=False):
+             large_zap=False, unmapped_source=False, populate="kmap_local", snp_no_direct_map=False):
         if design not in DESIGNS:
             raise ModelInputError(f"unknown design {design!r}; choose one of {', '.join(DESIGNS)}")
         if isinstance(switches, str | bytes) or not all(isinstance(s, str) for s in switches):
@@ -372,13 +521,16 @@ class Config:
         unknown = set(switches) - set(SWITCHES)
         if unknown:
             raise ModelInputError(f"unknown switches {sorted(unknown)}; known: {', '.join(SWITCHES)}")
-        if write not in OPTIONS["write"]:
-            raise ModelInputError(f"write must be one of {OPTIONS['write']}, not {write!r}")
-        for name, value in (("large_folios", large_folios), ("batch_flush", batch_flush), ("large_zap", large_zap)):
+        for name, value in (("write", write), ("populate", populate)):
+            if not isinstance(value, str) or value not in OPTIONS[name]:
+                raise ModelInputError(f"{name} must be one of {OPTIONS[name]}, not {value!r}"[:160])
+        for name, value in (("large_folios", large_folios), ("batch_flush", batch_flush), ("large_zap", large_zap),
+                            ("unmapped_source", unmapped_source), ("snp_no_direct_map", snp_no_direct_map)):
             if not isinstance(value, bool):
                 raise ModelInputError(f"{name} must be True or False, not {value!r}")
         return cls(design, frozenset(switches), write, bool(large_folios or "restore_4k" in switches),
-                   bool(batch_flush), bool(large_zap or "restore_4k" in switches))
+                   bool(batch_flush), bool(large_zap or "restore_4k" in switches), unmapped_source, populate,
+                   snp_no_direct_map)
 
     def label(self) -> str:
         extra = sorted(self.switches)
@@ -390,6 +542,12 @@ class Config:
             extra.append("batch_flush")
         if self.large_zap and "restore_4k" not in self.switches:
             extra.append("large_zap")
+        if self.unmapped_source:
+            extra.append("unmapped_source")
+        if self.populate != "kmap_local":
+            extra.append(f"populate={self.populate}")
+        if self.snp_no_direct_map:
+            extra.append("snp_no_direct_map")
         return self.design + (f" [{', '.join(extra)}]" if extra else "")
 
     def build(self) -> Design:
@@ -402,3 +560,5 @@ class Config:
         k.allow_large_zap = self.large_zap
         k.config = self
         k.design = self.build()
+        if self.unmapped_source:
+            k.alloc.unmapped_free_hook = partial(unmapped_returned, k)

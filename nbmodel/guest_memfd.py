@@ -53,9 +53,12 @@ class GmemFile:
 
 def supports_no_direct_map(k, vm_type: str) -> bool:
     """``kvm_arch_gmem_supports_no_direct_map()``. x86: ``can_set_direct_map()`` and not a TDX/SNP VM.
-    arm64: ``can_set_direct_map()`` and ``ARM64_HAS_STAGE2_FWB``."""
+    arm64: ``can_set_direct_map()`` and ``ARM64_HAS_STAGE2_FWB``. The what-if option ``snp_no_direct_map``
+    (not mainline) lets an SNP VM have the flag, to run Sean Christopherson's mermap alternative for
+    ``kvm_gmem_populate()``."""
     if k.arch == "x86":
-        return k.can_set_direct_map() and vm_type not in COCO
+        what_if = vm_type == "snp" and k.config is not None and k.config.snp_no_direct_map
+        return k.can_set_direct_map() and (vm_type not in COCO or what_if)
     return k.can_set_direct_map() and k.fwb
 
 
@@ -100,7 +103,8 @@ def _fail(k, what: str, err: Errno) -> int:
 
 def kvm_gmem_get_folio(k, f: GmemFile, index: int):
     """``kvm_gmem_get_folio()``: the locked folio at ``index``, allocated and added if absent (as the design
-    decides), or a negative errno."""
+    decides), a negative errno, or ``"oops"`` if the allocation faulted on the direct map (``__GFP_ZERO`` on a
+    folio of the unmapped source)."""
     return k.design.gmem_get_folio(k, f, index, 9 if k.config.large_folios else 0)
 
 
@@ -145,14 +149,15 @@ def kvm_gmem_fallocate(k, f: GmemFile, off: int, ln: int, punch_hole: bool = Fal
     return kvm_gmem_allocate(k, f, off, ln)
 
 
-def kvm_gmem_allocate(k, f: GmemFile, off: int, ln: int) -> int:
-    """``kvm_gmem_allocate()``: get (create) each folio in the range, then unlock and put it."""
+def kvm_gmem_allocate(k, f: GmemFile, off: int, ln: int) -> int | str:
+    """``kvm_gmem_allocate()``: get (create) each folio in the range, then unlock and put it. 0, a negative
+    errno, or ``"oops"``."""
     k.design.gmem_fallocate_begin(k, f)
     ret = 0
     index, end = off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT
     while index < end:
         folio = kvm_gmem_get_folio(k, f, index)
-        if isinstance(folio, int):
+        if isinstance(folio, int | str):
             ret = folio
             break
         index = folio.index + folio.nr_pages
@@ -184,6 +189,8 @@ def kvm_gmem_fault_user_mapping(k, f: GmemFile, off: int, data: str = "guest-sec
         k.emit("error", what="kvm_gmem_fault_user_mapping", ret="SIGBUS")
         return "SIGBUS"
     folio = kvm_gmem_get_folio(k, f, off >> PAGE_SHIFT)
+    if isinstance(folio, str):
+        return folio  # "oops"
     if isinstance(folio, int):
         return "SIGBUS" if folio != -Errno.ENOMEM else "OOM"
     if _prepare_contents(k, folio) == "oops":
@@ -206,7 +213,7 @@ def kvm_gmem_get_pfn(k, f: GmemFile, off: int, data: str = "guest-secret") -> in
     if off >= f.size:
         return _fail(k, "kvm_gmem_get_pfn", Errno.EINVAL)
     folio = kvm_gmem_get_folio(k, f, off >> PAGE_SHIFT)
-    if isinstance(folio, int):
+    if isinstance(folio, int | str):
         return folio
     if _prepare_contents(k, folio) == "oops":
         _unlock_put(k, folio)
@@ -236,7 +243,7 @@ def kvm_gmem_write(k, f: GmemFile, off: int, ln: int, data: str = "guest-image")
     index, end = off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT
     while index < end:
         folio = kvm_gmem_get_folio(k, f, index)
-        if isinstance(folio, int):
+        if isinstance(folio, int | str):
             return written or folio
         ret = k.design.gmem_write_folio_refused(k, f, folio)
         if ret:
@@ -287,16 +294,22 @@ def vfs_io_errno(off: int, positional: bool) -> Errno:
     return Errno.EINVAL if off < 0 else Errno.ESPIPE
 
 
-def kvm_gmem_populate(k, f: GmemFile, off: int, data: str = "guest-image") -> int:
-    """``kvm_gmem_populate()`` (SNP/TDX launch): -EINVAL for other VM types; SNP copies with
-    ``kmap_local_page()`` + memcpy through the direct map (``sev_gmem_post_populate()``)."""
+def kvm_gmem_populate(k, f: GmemFile, off: int, data: str = "guest-image") -> int | str:
+    """``kvm_gmem_populate()`` (SNP/TDX launch): -EINVAL for other VM types; SNP copies the page in
+    (``sev_gmem_post_populate()``) as the design's :meth:`~nbmodel.designs.Design.gmem_populate_copy` does it:
+    ``kmap_local_page()`` + memcpy through the direct map, or a mermap window with ``populate="mermap"``.
+    Returns 0, a negative errno, or ``"oops"`` when the copy faulted on an invalid direct map (possible only
+    under the ``snp_no_direct_map`` what-if)."""
     if f.vm_type not in COCO or off >= f.size or off % PAGE_SIZE:
         return _fail(k, "kvm_gmem_populate", Errno.EINVAL)
     folio = kvm_gmem_get_folio(k, f, off >> PAGE_SHIFT)
-    if isinstance(folio, int):
+    if isinstance(folio, int | str):
         return folio
     if f.vm_type == "snp":
-        k.kernel_access(folio.pfn, write=True, what="populate")
+        pfn = folio.pfn + (off >> PAGE_SHIFT) - folio.index
+        if k.design.gmem_populate_copy(k, f, folio, pfn) == "oops":
+            _unlock_put(k, folio)
+            return "oops"
     folio.content = data
     folio.flags.add("uptodate")
     k.emit("prepare", file=f.name, pfn=folio.pfn)

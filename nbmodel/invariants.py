@@ -67,8 +67,14 @@ def _applicable(sys) -> set[str]:
 
 
 def check_never_freed_unmapped(sys) -> str | None:
-    n = sys.k.counters["freed_unmapped"]
-    return f"{n} folio(s) went back to the page allocator with an invalid direct map" if n else None
+    """Scoped to the source a folio came from: a folio of the unmapped source is freed back into it unmapped on
+    purpose (``unmapped_pool_frees``), and must not come back mapped."""
+    c = sys.k.counters
+    n = c["freed_unmapped"] - c["unmapped_pool_frees"]
+    if n:
+        return f"{n} folio(s) went back to the page allocator with an invalid direct map"
+    m = c["freed_mapped_to_unmapped_pool"]
+    return f"{m} folio(s) went back to the unmapped source with a valid direct map" if m else None
 
 
 def check_restore_without_split(sys) -> str | None:
@@ -103,9 +109,10 @@ INVARIANTS = {
         "b", "never_freed_unmapped",
         "No folio goes back to the page allocator with its direct map invalid. The next owner of those pages "
         "(a slab, a page table, another file) would oops on its first kernel access; and the allocator's own "
-        "zeroing of __GFP_ZERO pages writes through the direct map. It holds for the designs modelled here, which "
-        "restore before freeing; an allocator with a pool of unmapped pages (Jackman's ALLOC_UNMAPPED) frees "
-        "into that pool unmapped on purpose.",
+        "zeroing of __GFP_ZERO pages writes through the direct map. It is scoped to where a folio came from: "
+        "the designs restore before freeing a folio of the ordinary (mapped) allocator; a folio of an unmapped "
+        "source (Jackman's ALLOC_UNMAPPED, option unmapped_source) goes back into that pool unmapped on purpose, "
+        "and breaks the rule the other way if a remove path maps it again before it goes back.",
         check_never_freed_unmapped),
     "c": Invariant(
         "c", "restore_without_split",

@@ -5,6 +5,13 @@ about: *which* PFNs a folio gets. Order-0 pages are carved from a randomly chose
 (seeded), and freed order-0 pages are reused last-in first-out, as the per-CPU lists do; order-9 folios take a
 whole free pageblock. So guest memory lands at realistic, scattered PFNs, and the same seed gives the same PFNs.
 Modelling choice: freed order-0 pages are not merged back into order-9 blocks until a 2M allocation needs them.
+
+The allocator also holds an *unmapped source*, the pool of Brendan Jackman's ``ALLOC_UNMAPPED`` series (RFC
+"mm: Add __GFP_UNMAPPED", 2026-02-25, https://lkml.iu.edu/hypermail/linux/kernel/2602.3/03398.html): whole pageblocks
+taken out of the buddy free lists and out of the direct map, whose pages are handed out and freed back without
+touching the direct map again (:meth:`PageAllocator.alloc_unmapped`). The allocator only keeps the books; the
+zap and the flush of a new pageblock are :func:`nbmodel.designs.alloc_unmapped_folio`'s. Modelling choice: a
+pageblock stays in the pool once taken (the series can give pageblocks back; the model never needs to).
 """
 
 from __future__ import annotations
@@ -139,6 +146,11 @@ class PageAllocator:
         self._pcp: list[int] = []     # freed order-0 PFNs, reused LIFO
         self._orders: dict[int, int] = {}
         self.free_pages = memmap.total_pages
+        self._pool_blocks: set[int] = set()   # pageblocks of the unmapped source (the pageblock flag)
+        self._pool_free: list[int] = []       # their free pages, reused LIFO
+        #: Called as ``hook(pfn, order)`` when a folio of the unmapped source is freed back to it (set by
+        #: :meth:`nbmodel.designs.Config.install`); None when no design watches.
+        self.unmapped_free_hook = None
         # The kernel image, initial page tables and friends: taken at boot, never freed.
         for _ in range(reserved):
             self.alloc(0)
@@ -150,9 +162,16 @@ class PageAllocator:
     def order_of(self, pfn: int) -> int:
         return self._orders[pfn]
 
+    def in_unmapped_pool(self, pfn: int) -> bool:
+        """Is ``pfn`` in a pageblock of the unmapped source (the series' pageblock flag)?"""
+        return bool(self._pool_blocks) and pfn // PAGES_2M in self._pool_blocks
+
     def snapshot(self) -> tuple:
-        return (bytes(self._state), tuple(self._whole), tuple(self._partial), tuple(self._carve),
+        base = (bytes(self._state), tuple(self._whole), tuple(self._partial), tuple(self._carve),
                 tuple(self._pcp), tuple(sorted(self._orders.items())), self._rng.getstate())
+        if self._pool_blocks:
+            return (*base, tuple(sorted(self._pool_blocks)), tuple(self._pool_free))
+        return base
 
     # -- allocation ---------------------------------------------------------------------------------------
     def alloc(self, order: int) -> int:
@@ -203,12 +222,63 @@ class PageAllocator:
         self._pcp = [p for p in self._pcp if p // PAGES_2M != block]
         return block
 
+    # -- the unmapped source --------------------------------------------------------------------------------
+    def alloc_unmapped(self, order: int) -> tuple[int, int | None]:
+        """Allocate ``2**order`` pages from the unmapped source: ``(pfn, new_block)``, where ``new_block`` is the
+        first PFN of a pageblock this call took from the buddy free lists (its direct map is still valid: the
+        caller zaps and flushes it before handing any page out) or None; ``(-ENOMEM, None)`` when no whole free
+        pageblock is left. Order 0 reuses the pool's free pages first; order 9 takes a new pageblock."""
+        if type(order) is not int or order not in (0, 9):
+            raise ModelInputError(f"the model allocates order 0 or 9 folios, not order {order!r}"[:120])
+        block = None
+        if order == 0 and self._pool_free:
+            pfn = self._pool_free.pop()
+        else:
+            block = self._take_block(allow_partial=False)
+            if block is None:
+                block = self._reclaim_whole_block()
+                if block is None:
+                    return -Errno.ENOMEM, None
+            base = block * PAGES_2M
+            self._state[base:base + PAGES_2M] = bytes([_USED]) * PAGES_2M
+            self._block_free[block] -= PAGES_2M
+            self.free_pages -= PAGES_2M
+            self._pool_blocks.add(block)
+            if order == 0:
+                self._pool_free.extend(range(base + PAGES_2M - 1, base, -1))
+            pfn = base
+        self._orders[pfn] = order
+        return pfn, (None if block is None else block * PAGES_2M)
+
+    def unmapped_block_failed(self, first_pfn: int) -> None:
+        """Undo :meth:`~nbmodel.physmem.PageAllocator.alloc_unmapped` after the zap of its new pageblock failed: the
+        pageblock goes back to the buddy free lists whole, and nothing of it stays in the pool."""
+        block = first_pfn // PAGES_2M
+        if block not in self._pool_blocks:
+            raise ModelInputError(f"PFN {first_pfn:#x} is not a pageblock of the unmapped source")
+        base = block * PAGES_2M
+        self._pool_blocks.discard(block)
+        self._pool_free = [p for p in self._pool_free if p // PAGES_2M != block]
+        for p in range(base, base + PAGES_2M):
+            self._orders.pop(p, None)
+        self._state[base:base + PAGES_2M] = bytes([_FREE]) * PAGES_2M
+        self._block_free[block] += PAGES_2M
+        self.free_pages += PAGES_2M
+        self._whole.append(block)
+
     def free(self, pfn: int, order: int) -> None:
-        """Return a block to the allocator (``__free_pages``). Freeing what is not allocated is bad input."""
+        """Return a block to the allocator (``__free_pages``). Freeing what is not allocated is bad input. A
+        block of the unmapped source goes back to that pool, not to the buddy free lists."""
         if type(pfn) is not int or type(order) is not int or self._orders.get(pfn) != order:
             where = f"{pfn:#x}" if type(pfn) is int else repr(pfn)[:40]
             raise ModelInputError(f"PFN {where} is not an allocated order-{order!r} block (double free?)"[:120])
         n = 1 << order
+        if self._pool_blocks and pfn // PAGES_2M in self._pool_blocks:
+            del self._orders[pfn]
+            self._pool_free.extend(range(pfn + n - 1, pfn - 1, -1))
+            if self.unmapped_free_hook is not None:
+                self.unmapped_free_hook(pfn, order)
+            return
         del self._orders[pfn]
         if n == 1:
             self._state[pfn] = _FREE

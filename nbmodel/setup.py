@@ -20,7 +20,8 @@ MAX_CPUS = 64
 @dataclass(frozen=True)
 class Setup:
     """A machine (arch, mode, memory, CPUs, seed, arm64 FWB and FEAT_TLBIRANGE) and a design with its switches
-    and options."""
+    and options (:data:`nbmodel.designs.OPTIONS`: ``unmapped_source``, ``populate`` and ``snp_no_direct_map``
+    are Frank van der Linden's never-mapped memory and Sean Christopherson's mermap alternative)."""
 
     design: str = "filemap"
     arch: str = "x86"
@@ -36,6 +37,9 @@ class Setup:
     trace: bool = True
     large_zap: bool = False
     tlbirange: bool | None = None  # arm64 FEAT_TLBIRANGE; None: the arch default (nbmodel.kernel.Kernel)
+    unmapped_source: bool = False  # guest_memfd NO_DIRECT_MAP folios from already-unmapped pageblocks (ALLOC_UNMAPPED)
+    populate: str = "kmap_local"   # kvm_gmem_populate()'s copy: "kmap_local" (the direct map) or "mermap"
+    snp_no_direct_map: bool = False  # what-if: an SNP VM may have a NO_DIRECT_MAP guest_memfd (mainline refuses)
 
     def __post_init__(self):
         if isinstance(self.switches, list):
@@ -60,7 +64,8 @@ class Setup:
             nbytes = parse_size(self.memory)
             if not 4 << 20 <= nbytes <= MAX_MEMORY:
                 raise ModelInputError(f"memory must be from 4M to {MAX_MEMORY >> 30}G, not {self.memory!r}")
-        for name in ("large_folios", "batch_flush", "fwb", "trace", "large_zap"):
+        for name in ("large_folios", "batch_flush", "fwb", "trace", "large_zap", "unmapped_source",
+                     "snp_no_direct_map"):
             if not isinstance(getattr(self, name), bool):
                 raise ModelInputError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.tlbirange is not None and not isinstance(self.tlbirange, bool):
@@ -69,14 +74,16 @@ class Setup:
             raise ModelInputError("tlbirange (FEAT_TLBIRANGE) is an arm64 CPU feature; x86 has none")
         if self.write not in OPTIONS["write"]:
             raise ModelInputError(f"write must be one of {OPTIONS['write']}, not {self.write!r}")
-        self.config()  # validates the switches
+        if self.snp_no_direct_map and self.arch != "x86":
+            raise ModelInputError("snp_no_direct_map is about SNP VMs, which exist on x86 only")
+        self.config()  # validates the switches and the populate option
         if "arm64_no_bbml2" in self.switches and self.arch != "arm64":
             raise ModelInputError("the arm64_no_bbml2 switch needs arch arm64")
 
     def config(self) -> Config:
         """The design half: :class:`~nbmodel.designs.Config`."""
         return Config.make(self.design, self.switches, self.write, self.large_folios, self.batch_flush,
-                           self.large_zap)
+                           self.large_zap, self.unmapped_source, self.populate, self.snp_no_direct_map)
 
     def kernel_mode(self) -> str | None:
         return "blocks-no-bbml2" if "arm64_no_bbml2" in self.switches else self.mode

@@ -119,11 +119,13 @@ class System:
     def __init__(self, design: str = "filemap", arch: str = "x86", mode: str | None = None, memory="4G",
                  cpus: int = 2, seed: int = 0, switches=(), write: str = "refuse", large_folios: bool = False,
                  batch_flush: bool = False, fwb: bool = True, trace: bool = True, large_zap: bool = False,
-                 tlbirange: bool | None = None, setup: Setup | None = None):
+                 tlbirange: bool | None = None, unmapped_source: bool = False, populate: str = "kmap_local",
+                 snp_no_direct_map: bool = False, setup: Setup | None = None):
         if setup is None:
             setup = Setup(design=design, arch=arch, mode=mode, memory=memory, cpus=cpus, seed=seed,
                           switches=switches, write=write, large_folios=large_folios, batch_flush=batch_flush,
-                          fwb=fwb, trace=trace, large_zap=large_zap, tlbirange=tlbirange)
+                          fwb=fwb, trace=trace, large_zap=large_zap, tlbirange=tlbirange,
+                          unmapped_source=unmapped_source, populate=populate, snp_no_direct_map=snp_no_direct_map)
         elif not isinstance(setup, Setup):
             raise ModelInputError(f"setup must be a Setup, not {setup!r}")
         self.setup = setup
@@ -258,7 +260,7 @@ class System:
         return errno_name(gm.kvm_gmem_mmap(self.k, f) if isinstance(f, gm.GmemFile) else 0), None
 
     def op_fallocate(self, file, offset, len, keep_size):
-        return errno_name(gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, keep_size=keep_size)), None
+        return _result(gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, keep_size=keep_size)), None
 
     def op_punch_hole(self, file, offset, len):
         return errno_name(gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, punch_hole=True)), None
@@ -271,7 +273,7 @@ class System:
         return (ret if isinstance(ret, str) else errno_name(ret)), None
 
     def op_write(self, file, offset, len):
-        return errno_name(gm.kvm_gmem_write(self.k, self.files[file], offset, len)), None
+        return _result(gm.kvm_gmem_write(self.k, self.files[file], offset, len)), None
 
     def op_read(self, file, len):
         f = self.files[file]
@@ -294,7 +296,7 @@ class System:
         return errno_name(trunc(self.k, f, size)), None
 
     def op_populate(self, file, offset):
-        return errno_name(gm.kvm_gmem_populate(self.k, self.files[file], offset)), None
+        return _result(gm.kvm_gmem_populate(self.k, self.files[file], offset)), None
 
     def op_close(self, file):
         f = self.files.pop(file)
@@ -369,6 +371,11 @@ class System:
             raise ModelInputError(f"no CPU {cpu} (this machine has {self.k.ncpus})")
         self.k.current_cpu = cpu
         return "0", None
+
+
+def _result(ret) -> str:
+    """A kernel path's answer as a step result: an errno name, a count, or ``"oops"`` (the path faulted)."""
+    return ret if isinstance(ret, str) else errno_name(ret)
 
 
 def validate_args(op: str, args: dict) -> dict:
