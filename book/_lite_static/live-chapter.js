@@ -60,7 +60,10 @@
     link.href = target.href;
     link.title = window.location.protocol === "file:"
       ? "The live chapters need the book served over HTTP, e.g. .venv/bin/python -m http.server -d book/_build/html"
-      : "Run this chapter live in your browser (JupyterLite, Python in WebAssembly: no server)";
+      : "Run this chapter live in your browser (JupyterLite, Python in WebAssembly: no server)" +
+        (info && info.without && info.without.length
+          ? ". It runs without " + info.without.join(", ") + " there (optional here: plots are drawn as SVG)"
+          : "");
     link.setAttribute("aria-label", "Run this chapter live");
     label(link, "\u25B6 Run this chapter live", "\u25B6 Live");
     link.style.cssText = STYLE;
