@@ -95,7 +95,7 @@ console.log(py.runPython("import json, pkgutil, sys; " +
     --wheels "$cache/wheels" "$work/wheels" --chapters notebooks/[0-9][0-9]_*.ipynb --src . \
     --pyodide-modules "$work/pyodide-modules.json"
 rm -rf "$out"
-(cd "$work/lite" && "$root/.venv/bin/jupyter" lite build --no-sourcemaps --apps lab \
+(cd "$work/lite" && "$root/.venv/bin/jupyter" lite build --no-sourcemaps --apps lab --apps notebooks \
     --contents files --output-dir "$root/$out") > "$work/build.log" 2>&1 || {
     cat "$work/build.log"; echo "build_lite: jupyter lite build FAILED" >&2; exit 1; }
 cp "$work/lite/chapters.json" "$out/chapters.json"   # read by the button (book/_lite_static/live-chapter.js)
