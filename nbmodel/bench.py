@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import gc
 import json
-try:
-    import resource
-except ImportError:  # Pyodide (the book's live chapters) has no resource module
-    resource = None
 import sys
 import time
 import tracemalloc
@@ -34,6 +30,11 @@ from .bulk import BulkSystem
 from .cli import int_range, size_list
 from .costmodel import LABEL, CostModel, sig
 from .units import PAGE_SIZE, human, parse_size
+
+try:
+    import resource
+except ImportError:  # Pyodide (the book's live chapters) has no resource module
+    resource = None
 
 WORKLOADS = ("boot-fallocate", "boot-fault", "balloon", "recreate", "write", "memcpy")
 ARCHES = {"x86": ("x86", "4-level"), "arm64": ("arm64", "rodata-full"), "arm64-bbml2": ("arm64", "bbml2")}

@@ -26,10 +26,6 @@ import json
 import mmap
 import os
 import platform
-try:
-    import resource
-except ImportError:  # Pyodide (the book's live chapters) has no resource module
-    resource = None
 import stat
 import statistics
 import struct
@@ -37,6 +33,11 @@ import sys
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
+
+try:
+    import resource
+except ImportError:  # Pyodide (the book's live chapters) has no resource module
+    resource = None
 
 PAGE = mmap.PAGESIZE
 SYS_MEMFD_SECRET = {"x86_64": 447, "aarch64": 447, "riscv64": 447}  # __NR_memfd_secret (unistd.h)

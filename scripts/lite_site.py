@@ -6,11 +6,11 @@
 
 writes LITE_DIR/static/pyodide/ (the Pyodide core from npm, every wheel, a wheel of the kernel recordings the
 chapters show (benchmarks/*.json), viz.js and a pyodide-lock.json that lists exactly the wheels written beside
-it) and LITE_DIR/jupyter-lite.json (the kernel loads Pyodide from
-there, preloads the packages the chapters import, never falls back to PyPI). ``jupyter lite build`` then copies
-static/pyodide into the site and points the kernel's pyodideUrl at it (instead of its default CDN URL). LITE_DIR/chapters.json says which chapters are
-offered live: those whose required imports Pyodide has (--pyodide-modules: the list Pyodide itself gives) or the
-site serves; a module imported under ``except ImportError`` is optional and does not count.
+it) and LITE_DIR/jupyter-lite.json (the kernel loads Pyodide from there, preloads the packages the chapters
+import, never falls back to PyPI). ``jupyter lite build`` then copies static/pyodide into the site and points
+the kernel's pyodideUrl at it (instead of its default CDN URL). LITE_DIR/chapters.json says which chapters are
+offered live: those whose required imports Pyodide has (--pyodide-modules: the list Pyodide itself gives) or
+the site serves; a module imported under ``except ImportError`` is optional and does not count.
 """
 
 from __future__ import annotations
@@ -252,7 +252,8 @@ def recordings_wheel(src_root: pathlib.Path, folder: pathlib.Path, version: str)
     info = f"{name}-{version}.dist-info"
     files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: nbmodel-recordings\nVersion: {version}\n"
                                  "Summary: the kernel recordings nbmodel's book shows (benchmarks/*.json)\n").encode()
-    files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: nbmodel lite_site\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: nbmodel lite_site\nRoot-Is-Purelib: true\n"
+                              b"Tag: py3-none-any\n")
     record = "".join(f"{n},sha256={_b64sha(data)},{len(data)}\n" for n, data in files.items()) + f"{info}/RECORD,,\n"
     files[f"{info}/RECORD"] = record.encode()
     path = folder / f"{name}-{version}-py3-none-any.whl"

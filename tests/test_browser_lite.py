@@ -115,10 +115,10 @@ def _native_probe() -> dict:
     return json.loads(line.split(" ", 1)[1])
 
 
-def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, capsys):
-    from playwright.sync_api import sync_playwright
-
-    base, served = lite_server
+def offline_page(browser, base: str, **context_options):
+    """A new context and page of ``browser`` that reaches only the book at ``base``: any other request is
+    aborted and listed in ``outside``; failed requests, page errors and HTTP errors go to ``errors``.
+    Returns (context, page, outside, errors)."""
     host = urllib.parse.urlsplit(base).netloc
     outside: list[str] = []
     errors: list[str] = []
@@ -131,18 +131,29 @@ def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, c
             outside.append(url)
             r.abort()
 
-    # Every host but the book's resolves to nothing, whichever page, worker or service worker asks.
-    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+    context = browser.new_context(**context_options)
+    context.route("**/*", route)
+    context.on("request", lambda r: urllib.parse.urlsplit(r.url).netloc not in (host, "")
+               and not r.url.startswith(("data:", "blob:")) and outside.append(r.url))
+    context.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} {r.failure}"))
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}"))
+    return context, page, outside, errors
+
+
+# Every host but the book's resolves to nothing, whichever page, worker or service worker asks.
+OFFLINE_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+
+
+def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, capsys):
+    from playwright.sync_api import sync_playwright
+
+    base, served = lite_server
+    host = urllib.parse.urlsplit(base).netloc
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.route("**/*", route)
-        context.on("request", lambda r: urllib.parse.urlsplit(r.url).netloc not in (host, "")
-                   and not r.url.startswith(("data:", "blob:")) and outside.append(r.url))
-        context.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} {r.failure}"))
-        page = context.new_page()
-        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-        page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}"))
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=OFFLINE_ARGS)
+        context, page, outside, errors = offline_page(browser, base, viewport={"width": 1280, "height": 900})
         shot = "lite-0-chapter"
         try:
             # 1. the chapter page has the button, and it opens the same notebook in the book's JupyterLite
@@ -285,24 +296,8 @@ def _run_chapter_7(browser, base, viewport, name, screenshots_dir, mobile=False)
     """Open chapter 7 from its button in a fresh browser context of ``viewport``, run all cells, check the
     outputs and figures, screenshot the first figure. Returns (figures, seconds for Run All, requests made
     outside the book, errors seen)."""
-    host = urllib.parse.urlsplit(base).netloc
-    outside: list[str] = []
-    errors: list[str] = []
-
-    def route(r):
-        url = r.request.url
-        if urllib.parse.urlsplit(url).netloc == host or url.startswith(("data:", "blob:")):
-            r.continue_()
-        else:
-            outside.append(url)
-            r.abort()
-
-    context = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile)
-    context.route("**/*", route)
-    context.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} {r.failure}"))
-    page = context.new_page()
-    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}"))
+    context, page, outside, errors = offline_page(browser, base, viewport=viewport, is_mobile=mobile,
+                                                  has_touch=mobile)
     shot = f"lite-7-{name}-0-chapter"
     try:
         # 1. chapter 7's page offers it live (it used to say "not available": matplotlib)
@@ -368,10 +363,9 @@ def test_chapter_7_runs_live_and_draws_its_figures(lite_server, chromium, screen
     from playwright.sync_api import sync_playwright
 
     base, served = lite_server
-    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
     runs = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=OFFLINE_ARGS)
         try:
             runs["desktop"] = _run_chapter_7(browser, base, {"width": 1280, "height": 900}, "desktop",
                                              screenshots_dir)

@@ -66,7 +66,7 @@ def test_the_lines_drawn_are_the_data_printed(svg):
             xs = [x for x, _ in pts]
             assert xs == sorted(xs) and len(set(xs)) == len(xs)  # guest sizes left to right
             # y: a larger value is drawn higher (smaller y), an equal value at the same height
-            for (_, ya), (_, yb), (_, va), (_, vb) in zip(pts, pts[1:], values, values[1:]):
+            for (_, ya), (_, yb), (_, va), (_, vb) in zip(pts, pts[1:], values, values[1:], strict=False):
                 assert (ya > yb) == (va < vb) and (ya == yb) == (va == vb), (name, pts, values)
         legend = [t.text for t in doc.iter(f"{SVG}text")]
         if doc is panels(p)[0]:
@@ -104,7 +104,7 @@ def test_bars_are_the_values_printed(svg):
         name, value = b.find(f"{SVG}title").text.rsplit(": ", 1)
         heights.setdefault(float(value), set()).add(round(float(b.get("height")), 1))
     by_value = sorted((v, max(h)) for v, h in heights.items())
-    assert all(h1 <= h2 for (_, h1), (_, h2) in zip(by_value, by_value[1:]))
+    assert all(h1 <= h2 for (_, h1), (_, h2) in zip(by_value, by_value[1:], strict=False))
     probes = [ProbeResult("guest_memfd", 1 << 20, 256, ns_net_median=3000.0),
               ProbeResult("secretmem", 1 << 20, 256, ns_net_median=13000.0)]
     q = plots.predicted_vs_measured(costmodel.compare_with_probe(probes, cpus=2))
