@@ -265,9 +265,14 @@ def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, c
 
 
 CHAPTER_7 = "notebooks/07_cost"
+# Run All is over when every code cell has its execution count, or when a cell failed (JupyterLab then runs
+# no further cells) and none is still running.
 ALL_RUN_JS = """() => {
     const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
-    return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+    const done = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+    const busy = prompts.some(p => p.textContent.includes('*'));
+    const failed = document.querySelector(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']");
+    return done || (failed !== null && !busy);
 }"""
 # Per figure of chapter 7: its SVG panels, and what each panel draws (series lines, bars), as seen in the page.
 FIGURES_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output figure.nbmodel-plot')].map(f => ({
