@@ -410,6 +410,8 @@ def judge_trace(trace: dict, replay_fn=replay) -> CrossCheck:
 # -- the live run ----------------------------------------------------------------------------------------------
 def unavailable() -> str | None:
     """Why the live cross-check cannot run here, or None."""
+    if rk.in_browser():
+        return rk.NO_KERNEL
     if platform.machine() != "x86_64":
         return f"the split counters and this replay are x86-64 only (this is {platform.machine()})"
     counters = rk.read_counters()

@@ -499,7 +499,7 @@ def show(scenario: str, live: bool | None = None, recorded=RECORDED) -> str:
         names = ", ".join(r.scenario for r in runs)
         raise ValueError(f"{scenario!r} is not in {Path(recorded).name}; recorded: {names}")
     return (f"recorded {head['recorded']} on Linux {head['kernel']} {head['machine']} ({head['cpu_model']}) by "
-            f"`{head['command']}`; set NBMODEL_LIVE=1 to run it on this kernel\n" + run.report(head["kernel"]))
+            f"`{head['command']}`; {rk.live_hint('run it on this kernel')}\n" + run.report(head["kernel"]))
 
 
 def load_recorded(path) -> tuple[dict, list]:

@@ -26,7 +26,6 @@ import json
 import mmap
 import os
 import platform
-import resource
 import stat
 import statistics
 import struct
@@ -34,6 +33,11 @@ import sys
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
+
+try:
+    import resource
+except ImportError:  # Pyodide (the book's live chapters) has no resource module
+    resource = None
 
 PAGE = mmap.PAGESIZE
 SYS_MEMFD_SECRET = {"x86_64": 447, "aarch64": 447, "riscv64": 447}  # __NR_memfd_secret (unistd.h)
@@ -53,6 +57,22 @@ LOCK_NAME = "nbmodel-probe.lock"  # serializes our own probes, so their counter 
 
 class Unavailable(Exception):
     """This probe cannot run here; ``str()`` says why."""
+
+
+#: Why nothing here probes a kernel in the book's live chapters.
+NO_KERNEL = "in the browser (Pyodide, WebAssembly) there is no Linux kernel to probe"
+
+
+def in_browser() -> bool:
+    """True inside Pyodide (the book's live chapters run there): no /proc, no memfd_secret, no /dev/kvm."""
+    return sys.platform == "emscripten"
+
+
+def live_hint(what: str) -> str:
+    """How to get live figures instead of recorded ones: NBMODEL_LIVE=1, or, in the browser, a Linux machine."""
+    if in_browser():
+        return f"{NO_KERNEL}; to {what}, run this notebook in JupyterLab on Linux with NBMODEL_LIVE=1"
+    return f"set NBMODEL_LIVE=1 to {what}"
 
 
 # -- the machine and the lock ------------------------------------------------------------------------------
@@ -118,8 +138,10 @@ def probe_lock():
 def memlock_note(kind: str, size: int, err: int) -> str:
     """What to say when mmap() or mlock() fails with EAGAIN/ENOMEM: name RLIMIT_MEMLOCK when the limit is why
     (memfd_secret mappings are charged as locked memory: ``secretmem_mmap()`` -> ``mlock_future_ok()``)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     text = os.strerror(err)
+    if resource is None:
+        return text
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     if err in (errno.EAGAIN, errno.ENOMEM) and kind == "secretmem" and soft != resource.RLIM_INFINITY:
         return (f"{text}: RLIMIT_MEMLOCK is {soft} bytes (ulimit -l {soft // 1024}) and memfd_secret pages count "
                 f"as locked memory; {size} bytes were asked for: raise it (ulimit -l) or probe a smaller --size")
@@ -354,6 +376,9 @@ def probe(kind: str, size: int = 16 << 20, pfns: bool = False, attribute: bool =
         raise ValueError(f"unknown probe {kind!r}; choose from {KINDS}")
     npages = size // PAGE
     res = ProbeResult(kind, npages * PAGE, npages)
+    if in_browser():
+        res.skipped = NO_KERNEL
+        return res
     try:
         with probe_lock():
             _run(res, pfns, attribute)
@@ -404,12 +429,13 @@ RECORD_VERSION = 1
 def live_opt_in(live: bool | None = None) -> bool:
     """The one switch between recorded and live kernel probes in the book: ``live`` if given, else whether the
     environment variable ``NBMODEL_LIVE`` is ``1``. Everything the book shows from the kernel
-    (:func:`probes_for_book`, :func:`nbmodel.crosscheck.crosscheck_for_book`, :func:`nbmodel.live.show`) asks it."""
+    (:func:`probes_for_book`, :func:`nbmodel.crosscheck.crosscheck_for_book`, :func:`nbmodel.live.show`) asks it.
+    Always False in the browser (:func:`in_browser`): the recording is shown, and its label says why."""
     if live is None:
-        return os.environ.get("NBMODEL_LIVE") == "1"
+        return os.environ.get("NBMODEL_LIVE") == "1" and not in_browser()
     if not isinstance(live, bool):
         raise TypeError(f"live must be True, False or None, not {live!r}")
-    return live
+    return live and not in_browser()
 
 
 def machine_header() -> dict:
@@ -422,7 +448,7 @@ def provenance(head: dict, recorded: bool) -> str:
     """One line saying where figures come from: recorded (machine, date, and how to probe live) or live now."""
     where = (f"Linux {head['kernel']} {head['machine']}, {head['cpus']} CPUs, {head['cpu_model']}")
     if recorded:
-        return f"recorded on {where}, {head['date']}; set NBMODEL_LIVE=1 to probe this kernel instead"
+        return f"recorded on {where}, {head['date']}; {live_hint('probe this kernel instead')}"
     return f"measured live now on {where} (NBMODEL_LIVE=1); varies run to run"
 
 

@@ -3,13 +3,16 @@
 # the reader's browser (Pyodide kernel, no server). Called by scripts/build_book.sh after the HTML build; the
 # "run this chapter live" button on each chapter page (book/_lite_static/live-chapter.js) opens
 # lite/lab/index.html?path=<chapter>.ipynb, for the chapters lite/chapters.json marks live: those whose every
-# import, followed through nbmodel, is served (today all but the one that plots with matplotlib, a compiled
-# package that no registry here holds for Pyodide).
+# required import, followed through nbmodel, is in Pyodide (its own module list, asked of Pyodide here) or
+# served. Optional imports (under `except ImportError`) do not count: chapter 7 plots with matplotlib, which
+# the npm package does not ship (its lock names it, the wheels are not in it) and PyPI has no Pyodide wheel of
+# (nor of numpy), so there nbmodel/viz/plots.py draws the same figures as SVG itself.
 #
 # Everything the site loads is served by the book itself:
 #   static/pyodide/   Pyodide 314 core (npm `pyodide`, version + integrity from package-lock.json),
 #                     the pure-Python wheels of scripts/lite-requirements.txt (PyPI, --require-hashes),
-#                     nbmodel's own wheel (built here from the working tree), the kernel's stand-in wheels,
+#                     nbmodel's own wheel (built here from the working tree), a wheel of the kernel
+#                     recordings chapter 7 shows (benchmarks/*.json), the kernel's stand-in wheels,
 #                     viz.js (npm `@viz-js/viz`: Graphviz in WebAssembly, used by nbmodel/viz/dot.py in the
 #                     browser), and a pyodide-lock.json listing exactly those wheels (scripts/lite_site.py).
 # Network: only the npm and PyPI registries, and only when .lite-cache/ lacks a file. Skipped when nothing
@@ -23,7 +26,7 @@ cache=.lite-cache
 work=book/_build/lite-work
 
 inputs_hash="$( { find nbmodel notebooks -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' -print0 \
-                  | sort -z | xargs -0 -r sha256sum; sha256sum package-lock.json uv.lock pyproject.toml \
+                  | sort -z | xargs -0 -r sha256sum; sha256sum benchmarks/*.json package-lock.json uv.lock pyproject.toml \
                   scripts/lite-requirements.txt scripts/lite_site.py scripts/build_lite.sh; } | sha256sum | cut -d' ' -f1)"
 stamp="$out/.lite-inputs.sha256"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$inputs_hash" && -f "$out/lab/index.html" ]]; then
@@ -78,11 +81,21 @@ kpypi=.venv/share/jupyter/labextensions/@jupyterlite/pyodide-kernel-extension/st
 cp "$kpypi"/ipykernel-*.whl "$kpypi"/pyodide_kernel-*.whl "$kpypi"/piplite-*.whl \
    "$kpypi"/widgetsnbextension-4.*.whl "$work/wheels/"
 
+# -- what Pyodide itself can import (its standard library lacks some of CPython's, e.g. resource) -----------
+node --input-type=module -e '
+const dir = process.argv[1];
+const { loadPyodide } = await import(dir + "/pyodide.mjs");
+const py = await loadPyodide({ indexURL: dir + "/" });
+console.log(py.runPython("import json, pkgutil, sys; " +
+    "json.dumps(sorted(set(sys.builtin_module_names) | {m.name for m in pkgutil.iter_modules()}))"));
+' "$root/$pyodide_dir" > "$work/pyodide-modules.json"
+
 # -- the lite input folder, then the site -------------------------------------------------------------------
 .venv/bin/python scripts/lite_site.py "$work/lite" --pyodide "$pyodide_dir" --viz "$viz_dir/dist/viz.js" \
-    --wheels "$cache/wheels" "$work/wheels" --chapters notebooks/[0-9][0-9]_*.ipynb --src .
+    --wheels "$cache/wheels" "$work/wheels" --chapters notebooks/[0-9][0-9]_*.ipynb --src . \
+    --pyodide-modules "$work/pyodide-modules.json"
 rm -rf "$out"
-(cd "$work/lite" && "$root/.venv/bin/jupyter" lite build --no-sourcemaps --apps lab \
+(cd "$work/lite" && "$root/.venv/bin/jupyter" lite build --no-sourcemaps --apps lab --apps notebooks \
     --contents files --output-dir "$root/$out") > "$work/build.log" 2>&1 || {
     cat "$work/build.log"; echo "build_lite: jupyter lite build FAILED" >&2; exit 1; }
 cp "$work/lite/chapters.json" "$out/chapters.json"   # read by the button (book/_lite_static/live-chapter.js)

@@ -1,18 +1,23 @@
 """Assemble the JupyterLite input folder for the live chapters (called by scripts/build_lite.sh).
 
-    python scripts/lite_site.py LITE_DIR --pyodide DIR --viz FILE --wheels DIR [DIR ...]
+    python scripts/lite_site.py LITE_DIR --pyodide DIR --viz FILE --wheels DIR [DIR ...] --pyodide-modules FILE \
+        --chapters NOTEBOOK ... --src CHECKOUT
     python scripts/lite_site.py --check-cache REQUIREMENTS DIR   (exit 0 when DIR holds every pinned wheel)
 
-writes LITE_DIR/static/pyodide/ (the Pyodide core from npm, every wheel, viz.js and a pyodide-lock.json that
-lists exactly the wheels written beside it) and LITE_DIR/jupyter-lite.json (the kernel loads Pyodide from
-there, preloads the packages the chapters import, never falls back to PyPI). ``jupyter lite build`` then copies
-static/pyodide into the site and points the kernel's pyodideUrl at it (instead of its default CDN URL).
+writes LITE_DIR/static/pyodide/ (the Pyodide core from npm, every wheel, a wheel of the kernel recordings the
+chapters show (benchmarks/*.json), viz.js and a pyodide-lock.json that lists exactly the wheels written beside
+it) and LITE_DIR/jupyter-lite.json (the kernel loads Pyodide from there, preloads the packages the chapters
+import, never falls back to PyPI). ``jupyter lite build`` then copies static/pyodide into the site and points
+the kernel's pyodideUrl at it (instead of its default CDN URL). LITE_DIR/chapters.json says which chapters are
+offered live: those whose required imports Pyodide has (--pyodide-modules: the list Pyodide itself gives) or
+the site serves; a module imported under ``except ImportError`` is optional and does not count.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import base64
 import email.parser
 import hashlib
 import json
@@ -31,7 +36,7 @@ PYODIDE_FILES = ["pyodide.mjs", "pyodide.js", "pyodide.asm.mjs", "pyodide.asm.wa
 # Installed before the kernel starts: what the Pyodide kernel would otherwise fetch one by one with piplite
 # (micropip, piplite, ipykernel, comm, pyodide-kernel, jedi, ipython) and what the chapters import.
 PRELOAD = ["micropip", "piplite", "ipykernel", "comm", "pyodide-kernel", "jedi", "ipython",
-           "ipywidgets", "graphviz", "tqdm", "nbmodel"]
+           "ipywidgets", "graphviz", "tqdm", "nbmodel", "nbmodel-recordings"]
 
 KERNEL_SETTINGS = "@jupyterlite/pyodide-kernel-extension:kernel"
 LITE_KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
@@ -135,19 +140,49 @@ def cache_complete(requirements: pathlib.Path, folder: pathlib.Path) -> list[str
 PYODIDE_MODULES = {"js", "pyodide", "pyodide_js", "_pyodide"}
 
 
-def _imports(tree: ast.AST, package: str) -> set[str]:
-    """Every module a piece of code imports (at any depth: a function's import counts), dotted, absolute."""
-    out = set()
-    for node in ast.walk(tree):
+# An import inside ``try:`` whose handler catches one of these is optional: the code runs without the module.
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+def _catches_import_error(node: ast.Try) -> bool:
+    for handler in node.handlers:
+        caught = handler.type
+        names = caught.elts if isinstance(caught, ast.Tuple) else [caught]
+        if caught is None or any(isinstance(n, ast.Name) and n.id in IMPORT_ERRORS for n in names):
+            return True
+    return False
+
+
+def _imports(tree: ast.AST, package: str) -> dict[str, bool]:
+    """Every module a piece of code imports (at any depth: a function's import counts), dotted, absolute, and
+    whether the import is optional (in the body of a ``try`` that catches ImportError)."""
+    out: dict[str, bool] = {}
+
+    def add(name: str, optional: bool) -> None:
+        out[name] = out.get(name, True) and optional
+
+    def visit(node: ast.AST, optional: bool) -> None:
         if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
+            for a in node.names:
+                add(a.name, optional)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            out.add(base)
-            out.update(f"{base}.{a.name}" for a in node.names)
+            add(base, optional)
+            for a in node.names:
+                add(f"{base}.{a.name}", optional)
+        if isinstance(node, ast.Try) and _catches_import_error(node):
+            for child in node.body:
+                visit(child, True)
+            for child in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(child, optional)
+        else:
+            for child in ast.iter_child_nodes(node):
+                visit(child, optional)
+
+    visit(tree, False)
     return out
 
 
@@ -159,23 +194,24 @@ def _module_file(src_root: pathlib.Path, name: str) -> pathlib.Path | None:
     return None
 
 
-def chapter_needs(notebook: pathlib.Path, src_root: pathlib.Path, local: str = "nbmodel") -> set[str]:
-    """The top-level names of the modules outside ``local`` that a notebook needs: what its code cells import,
-    followed through every ``local`` module they reach (IPython magics and shell lines are skipped)."""
+def chapter_needs(notebook: pathlib.Path, src_root: pathlib.Path, local: str = "nbmodel") -> dict[str, bool]:
+    """The top-level names of the modules outside ``local`` that a notebook imports, each with whether it is
+    only optional (every path to it passes an import guarded by ``except ImportError``): what its code cells
+    import, followed through every ``local`` module they reach (IPython magics and shell lines are skipped)."""
     cells = json.loads(notebook.read_text())["cells"]
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
-    todo = sorted(_imports(ast.parse(code), ""))
-    seen: set[str] = set()
-    outside: set[str] = set()
+    todo = sorted(_imports(ast.parse(code), "").items())
+    seen: dict[str, bool] = {}   # module -> reached only optionally
+    outside: dict[str, bool] = {}
     while todo:
-        name = todo.pop()
-        if name in seen or not name:
-            continue
-        seen.add(name)
+        name, optional = todo.pop()
+        if not name or (name in seen and (optional or not seen[name])):
+            continue  # already followed, at least as required as now
+        seen[name] = optional
         top = name.split(".")[0]
         if top != local:
-            outside.add(top)
+            outside[top] = outside.get(top, True) and optional
             continue
         # a.b.c: a, a.b and a.b.c all run when it is imported
         parts = name.split(".")
@@ -183,21 +219,52 @@ def chapter_needs(notebook: pathlib.Path, src_root: pathlib.Path, local: str = "
             path = _module_file(src_root, ".".join(parts[:i]))
             if path is not None:
                 package = ".".join(parts[:i]) if path.name == "__init__.py" else ".".join(parts[: i - 1])
-                todo.extend(_imports(ast.parse(path.read_text()), package) - seen)
+                todo.extend((n, optional or opt) for n, opt in _imports(ast.parse(path.read_text()), package).items())
     return outside
 
 
-def live_chapters(notebooks: list[pathlib.Path], src_root: pathlib.Path, lock: dict) -> dict[str, dict]:
-    """Which chapters can run in the browser: those whose every import is the standard library, Pyodide's own
-    modules or a served wheel. ``{stem: {"live": bool, "missing": [...]}}``."""
-    available = set(sys.stdlib_module_names) | PYODIDE_MODULES
+def live_chapters(notebooks: list[pathlib.Path], src_root: pathlib.Path, lock: dict,
+                  stdlib: set[str] | None = None) -> dict[str, dict]:
+    """Which chapters can run in the browser: those whose every required import is in Pyodide's standard
+    library (``stdlib``: what Pyodide itself lists, which lacks some of CPython's, e.g. ``resource``), Pyodide's
+    own modules or a served wheel. An optional import that is not served does not stop a chapter: it runs
+    without it. ``{stem: {"live": bool, "missing": [required, not served], "without": [optional, not served]}}``."""
+    available = (set(sys.stdlib_module_names) if stdlib is None else set(stdlib)) | PYODIDE_MODULES
     for entry in lock["packages"].values():
         available.update(entry["imports"])
     out = {}
     for nb in notebooks:
-        missing = sorted(chapter_needs(nb, src_root) - available)
-        out[nb.stem] = {"live": not missing, "missing": missing}
+        needs = chapter_needs(nb, src_root)
+        missing = sorted(m for m, optional in needs.items() if not optional and m not in available)
+        without = sorted(m for m, optional in needs.items() if optional and m not in available)
+        out[nb.stem] = {"live": not missing, "missing": missing, "without": without}
     return out
+
+
+def recordings_wheel(src_root: pathlib.Path, folder: pathlib.Path, version: str) -> pathlib.Path:
+    """A wheel of the kernel recordings nbmodel shows instead of probing (``benchmarks/*.json``, read from
+    ``<site-packages>/benchmarks/`` as from the checkout's ``benchmarks/``: ``realkernel.RECORDED_PROBES``,
+    ``crosscheck.RECORDED_CROSSCHECK``, ``live.RECORDED``). Byte-for-byte reproducible (fixed timestamps)."""
+    name = "nbmodel_recordings"
+    files = {f"benchmarks/{p.name}": p.read_bytes() for p in sorted((src_root / "benchmarks").glob("*.json"))}
+    if not files:
+        raise SystemExit(f"lite_site: no recordings in {src_root / 'benchmarks'}")
+    info = f"{name}-{version}.dist-info"
+    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: nbmodel-recordings\nVersion: {version}\n"
+                                 "Summary: the kernel recordings nbmodel's book shows (benchmarks/*.json)\n").encode()
+    files[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: nbmodel lite_site\nRoot-Is-Purelib: true\n"
+                              b"Tag: py3-none-any\n")
+    record = "".join(f"{n},sha256={_b64sha(data)},{len(data)}\n" for n, data in files.items()) + f"{info}/RECORD,,\n"
+    files[f"{info}/RECORD"] = record.encode()
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in files.items():
+            zf.writestr(zipfile.ZipInfo(n, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    return path
+
+
+def _b64sha(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wheels", type=pathlib.Path, nargs="+", required=True, help="folders of .whl files")
     ap.add_argument("--chapters", type=pathlib.Path, nargs="*", default=[], help="the chapter notebooks")
     ap.add_argument("--src", type=pathlib.Path, default=pathlib.Path("."), help="where nbmodel/ is")
+    ap.add_argument("--pyodide-modules", type=pathlib.Path, required=True,
+                    help="JSON list of the modules Pyodide itself can import (its stdlib and builtins)")
     args = ap.parse_args(argv)
 
     wheels = sorted((w for d in args.wheels for w in d.glob("*.whl")), key=lambda p: p.name)
+    nbmodel_wheel = next((w for w in wheels if w.name.startswith("nbmodel-")), None)
+    if nbmodel_wheel is None:
+        raise SystemExit("lite_site: no nbmodel wheel among --wheels")
+    extra = args.lite_dir.parent / "recordings-wheel"
+    shutil.rmtree(extra, ignore_errors=True)
+    extra.mkdir(parents=True)
+    wheels = sorted([*wheels, recordings_wheel(args.src, extra, nbmodel_wheel.name.split("-")[1])],
+                    key=lambda p: p.name)
     core_lock = json.loads((args.pyodide / "pyodide-lock.json").read_text())
     lock = build_lock(core_lock, wheels)
 
@@ -260,11 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         content = json.loads(nb.read_text())
         content.setdefault("metadata", {})["kernelspec"] = LITE_KERNELSPEC
         (files / nb.name).write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n")
-    chapters = live_chapters(args.chapters, args.src, lock)
+    chapters = live_chapters(args.chapters, args.src, lock, set(json.loads(args.pyodide_modules.read_text())))
     (args.lite_dir / "chapters.json").write_text(json.dumps(chapters, indent=1, sort_keys=True) + "\n")
     for stem, info in sorted(chapters.items()):
         if not info["live"]:
             print(f"lite_site: {stem} is not offered live: it needs {', '.join(info['missing'])}, not served")
+        elif info["without"]:
+            print(f"lite_site: {stem} runs live without {', '.join(info['without'])} (imported optionally)")
     print(f"lite_site: {len(wheels)} wheels, lock of {len(lock['packages'])} packages, Pyodide "
           f"{core_lock['info']['python']} ({core_lock['info']['platform']})")
     return 0

@@ -1,5 +1,6 @@
 """The live chapters: chapter 4 opened from its "run this chapter live" button runs in JupyterLite (Pyodide in
-chromium, no server but the static book), and the stepper really steps.
+chromium, no server but the static book), and the stepper really steps; chapter 7 (the costs) runs there whole
+and draws its figures without matplotlib.
 
 The built book (with book/_build/html/lite from scripts/build_lite.sh) is served on a localhost port; the
 browser cannot resolve any other host, and every request for another host is aborted and reported. The test
@@ -7,7 +8,10 @@ clicks the button on the chapter page, runs all cells in JupyterLite, clicks the
 waits for its page-table diagram to change; then times many more clicks (click to new picture, in the page)
 and prints the p95. Finally one cell typed into the live notebook records the DOT text the views write and
 the SVG viz.js draws from it; the same code run here natively (graphviz-pure) must write identical DOT, and
-both SVGs must name the same nodes, edges and labels. Screenshots: artifacts/screenshots/lite-*.png.
+both SVGs must name the same nodes, edges and labels. Chapter 7: every cell runs with no error output, each
+of its five figures shows as SVG panels with lines or bars in them, the kernel figures are the recorded ones
+(nothing probes a kernel in the browser) and the speed figures say they are browser timings; the run time is
+printed. Screenshots: artifacts/screenshots/lite-*.png (lite-7-* for chapter 7, desktop and phone).
 """
 
 from __future__ import annotations
@@ -86,12 +90,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def lite_server(book_html):
-    """Serve the built book (building the live chapters if missing); yields (base URL, paths served)."""
-    if not (LITE / "lab" / "index.html").exists() or not (LITE / "static" / "pyodide" / "viz.js").exists():
-        result = subprocess.run(["bash", "scripts/build_lite.sh"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=900)
-        if result.returncode != 0:
-            pytest.fail(f"the live chapters did not build:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    """Serve the built book (the live chapters rebuilt if anything that goes into them changed: build_lite.sh
+    returns at once when nothing did); yields (base URL, paths served)."""
+    result = subprocess.run(["bash", "scripts/build_lite.sh"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"the live chapters did not build:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     served: list[str] = []
     handler = functools.partial(type("H", (_Handler,), {"served": served}), directory=str(book_html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -111,10 +115,10 @@ def _native_probe() -> dict:
     return json.loads(line.split(" ", 1)[1])
 
 
-def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, capsys):
-    from playwright.sync_api import sync_playwright
-
-    base, served = lite_server
+def offline_page(browser, base: str, **context_options):
+    """A new context and page of ``browser`` that reaches only the book at ``base``: any other request is
+    aborted and listed in ``outside``; failed requests, page errors and HTTP errors go to ``errors``.
+    Returns (context, page, outside, errors)."""
     host = urllib.parse.urlsplit(base).netloc
     outside: list[str] = []
     errors: list[str] = []
@@ -127,18 +131,29 @@ def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, c
             outside.append(url)
             r.abort()
 
-    # Every host but the book's resolves to nothing, whichever page, worker or service worker asks.
-    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+    context = browser.new_context(**context_options)
+    context.route("**/*", route)
+    context.on("request", lambda r: urllib.parse.urlsplit(r.url).netloc not in (host, "")
+               and not r.url.startswith(("data:", "blob:")) and outside.append(r.url))
+    context.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} {r.failure}"))
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}"))
+    return context, page, outside, errors
+
+
+# Every host but the book's resolves to nothing, whichever page, worker or service worker asks.
+OFFLINE_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+
+
+def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, capsys):
+    from playwright.sync_api import sync_playwright
+
+    base, served = lite_server
+    host = urllib.parse.urlsplit(base).netloc
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.route("**/*", route)
-        context.on("request", lambda r: urllib.parse.urlsplit(r.url).netloc not in (host, "")
-                   and not r.url.startswith(("data:", "blob:")) and outside.append(r.url))
-        context.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} {r.failure}"))
-        page = context.new_page()
-        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-        page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status}: {r.url}"))
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=OFFLINE_ARGS)
+        context, page, outside, errors = offline_page(browser, base, viewport={"width": 1280, "height": 900})
         shot = "lite-0-chapter"
         try:
             # 1. the chapter page has the button, and it opens the same notebook in the book's JupyterLite
@@ -247,3 +262,127 @@ def test_chapter_4_runs_live_and_steps(lite_server, chromium, screenshots_dir, c
                    "/lite/static/pyodide/viz.js"):
         assert needed in served, f"{needed} was not requested"
     assert any(p.startswith("/lite/static/pyodide/nbmodel-") and p.endswith(".whl") for p in served)
+
+
+CHAPTER_7 = "notebooks/07_cost"
+# Run All is over when every code cell has its execution count, or when a cell failed (JupyterLab then runs
+# no further cells) and none is still running.
+ALL_RUN_JS = """() => {
+    const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
+    const done = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+    const busy = prompts.some(p => p.textContent.includes('*'));
+    const failed = document.querySelector(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']");
+    return done || (failed !== null && !busy);
+}"""
+# Per figure of chapter 7: its SVG panels, and what each panel draws (series lines, bars), as seen in the page.
+FIGURES_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output figure.nbmodel-plot')].map(f => ({
+    panels: [...f.querySelectorAll('svg.nbmodel-plot-panel')].map(s => {
+        const r = s.getBoundingClientRect();
+        return {w: r.width, h: r.height, top: r.top, left: r.left, lines: s.querySelectorAll('polyline').length,
+                bars: s.querySelectorAll('rect.bar').length, label: s.getAttribute('aria-label')};
+    }),
+    text: f.closest('.jp-OutputArea-child').textContent.slice(0, 80),
+}))"""
+
+
+def saved_figures(notebook=ROOT / f"{CHAPTER_7}.ipynb") -> list[int]:
+    """The figures the notebook's saved outputs show (matplotlib PNGs), as their panel counts (the text form
+    of each names its panels as "  [label]" lines): what the live run must draw."""
+    out = []
+    for cell in json.loads(notebook.read_text())["cells"]:
+        for o in cell.get("outputs", []):
+            if "image/png" in o.get("data", {}):
+                text = "".join(o["data"]["text/plain"])
+                out.append(sum(line.startswith("  [") for line in text.splitlines()))
+    return out
+
+
+def _run_chapter_7(browser, base, viewport, name, screenshots_dir, mobile=False):
+    """Open chapter 7 from its button in a fresh browser context of ``viewport``, run all cells, check the
+    outputs and figures, screenshot the first figure. Returns (figures, seconds for Run All, requests made
+    outside the book, errors seen)."""
+    context, page, outside, errors = offline_page(browser, base, viewport=viewport, is_mobile=mobile,
+                                                  has_touch=mobile)
+    shot = f"lite-7-{name}-0-chapter"
+    try:
+        # 1. chapter 7's page offers it live (it used to say "not available": matplotlib)
+        page.goto(base + CHAPTER_7 + ".html", wait_until="load", timeout=60_000)
+        button = page.locator("a.nbmodel-live-button")
+        button.wait_for(state="visible", timeout=10_000)
+        app = "notebooks" if viewport["width"] <= 700 else "lab"  # a phone gets the single-notebook interface
+        assert button.get_attribute("href").endswith(f"/lite/{app}/index.html?path=07_cost.ipynb")
+        assert "without matplotlib" in button.get_attribute("title")
+        button.click()
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        shot = f"lite-7-{name}-1-opened"
+        page.wait_for_timeout(500)
+        if page.locator(".jp-Dialog").count():
+            errors.append(f"JupyterLite asked: {page.locator('.jp-Dialog').first.text_content()}")
+
+        # 2. run every cell in Pyodide and time it
+        t0 = time.perf_counter()
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        page.wait_for_function(ALL_RUN_JS, timeout=300_000, polling=250)
+        t_run = time.perf_counter() - t0
+        shot = f"lite-7-{name}-2-ran"
+        failures = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        texts = [failures.nth(i).text_content() for i in range(failures.count())]
+        assert not texts, "error output in the live chapter 7:\n" + "\n".join(texts)
+
+        # 3. every figure the saved notebook shows renders: SVG panels with lines or bars in them, a real size
+        figures = page.evaluate(FIGURES_JS)
+        assert [len(f["panels"]) for f in figures] == saved_figures(), figures
+        for f in figures:
+            for panel in f["panels"]:
+                assert panel["w"] > 200 and panel["h"] > 120, f
+                assert panel["lines"] or panel["bars"], f
+        page_text = page.locator(".jp-Notebook").text_content()  # (inner_text skips cells scrolled away)
+        assert "no Linux kernel to probe" in page_text        # recorded kernel figures, and why
+        assert "speed of the model (measured now in this browser" in page_text
+        assert "not kernel time" in page_text
+
+        # 4. the first figure in view, screenshot; its three panels side by side, or stacked on a phone
+        # (the notebook renders cells near the view only, so playwright's scrolling does not reach them)
+        for _ in range(3):
+            page.evaluate("() => document.querySelector('.jp-OutputArea-output figure.nbmodel-plot')"
+                          ".scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(400)
+        shot = f"lite-7-{name}-3-figure"
+        panels = page.evaluate(FIGURES_JS)[0]["panels"]
+        width, height = viewport["width"], viewport["height"]
+        assert all(0 <= p["left"] and p["left"] + p["w"] <= width for p in panels), panels
+        assert 0 <= panels[0]["top"] < height, panels  # in view: the screenshot shows it
+        rows = len({round(p["top"]) for p in panels})
+        assert rows == (3 if width < 600 else 1), panels
+        return figures, t_run, outside, errors
+    except Exception as exc:
+        seen = "\n".join([*sorted(set(outside)), *errors][:40])
+        raise AssertionError(f"{name}: {exc}\nrequests outside the book, and errors, so far:\n{seen}") from exc
+    finally:
+        page.screenshot(path=str(screenshots_dir / f"{shot}.png"))
+        context.close()
+
+
+def test_chapter_7_runs_live_and_draws_its_figures(lite_server, chromium, screenshots_dir, capsys):
+    from playwright.sync_api import sync_playwright
+
+    base, served = lite_server
+    runs = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=OFFLINE_ARGS)
+        try:
+            runs["desktop"] = _run_chapter_7(browser, base, {"width": 1280, "height": 900}, "desktop",
+                                             screenshots_dir)
+            runs["phone"] = _run_chapter_7(browser, base, {"width": 390, "height": 844}, "phone", screenshots_dir,
+                                           mobile=True)
+        finally:
+            browser.close()
+    with capsys.disabled():
+        for name, (figures, t_run, _, _) in runs.items():
+            print(f"\nlive chapter 7 (JupyterLite, Pyodide, chromium, {name}): {len(figures)} figures drawn as SVG; "
+                  f"Run All Cells took {t_run:.1f} s (kernel start included)")
+    for name, (_, _, outside, errors) in runs.items():
+        assert not outside, f"{name}: requests outside the book:\n" + "\n".join(sorted(set(outside)))
+        assert not errors, f"{name}: " + "\n".join(errors)
+    assert any(p.startswith("/lite/static/pyodide/nbmodel_recordings-") for p in served)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import pathlib
+import sys
 import zipfile
 
 import pytest
@@ -84,8 +86,13 @@ def test_the_built_site_serves_what_its_lock_lists(book_html):
     for needed in ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "viz.js"):
         assert (pyodide / needed).is_file(), needed
     assert any(n.startswith("nbmodel-") for n in served)
+    assert any(n.startswith("nbmodel_recordings-") for n in served)
     chapters = json.loads((BOOK_HTML / "lite" / "chapters.json").read_text())
     assert chapters["04_v12_per_folio"]["live"] is True
+    # chapter 7 runs live: matplotlib is optional (nbmodel.viz.plots draws SVG without it), and nothing it
+    # needs is missing from Pyodide (resource, which Pyodide lacks, is optional too)
+    assert chapters["07_cost"] == {"live": True, "missing": [], "without": ["matplotlib", "resource"]}
+    assert all(c["live"] for c in chapters.values()), chapters
     assert set(chapters) == {p.stem for p in (BOOK_HTML / "lite" / "files").glob("*.ipynb")}
 
     checked = 0
@@ -120,6 +127,79 @@ def test_a_chapter_is_live_only_when_everything_it_imports_is_served(tmp_path):
     dead = make_notebook(tmp_path / "02_plots.ipynb", "import nbmodel.core\n", "from nbmodel.viz import plots\n")
     shell = make_notebook(tmp_path / "03_shell.ipynb", "!pip list\nimport os, js\n")
     out = lite_site.live_chapters([live, dead, shell], tmp_path / "src", lock)
-    assert out["01_live"] == {"live": True, "missing": []}
-    assert out["02_plots"] == {"live": False, "missing": ["matplotlib"]}
+    assert out["01_live"] == {"live": True, "missing": [], "without": []}
+    assert out["02_plots"] == {"live": False, "missing": ["matplotlib"], "without": []}
     assert out["03_shell"]["live"] is True
+
+
+def make_package(root, files):
+    for name, text in files.items():
+        path = root / "nbmodel" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_an_import_under_except_importerror_is_optional(tmp_path):
+    src = make_package(tmp_path / "src", {
+        "__init__.py": "",
+        "plots.py": "try:\n    import matplotlib.pyplot as plt\nexcept ImportError:\n    plt = None\n",
+        "strict.py": "try:\n    import numpy\nexcept KeyError:\n    pass\n",       # does not catch ImportError
+        "fallback.py": "try:\n    import a\nexcept (ValueError, ModuleNotFoundError):\n    import b\n",
+        "both.py": "from . import plots\nimport matplotlib\n",                      # required on another path
+    })
+    nb = {n: make_notebook(tmp_path / f"{n}.ipynb", f"from nbmodel import {n}\n")
+          for n in ("plots", "strict", "fallback", "both")}
+    out = lite_site.live_chapters(list(nb.values()), src, {"packages": {}})
+    assert out["plots"] == {"live": True, "missing": [], "without": ["matplotlib"]}
+    assert out["strict"] == {"live": False, "missing": ["numpy"], "without": []}
+    # the handler's own import is required: only the try body is guarded
+    assert out["fallback"] == {"live": False, "missing": ["b"], "without": ["a"]}
+    assert out["both"] == {"live": False, "missing": ["matplotlib"], "without": []}
+
+
+def test_a_module_reached_only_through_an_optional_import_is_optional_throughout(tmp_path):
+    src = make_package(tmp_path / "src", {
+        "__init__.py": "",
+        "top.py": "try:\n    from . import extra\nexcept ImportError:\n    extra = None\n",
+        "extra.py": "import pandas\n",
+    })
+    nb = make_notebook(tmp_path / "n.ipynb", "import nbmodel.top\n")
+    assert lite_site.live_chapters([nb], src, {"packages": {}})["n"]["without"] == ["pandas"]
+    nb2 = make_notebook(tmp_path / "n2.ipynb", "import nbmodel.top\n", "import nbmodel.extra\n")
+    assert lite_site.live_chapters([nb2], src, {"packages": {}})["n2"]["missing"] == ["pandas"]
+
+
+def test_the_standard_library_is_what_pyodide_has_not_what_cpython_has(tmp_path):
+    # Pyodide's stdlib lacks resource; a chapter that needs it at import time cannot run there
+    src = make_package(tmp_path / "src", {"__init__.py": "", "bench.py": "import json\nimport resource\n"})
+    nb = make_notebook(tmp_path / "07.ipynb", "from nbmodel import bench\n")
+    assert lite_site.live_chapters([nb], src, {"packages": {}})["07"]["live"] is True  # the host's stdlib
+    pyodide_stdlib = set(sys.stdlib_module_names) - {"resource"}
+    out = lite_site.live_chapters([nb], src, {"packages": {}}, stdlib=pyodide_stdlib)
+    assert out["07"] == {"live": False, "missing": ["resource"], "without": []}
+
+
+def test_the_recordings_wheel_holds_the_recordings_where_nbmodel_reads_them(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "probes-x.json").write_text('{"a": 1}\n')
+    (tmp_path / "benchmarks" / "notes.py").write_text("")
+    out = tmp_path / "out"
+    out.mkdir()
+    whl = lite_site.recordings_wheel(tmp_path, out, "1.2")
+    first = whl.read_bytes()
+    assert lite_site.recordings_wheel(tmp_path, out, "1.2").read_bytes() == first  # reproducible
+    with zipfile.ZipFile(whl) as zf:
+        names = zf.namelist()
+        assert zf.read("benchmarks/probes-x.json") == b'{"a": 1}\n'
+        record = zf.read("nbmodel_recordings-1.2.dist-info/RECORD").decode()
+    assert "benchmarks/notes.py" not in names
+    assert "benchmarks/probes-x.json,sha256=" in record
+    entry, _ = lite_site.wheel_entry(whl, lite_site.marker_env("3.14.2"))
+    assert (entry["name"], entry["version"]) == ("nbmodel-recordings", "1.2")
+    # nbmodel reads its recordings from <site-packages>/benchmarks, where this wheel unpacks them
+    from nbmodel import crosscheck, live, realkernel
+    for path in (realkernel.RECORDED_PROBES, crosscheck.RECORDED_CROSSCHECK, live.RECORDED):
+        assert pathlib.Path(path).parent == ROOT / "benchmarks" and pathlib.Path(path).suffix == ".json"
+    with pytest.raises(SystemExit, match="no recordings"):
+        lite_site.recordings_wheel(tmp_path / "nowhere", out, "1.2")

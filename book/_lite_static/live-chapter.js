@@ -1,10 +1,13 @@
 // "Run this chapter live": on each chapter page (notebooks/NN_*.html) a button in the page header opens the
 // same notebook in the book's own JupyterLite site (lite/, built by scripts/build_lite.sh), where it runs in
-// the browser with the Pyodide kernel. Nothing is fetched from outside the book. lite/chapters.json says
+// the browser with the Pyodide kernel. Nothing is fetched from outside the book. On a narrow screen the link is
+// to the single-notebook interface (lite/notebooks/: no side panels), where JupyterLab's file browser would
+// leave the notebook a sliver of the screen. lite/chapters.json says
 // which chapters can run there; a chapter that needs a package the site cannot serve gets a disabled button
 // that says which.
 (function () {
   "use strict";
+  const NARROW = window.matchMedia("(max-width: 700px)");
   const STYLE = "font-size:.8rem;font-weight:600;line-height:1.3;padding:.2rem .55rem;white-space:nowrap;" +
     "border:1px solid currentColor;border-radius:.3rem;margin-right:.5em;align-self:center";
 
@@ -53,14 +56,21 @@
       place(note);
       return;
     }
-    const target = new URL("lite/lab/index.html", chapter.root);
-    target.searchParams.set("path", chapter.name + ".ipynb");
     const link = document.createElement("a");
     link.className = "btn btn-sm nbmodel-live-button";
-    link.href = target.href;
+    const aim = () => {
+      const target = new URL(NARROW.matches ? "lite/notebooks/index.html" : "lite/lab/index.html", chapter.root);
+      target.searchParams.set("path", chapter.name + ".ipynb");
+      link.href = target.href;
+    };
+    aim();
+    NARROW.addEventListener("change", aim);
     link.title = window.location.protocol === "file:"
       ? "The live chapters need the book served over HTTP, e.g. .venv/bin/python -m http.server -d book/_build/html"
-      : "Run this chapter live in your browser (JupyterLite, Python in WebAssembly: no server)";
+      : "Run this chapter live in your browser (JupyterLite, Python in WebAssembly: no server)" +
+        (info && info.without && info.without.length
+          ? ". There it runs without " + info.without.join(", ") + " (imported optionally)"
+          : "");
     link.setAttribute("aria-label", "Run this chapter live");
     label(link, "\u25B6 Run this chapter live", "\u25B6 Live");
     link.style.cssText = STYLE;
