@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from nbmodel.pagetable import CONT, LEVEL_1G, LEVEL_2M, LEVEL_4K, MAPPED, VALID
 from nbmodel.viz.dot import Diagram, Digraph, svg
+from nbmodel.viz.state_view import _kinds_and_args
 
 # -- palette: fills light enough for dark text, borders and edges mid-grey (visible on white and on black) --
 FILL = {
@@ -71,12 +72,12 @@ def folio_marks(system, freed: bool = True) -> list[Mark]:
             cached.add(folio.pfn)
     if freed:
         seen = set()
-        for e in system.k.trace:
-            if e.kind == "free":
-                pfn = e.get("pfn")
+        for kind, args in _kinds_and_args(system.k.trace):
+            if kind == "free":
+                pfn = args.get("pfn")
                 if pfn not in cached and pfn not in seen:
                     seen.add(pfn)
-                    marks.append(Mark(f"freed {pfn:#x}", pfn, 1 << e.get("order", 0), "freed"))
+                    marks.append(Mark(f"freed {pfn:#x}", pfn, 1 << args.get("order", 0), "freed"))
     return sorted(marks, key=lambda m: (m.pfn, m.label))
 
 

@@ -24,7 +24,7 @@ from nbmodel.system import System
 from nbmodel.viz import state_view as sv
 from nbmodel.viz import summary as sm
 from nbmodel.viz.filmstrip import Filmstrip, FrameHTML
-from nbmodel.viz.stepper import SECRET_WINDOW, WALK, busy, summary_note
+from nbmodel.viz.stepper import SECRET_WINDOW, WALK, busy, gc_paused, summary_note
 
 FAILURE_COUNTERS = ("oops", "stale_reads", "warns", "freed_unmapped", "restore_splits")
 SYSTEM_KEYS = ("design", "arch", "mode", "memory", "cpus", "seed", "switches", "write", "large_folios",
@@ -300,7 +300,7 @@ class SideBySide:
         if self.working:
             return
         pos = self.core.pos
-        with self._working(what):
+        with self._working(what), gc_paused():
             try:
                 action()
                 self._refresh()

@@ -15,7 +15,7 @@ from nbmodel.designs import PRIVATE_NO_DIRECT_MAP
 from nbmodel.invariants import INVARIANTS
 from nbmodel.pagetable import MAPPED, VALID
 from nbmodel.system import OPS, REQUIRED
-from nbmodel.trace import _show
+from nbmodel.trace import Event, _show
 from nbmodel.units import parse_size
 
 TEXT = "#1a1a1a"
@@ -112,9 +112,7 @@ def folio_table(system, limit: int = 64, tail: int = 0, caption: str = "folios i
     The first ``limit`` folios are listed and, with ``tail``, the last ``tail`` ones, with a "... N more
     folios" row for those left out."""
     k = system.k
-    cached = [(name, folio) for name in sorted(system.files) for folio in system.files[name].mapping.folios()]
-    total = len(cached)
-    shown = cached if total <= limit + tail else cached[:limit] + (cached[total - tail:] if tail else [])
+    total, shown = _pick_folios(system, limit, tail)
     rows = []
     for i, (name, folio) in enumerate(shown):
         if i == limit and total > limit + tail:
@@ -138,6 +136,25 @@ def folio_table(system, limit: int = 64, tail: int = 0, caption: str = "folios i
         rows.append(_more_row(total - limit))
     return table(caption, ["where", "folio", "pfn", "order", "ref", "flags", "private", "direct map", "TLB",
                            "content"], rows, empty="no folio is cached")
+
+
+def _pick_folios(system, limit: int, tail: int) -> tuple[int, list]:
+    """``(number of cached folios, [(file, folio)])``: all of them if at most ``limit + tail``, else the first
+    ``limit`` and the last ``tail`` in file and index order (without building a list of all of them)."""
+    files = [(name, system.files[name].mapping) for name in sorted(system.files)]
+    total = sum(len(m.i_pages) for _, m in files)
+    if total <= limit + tail:
+        return total, [(name, folio) for name, m in files for folio in m.folios()]
+    head, end = [], []
+    for name, m in files:
+        if len(head) >= limit:
+            break
+        head += [(name, m.i_pages[i]) for i in sorted(m.i_pages)[:limit - len(head)]]
+    for name, m in reversed(files):
+        if len(end) >= tail:
+            break
+        end = [(name, m.i_pages[i]) for i in sorted(m.i_pages)[max(0, len(m.i_pages) - (tail - len(end))):]] + end
+    return total, head + end
 
 
 def _more_row(n: int) -> list:
@@ -247,21 +264,30 @@ def _merged_text(run) -> str:
     return f"{first.kind}({inner})" if inner else first.kind
 
 
+def _kinds_and_args(events):
+    """``(kind, args)`` of each event, read from a :class:`~nbmodel.trace.Trace`'s parallel lists when it has
+    them (no Event built per event: a large step has millions)."""
+    kinds, args = getattr(events, "kinds", None), getattr(events, "args", None)
+    if kinds is not None and args is not None:
+        return zip(kinds, args, strict=True)
+    return ((e.kind, e.args) for e in events)
+
+
 def compress_events(events, limit: int = 14) -> list[tuple[str, int, str]]:
     """``[(text, repeat, kind)]``: consecutive events of one kind (and the same argument names) become one entry
     with a count whose text shows every argument's range, e.g. ``delete(mapping=g index=0..2 pfn=0x10..0x12)``
     for three deletes (an argument that differs in a way a range cannot say is listed). Identical events merge
     to the plain text. The list is cut to ``limit`` entries."""
     runs: list[list] = []
-    last = None
-    for e in events:
-        if last is not None and e.kind in MERGED_KINDS and last.kind == e.kind and last.args.keys() == e.args.keys():
+    last_kind = last_keys = None
+    for kind, args in _kinds_and_args(events):
+        if kind == last_kind and kind in MERGED_KINDS and args.keys() == last_keys:
             if len(runs) <= limit:
-                runs[-1].append(e)
+                runs[-1].append(Event(kind, args))
             continue
         # Past the shown entries a run only needs counting (a huge step has ~10 events per folio).
-        runs.append([e] if len(runs) < limit else None)
-        last = e
+        runs.append([Event(kind, args)] if len(runs) < limit else None)
+        last_kind, last_keys = kind, args.keys()
     out = [(_merged_text(r), len(r), r[0].kind) for r in runs[:limit]]
     return out + ([(f"... {len(runs) - limit} more", 1, "")] if len(runs) > limit else [])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -111,6 +112,20 @@ class Frame:
     tone: str = "info"
     timings: dict = field(default_factory=dict)
     summary: str | None = None
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector off while the body runs, back on after. A large step allocates millions of
+    objects that stay alive (folios, events, marks), and every full collection walks all of them again: a 1G
+    frame took 2.7 s with it on, 1.0 s off. Reference counting still frees everything else at once."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _config_defaults() -> dict:
@@ -241,6 +256,10 @@ class Stepper:
         return f"step {self.pos} / {self.total}: {sv.step_title(st)}", sv.step_tone(st)
 
     def frame(self, diagram: bool = True, counters: bool = True) -> Frame:
+        with gc_paused():
+            return self._frame(diagram, counters)
+
+    def _frame(self, diagram: bool, counters: bool) -> Frame:
         t0 = time.perf_counter()
         marks = self.marks()
         drawing = sm.choose(self.system, marks, draw=diagram)
@@ -483,7 +502,7 @@ class FolioStepper:
         if self.working:  # a click that arrived while another one runs
             return
         saved = (dict(self.core.config), self.core._pristine, list(self.core.script), self.core.pos)
-        with self._working(what):
+        with self._working(what), gc_paused():
             try:
                 action()
             except ModelInputError as exc:
@@ -610,5 +629,6 @@ def stepper(scenario: str | None = None, script=None, start: int = 0, **config) 
     return FolioStepper(script=script, scenario=scenario, start=start, **config)
 
 
-__all__ = ["Stepper", "FolioStepper", "Frame", "BUSY_CLASS", "busy", "summary_note", "SCENARIOS", "WALK", "SPLIT",
-           "SECRET_WINDOW", "FOLIOS_64", "PAGECACHE_PATHS", "MODES", "stepper", "measure_latency", "latency_summary"]
+__all__ = ["Stepper", "FolioStepper", "Frame", "BUSY_CLASS", "busy", "gc_paused", "summary_note", "SCENARIOS",
+           "WALK", "SPLIT", "SECRET_WINDOW", "FOLIOS_64", "PAGECACHE_PATHS", "MODES", "stepper", "measure_latency",
+           "latency_summary"]
