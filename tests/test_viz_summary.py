@@ -265,3 +265,22 @@ def test_side_by_side_is_busy_during_a_step_and_restored_after_an_exception():
     assert "failed: RuntimeError" in s.status.value
     del s.core.goto
     assert s.core.pos == 1 and [x.snapshot() for x in s.core.systems] == before
+
+
+# -- the layouts: in parallel and from the cache, the same bytes ----------------------------------------------
+def test_layouts_in_parallel_and_from_the_cache_are_the_bytes_of_one_layout():
+    from nbmodel.viz import dot
+
+    ls = LockStep(WALK)
+    ls.goto(3)
+    graphs = [pagetable_graph(s) for s in ls.systems]
+    dot._cache.clear()
+    one_by_one = [dot.svg(g) for g in graphs]
+    dot._cache.clear()
+    assert dot.svgs(graphs) == one_by_one
+    assert dot.svgs(graphs) == one_by_one  # now from the cache
+    # A DOT text that differs in one character (same length) is laid out again, not served from the cache.
+    changed = graphs[0].source.replace("PAGE_OFFSET", "PAGE=OFFSET")
+    assert len(changed) == len(graphs[0].source)
+    assert "PAGE=OFFSET" in dot.svg(changed) and "PAGE=OFFSET" not in dot.svg(graphs[0])
+    assert len(dot._cache) <= dot.CACHE_SIZE
