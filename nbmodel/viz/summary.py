@@ -1,10 +1,10 @@
 """The summary view: what a stepper shows instead of a drawing too large to draw.
 
 A step can put thousands of folios in a page cache (``fallocate`` of 256M is 65,536 folios). Drawing all of
-them means one page-table node per run of entries and a row per folio; a 256M guest took seconds per click and a
-64G one never returned. Above a bound (:data:`MAX_FOLIOS` marked folios, or a tree of more than
-:data:`MAX_NODES` page-table nodes) the views draw this summary instead, and say so in a banner
-("summary: 65536 folios; the full drawing is limited to 256"):
+them means page-table nodes by the thousand and a row per folio: a stepper took 12-19 s per click for a 256M
+fallocate, almost all of it drawing, and did not return within minutes for 4G. Above a bound
+(:data:`MAX_FOLIOS` marked folios, or a tree of more than :data:`MAX_NODES` page-table nodes) the views draw
+this summary instead, and say so in a banner ("summary: 65536 folios; the full drawing is limited to 256"):
 
 - the folios (cached, and freed since they were allocated) counted by direct-map state and TLB state;
 - the direct map's leaves counted per level, valid and invalid, with the split counters;
