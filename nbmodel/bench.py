@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -310,6 +311,9 @@ def run(args) -> int:
         print(format_directmap(runs))
         if rep:
             print(format_speed(rep))
+        if rep:  # the widgets' per-click figures (nbmodel.viz.widget_bench), apart: this module imports no view library
+            sys.stdout.flush()
+            subprocess.run([sys.executable, "-m", "nbmodel.viz.widget_bench"] + ["--quick"] * args.quick, check=False)
         print(f"peak RSS of this process: {peak / 1024:.0f} MiB (the live probes' buffers included)")
     return 1 if args.strict and rep and any(c.status == "FAIL" for c in rep.checks) else 0
 

@@ -221,3 +221,60 @@ def test_myst_roles_render_in_jupyterlab(lab, chromium, screenshots_dir):
         text = page.locator(".jp-Notebook").inner_text()
         assert "{term}" not in text and "{doc}" not in text, "MyST roles are shown raw"
         assert page.locator(".jp-MarkdownCell a").count() > 0
+
+
+# A stepper whose second step is a 256M fallocate (65,536 folios): long enough for the busy state to show.
+BUSY_NOTEBOOK = """from nbmodel.viz.stepper import stepper
+big = [{"op": "gmem_create", "file": "g", "size": "256M"}, {"op": "fallocate", "file": "g", "offset": 0, "len": "256M"}]
+stepper(script=big, start=1)"""
+
+# Watches the page from before the click: did the stepper ever show, all at once, "step >" disabled, a
+# dropdown disabled, the "working..." status and the busy class on its box?
+WATCH_BUSY_JS = """() => {
+    const seen = window.__nbmodelBusy = {all: false, working: false};
+    const check = () => {
+        const out = document.querySelector('.jp-OutputArea-output .nbmodel-busy');
+        const text = document.querySelector('.jp-Notebook').innerText;
+        const working = text.includes('working\u2026 step 2 / 2: fallocate');
+        seen.working = seen.working || working;
+        if (out && working) {
+            const step = [...out.querySelectorAll('button')].find(b => b.textContent.includes('step >'));
+            const select = out.querySelector('select');
+            seen.all = seen.all || (!!step && step.disabled && !!select && select.disabled);
+        }
+    };
+    new MutationObserver(check).observe(document.body,
+        {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def test_stepper_is_busy_while_the_kernel_steps_in_jupyterlab(lab, chromium, screenshots_dir, tmp_path):
+    """A large step typed into a stepper: while the kernel works, the buttons and dropdowns are disabled and the
+    status says "working..."; after it, the summary view is shown and the controls work again."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(BUSY_NOTEBOOK)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(tmp_path / "work" / "notebooks" / "busy.ipynb"))
+    with _lab_notebook(lab, chromium, "notebooks/busy.ipynb", {"width": 1280, "height": 1000},
+                       screenshots_dir / "lab-busy-stepper.png") as page:
+        step = page.locator(".jp-OutputArea-output .widget-button", has_text="step >").first
+        step.wait_for(state="visible", timeout=90_000)
+        page.wait_for_function(KERNEL_READY_JS, timeout=90_000)
+        out = page.locator(".jp-OutputArea-output", has=page.locator(".widget-button", has_text="step >")).last
+        assert "working" not in out.inner_text() and not step.is_disabled()
+        page.evaluate(WATCH_BUSY_JS)
+        step.click()
+        out.get_by_text("summary: 65536 folios; the full drawing is limited to 256").wait_for(timeout=180_000)
+        page.wait_for_function(KERNEL_READY_JS, timeout=60_000)
+        seen = page.evaluate("() => window.__nbmodelBusy")
+        assert seen["working"], "the status never said the kernel was working"
+        assert seen["all"], "while working, 'step >' and the dropdowns were not all disabled in a busy box"
+        # Idle again: no busy class, no "working" status, the controls enabled as the position allows.
+        page.wait_for_function("() => !document.querySelector('.nbmodel-busy')", timeout=30_000)
+        assert "working" not in out.inner_text()
+        assert step.is_disabled()  # at the end of the script
+        assert not out.locator(".widget-button", has_text="< back").first.is_disabled()
+        assert not out.locator("select").first.is_disabled()
+        assert out.locator(".nbmodel-diagram svg").count() == 0  # the summary, not a drawing
+        out.screenshot(path=str(screenshots_dir / "lab-busy-stepper-after.png"))

@@ -28,12 +28,15 @@ import pathlib
 import shutil
 import sys
 import sysconfig
+import threading
+from collections import OrderedDict
 
 import graphviz
 from graphviz import Digraph, Graph, Source
 from graphviz.backend import dot_command
 
-__all__ = ["Diagram", "Digraph", "Graph", "Source", "diagram", "dot_binary", "ensure_dot", "in_browser", "svg"]
+__all__ = ["Diagram", "Digraph", "Graph", "Source", "diagram", "dot_binary", "ensure_dot", "in_browser", "svg",
+           "svgs"]
 
 _BINARY_NAME = "graphviz-pure"
 
@@ -139,18 +142,29 @@ if in_browser():
     _ji.JupyterIntegration._repr_image_svg_xml = lambda self: svg(self)
 
 
-def svg(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, engine: str | None = None) -> str:
-    """Render DOT source (a string) or a graphviz object to SVG text for inline use in HTML.
+#: The last :data:`CACHE_SIZE` layouts, by (DOT text, engine): a stepper going back, or a filmstrip drawing a
+#: state a stepper drew, gets the same SVG without running the layout again (the output is a function of the
+#: DOT text, so the bytes are the same).
+CACHE_SIZE = 128
+_cache: OrderedDict[tuple[str, str | None], str] = OrderedDict()
+_cache_lock = threading.Lock()
 
-    The XML prolog, DOCTYPE and generator comment are dropped, so the result starts with ``<svg`` and is the
-    same bytes on every machine for the same input.
-    """
+
+def _as_source(source):
     if isinstance(source, str):
-        source = Source(source)
-    elif not isinstance(source, (graphviz.Graph, graphviz.Digraph, graphviz.Source)):
+        return Source(source)
+    if not isinstance(source, (graphviz.Graph, graphviz.Digraph, graphviz.Source)):
         raise TypeError(f"expected DOT source text or a graphviz object, not {type(source).__name__}")
-    if trace is not None:
-        trace.append(source.source)
+    return source
+
+
+def _render(source, engine: str | None) -> str:
+    key = (source.source, engine or source.engine)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
     if in_browser():
         text = _browser_svg(source.source, engine or source.engine)
     else:
@@ -160,7 +174,38 @@ def svg(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, engin
     start = text.find("<svg")
     if start < 0:
         raise RuntimeError("the renderer returned no <svg> element")
-    return text[start:].strip() + "\n"
+    out = text[start:].strip() + "\n"
+    with _cache_lock:
+        _cache[key] = out
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return out
+
+
+def svg(source: str | graphviz.Graph | graphviz.Digraph | graphviz.Source, engine: str | None = None) -> str:
+    """Render DOT source (a string) or a graphviz object to SVG text for inline use in HTML.
+
+    The XML prolog, DOCTYPE and generator comment are dropped, so the result starts with ``<svg`` and is the
+    same bytes on every machine for the same input.
+    """
+    source = _as_source(source)
+    if trace is not None:
+        trace.append(source.source)
+    return _render(source, engine)
+
+
+def svgs(sources, engine: str | None = None) -> list[str]:
+    """:func:`svg` of several diagrams, in order. Outside the browser the layouts run at the same time (one
+    graphviz-pure process each, from threads that wait on them), so a row of diagrams costs about one."""
+    sources = [_as_source(s) for s in sources]
+    if trace is not None:
+        trace.extend(s.source for s in sources)
+    if len(sources) < 2 or in_browser():
+        return [_render(s, engine) for s in sources]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        return list(pool.map(lambda s: _render(s, engine), sources))
 
 
 class Diagram:

@@ -16,8 +16,9 @@ import html
 from dataclasses import dataclass
 
 from nbmodel.viz import state_view as sv
-from nbmodel.viz.pagetable_view import folio_marks, pagetable_svg
-from nbmodel.viz.stepper import Stepper
+from nbmodel.viz import summary as sm
+from nbmodel.viz.pagetable_view import folio_marks
+from nbmodel.viz.stepper import Stepper, summary_note
 
 ACCENT = "#7b1fa2"
 CHIP_BG = "#eeeeee"
@@ -96,7 +97,8 @@ def _short(text: str, width: int = 28) -> str:
 
 def stepper_frame(stepper: Stepper, diagram: bool = True) -> FrameHTML:
     """The stepper's current position as a frame: title, the step's events, diagram, folios, TLBs, invariants
-    and the counters that changed."""
+    and the counters that changed. Over the drawing bound, the summary (:mod:`nbmodel.viz.summary`) instead
+    of the diagram, the folio rows and the TLB entries."""
     system = stepper.system
     title, tone = stepper.title()
     step = system.steps[-1] if system.steps else None
@@ -104,10 +106,17 @@ def stepper_frame(stepper: Stepper, diagram: bool = True) -> FrameHTML:
     parts = [sv.banner(f"{stepper.label()} | {title}", tone)]
     if step is not None:
         parts.append(f'<div style="margin:2px 0 6px 0;font-size:0.82em">{sv.timeline(step.events)}</div>')
-    if diagram:
-        parts.append(f'<div class="nbmodel-diagram" style="overflow-x:auto">{pagetable_svg(system, marks)}</div>')
+    drawing = sm.choose(system, marks, draw=diagram)
+    if drawing.note:
+        parts.append(summary_note(drawing.note))
+        row = [sm.folio_states_table(system, marks), sm.leaf_table(system),
+               sv.folio_table(system, limit=sm.ENDS, tail=sm.ENDS), sm.tlb_summary_table(system)]
+    else:
+        if diagram:
+            parts.append(f'<div class="nbmodel-diagram" style="overflow-x:auto">{drawing.svg}</div>')
+        row = [sv.folio_table(system), sv.tlb_table(system, marks)]
+    row.append(sv.invariant_table(system))
     changed = sorted(step.counters) if step is not None else []
-    row = [sv.folio_table(system), sv.tlb_table(system, marks), sv.invariant_table(system)]
     if changed:
         row.append(sv.counters_table(system, names=changed, delta=step.counters,
                                      caption="counters this step changed"))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from nbmodel.pagetable import CONT, LEVEL_1G, LEVEL_2M, LEVEL_4K, MAPPED, VALID
 from nbmodel.viz.dot import Diagram, Digraph, svg
+from nbmodel.viz.state_view import _kinds_and_args
 
 # -- palette: fills light enough for dark text, borders and edges mid-grey (visible on white and on black) --
 FILL = {
@@ -46,6 +47,10 @@ LEVEL_SIZE = {LEVEL_1G: "1G", LEVEL_2M: "2M", LEVEL_4K: "4K"}
 MAX_RUNS = 24  # more drawn runs than this under one table are folded into one "more" node
 
 
+class TooManyNodes(Exception):
+    """Raised by the builder when a drawing would need more nodes than its ``max_nodes`` bound."""
+
+
 @dataclass(frozen=True)
 class Mark:
     """Pages a reader follows: ``label`` for ``npages`` pages from ``pfn``. ``kind`` is ``"cached"`` (in a page
@@ -67,12 +72,12 @@ def folio_marks(system, freed: bool = True) -> list[Mark]:
             cached.add(folio.pfn)
     if freed:
         seen = set()
-        for e in system.k.trace:
-            if e.kind == "free":
-                pfn = e.get("pfn")
+        for kind, args in _kinds_and_args(system.k.trace):
+            if kind == "free":
+                pfn = args.get("pfn")
                 if pfn not in cached and pfn not in seen:
                     seen.add(pfn)
-                    marks.append(Mark(f"freed {pfn:#x}", pfn, 1 << e.get("order", 0), "freed"))
+                    marks.append(Mark(f"freed {pfn:#x}", pfn, 1 << args.get("order", 0), "freed"))
     return sorted(marks, key=lambda m: (m.pfn, m.label))
 
 
@@ -94,8 +99,9 @@ def _stale_or_cached(k, first: int, npages: int) -> list[int]:
 class _Builder:
     """Builds one Digraph; node names are positional (``n1``, ``n2``...) so the same state gives the same DOT."""
 
-    def __init__(self, k, marks, title, max_runs):
+    def __init__(self, k, marks, title, max_runs, max_nodes=None):
         self.k = k
+        self.max_nodes = max_nodes
         self.pt = k.dmap.pt
         self.arch = k.arch
         self.marks = sorted(marks, key=lambda m: (m.pfn, m.label))
@@ -120,6 +126,8 @@ class _Builder:
     # -- helpers ---------------------------------------------------------------------------------------------
     def new(self, label: str, **attrs) -> str:
         self.count += 1
+        if self.max_nodes is not None and self.count > self.max_nodes:
+            raise TooManyNodes(self.count)
         name = f"n{self.count}"
         self.g.node(name, label, **attrs)
         return name
@@ -131,10 +139,7 @@ class _Builder:
         return [m for m in self.marks[lo:hi] if first < m.pfn + m.npages]
 
     def names(self, marks: list[Mark]) -> str:
-        labels = []
-        for m in marks:
-            if m.label not in labels:
-                labels.append(m.label)
+        labels = list(dict.fromkeys(m.label for m in marks))  # first-seen order, linear in len(marks)
         if len(labels) <= 3:
             return ", ".join(labels)
         return f"{labels[0]} ... {labels[-1]} ({len(labels)} folios)"
@@ -179,12 +184,12 @@ class _Builder:
         """Draw the entries of one table: ``items`` is ``[(first_pfn, entry)]`` in index order."""
         shift = LEVEL_INDEX_SHIFT[level]
         runs: list[tuple[str, list]] = []  # ("mark", [item]) or ("rest", [items...])
+        marked = self.marked_entries(level, items)
         for item in items:
             first, entry = item
             if entry == 0 and level != LEVEL_4K:
                 continue
-            interesting = bool(self.marks_in(first, level))
-            if interesting:
+            if first in marked:
                 runs.append(("mark", [item]))
             elif runs and runs[-1][0] == "rest":
                 runs[-1][1].append(item)
@@ -201,6 +206,22 @@ class _Builder:
             else:
                 node = self.entry(level, shift, group)
             self.g.edge(parent, node)
+
+    def marked_entries(self, level: int, items: list) -> set[int]:
+        """The first PFNs of the entries in ``items`` (level-aligned, in order) that overlap a mark: one pass
+        over the marks in the table's span, not one mark search per entry."""
+        if not items:
+            return set()
+        lo, hi = items[0][0], items[-1][0] + level
+        out = set()
+        for m in self.marks_in(lo, hi - lo):
+            f = max(m.pfn, lo)
+            f -= f % level
+            end = min(m.pfn + m.npages, hi)
+            while f < end:
+                out.add(f)
+                f += level
+        return out
 
     def merge_pte_runs(self, runs):
         """At the PTE level, consecutive marked entries in the same state become one node."""
@@ -236,15 +257,20 @@ class _Builder:
 
     def summary(self, level: int, shift: int, group) -> str:
         counts: dict[str, int] = {}
+        words: dict[int, str] = {}  # leaf value -> its words (a PTE table holds few distinct values)
         for first, entry in group:
             if type(entry) is not int:
                 key = "split table" if (level, first) in self.splits else "table"
-            elif not entry & MAPPED:
-                key = "empty"
-            elif entry & VALID:
-                key = f"{self.leaf_word(level, entry)} valid"
             else:
-                key = f"{self.leaf_word(level, entry)} invalid"
+                key = words.get(entry)
+                if key is None:
+                    if not entry & MAPPED:
+                        key = "empty"
+                    elif entry & VALID:
+                        key = f"{self.leaf_word(level, entry)} valid"
+                    else:
+                        key = f"{self.leaf_word(level, entry)} invalid"
+                    words[entry] = key
             counts[key] = counts.get(key, 0) + 1
         text = ", ".join(f"{n} x {key}" for key, n in counts.items())
         return self.new(f"{self.index_range(level, shift, group)}\n{text}", fillcolor=FILL["summary"],
@@ -285,16 +311,19 @@ class _Builder:
         return [(first + i * step, e) for i, e in enumerate(table)]
 
 
-def pagetable_graph(target, marks=None, title: str = "", max_runs: int = MAX_RUNS) -> Digraph:
+def pagetable_graph(target, marks=None, title: str = "", max_runs: int = MAX_RUNS,
+                    max_nodes: int | None = None) -> Digraph:
     """The direct-map tree of ``target`` (a System or a Kernel) cut down to ``marks``.
 
     ``marks``: a list of :class:`Mark` or ``(label, pfn[, npages])`` tuples; by default, for a System, every
-    cached folio and every folio freed so far (:func:`folio_marks`); for a Kernel, none (only summaries)."""
+    cached folio and every folio freed so far (:func:`folio_marks`); for a Kernel, none (only summaries).
+    ``max_nodes``: raise :class:`TooManyNodes` as soon as the tree needs more page-table nodes than that
+    (the title node does not count), before anything is laid out."""
     k = getattr(target, "k", target)
     if marks is None:
         marks = folio_marks(target) if hasattr(target, "files") else []
     clean = [m if isinstance(m, Mark) else Mark(*m) for m in marks]
-    return _Builder(k, clean, title, max_runs).build()
+    return _Builder(k, clean, title, max_runs, max_nodes).build()
 
 
 #: The SVG class of the nodes a diagram is about: a leaf mapping a cached folio, an invalid (zapped) leaf.
@@ -387,5 +416,6 @@ def before_after(k, action, marks, label: str = "after", counters=None) -> str:
     return side_by_side_html([("before", before), (label, after)]) + events + table
 
 
-__all__ = ["Mark", "folio_marks", "pagetable_graph", "pagetable_svg", "fit_svg", "HIGHLIGHT", "pagetable_diagram",
-           "legend_graph", "legend_svg", "legend_diagram", "side_by_side_html", "before_after", "FILL"]
+__all__ = ["Mark", "TooManyNodes", "folio_marks", "pagetable_graph", "pagetable_svg", "fit_svg", "HIGHLIGHT",
+           "pagetable_diagram", "legend_graph", "legend_svg", "legend_diagram", "side_by_side_html", "before_after",
+           "FILL"]

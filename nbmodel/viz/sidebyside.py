@@ -22,9 +22,9 @@ from nbmodel.designs import DESIGNS
 from nbmodel.errors import ModelInputError
 from nbmodel.system import System
 from nbmodel.viz import state_view as sv
+from nbmodel.viz import summary as sm
 from nbmodel.viz.filmstrip import Filmstrip, FrameHTML
-from nbmodel.viz.pagetable_view import folio_marks, pagetable_svg
-from nbmodel.viz.stepper import SECRET_WINDOW, WALK
+from nbmodel.viz.stepper import SECRET_WINDOW, WALK, busy, gc_paused, summary_note
 
 FAILURE_COUNTERS = ("oops", "stale_reads", "warns", "freed_unmapped", "restore_splits")
 SYSTEM_KEYS = ("design", "arch", "mode", "memory", "cpus", "seed", "switches", "write", "large_folios",
@@ -188,11 +188,13 @@ class LockStep:
         if not index:
             return sv.banner("nothing has run yet", "info")
         cells = []
-        for label, s in zip(self.labels, self.systems, strict=True):
+        drawings = sm.choose_many(self.systems) if diagrams and index == self.pos else [None] * len(self.systems)
+        for label, s, drawing in zip(self.labels, self.systems, drawings, strict=True):
             st = s.steps[index - 1]
             pic = ""
-            if diagrams and index == self.pos:
-                pic = f'<div class="nbmodel-diagram" style="overflow-x:auto">{pagetable_svg(s, folio_marks(s))}</div>'
+            if drawing is not None:
+                pic = summary_note(drawing.note) if drawing.note else \
+                    f'<div class="nbmodel-diagram" style="overflow-x:auto">{drawing.svg}</div>'
             cells.append(f"<div style=\"flex:1 1 320px;min-width:0;max-width:100%;overflow-x:auto\">"
                          f"{sv.banner(f'{label}: {sv.step_title(st)}', 'bad' if looks_bad(st) else 'info')}"
                          f"<div style=\"font-size:0.82em\">{sv.timeline(st.events)}</div>{pic}</div>")
@@ -266,33 +268,68 @@ class SideBySide:
         self.b_fwd = w.Button(description="step >", button_style="primary", layout=lay)
         self.b_end = w.Button(description="run all >|", layout=lay)
         self.b_first = w.Button(description="to first divergence", layout=lay)
+        self.status = w.HTML()  # empty unless the kernel is working on a click or a click failed
         self.table = w.HTML()
         self.details = w.HTML()
-        self.b_reset.on_click(lambda _: self._move(0))
-        self.b_back.on_click(lambda _: self._move(self.core.pos - 1))
-        self.b_fwd.on_click(lambda _: self._move(self.core.pos + 1))
-        self.b_end.on_click(lambda _: self._move(self.core.total))
-        self.b_first.on_click(lambda _: self._to_first())
+        self.working = False
+        self.b_reset.on_click(lambda _: self._move(0, "back to step 0"))
+        self.b_back.on_click(lambda _: self._move(self.core.pos - 1, "one step back (a replay)"))
+        self.b_fwd.on_click(lambda _: self._move(self.core.pos + 1, self._next_text()))
+        self.b_end.on_click(lambda _: self._move(self.core.total, "running every step"))
+        self.b_first.on_click(lambda _: self._run("looking for the first divergence", self._to_first))
         buttons = w.HBox([self.b_reset, self.b_back, self.b_fwd, self.b_end, self.b_first],
                          layout=w.Layout(flex_flow="row wrap"))
         box = _stable_box()
-        self.widget = box([buttons, self.table, self.details], owner=self)
+        self.widget = box([buttons, self.status, self.table, self.details], owner=self)
         self._refresh()
 
-    def _move(self, n: int) -> None:
-        self.core.goto(n)
-        self._refresh()
+    def _controls(self) -> list:
+        return [self.b_reset, self.b_back, self.b_fwd, self.b_end, self.b_first]
+
+    def _next_text(self) -> str:
+        pos = self.core.pos
+        return f"step {pos + 1} / {self.core.total}: {sv.script_title(self.core.script[pos])}" \
+            if pos < self.core.total else "step"
+
+    def _working(self, what: str):
+        return busy(self, f"{what} in {len(self.core.systems)} columns")
+
+    def _run(self, what: str, action) -> None:
+        """Run ``action`` and redraw inside :meth:`_working`; on an exception (or an interrupt) the columns are
+        rebuilt at the position they had, the failure is shown and the exception propagates."""
+        if self.working:
+            return
+        pos = self.core.pos
+        with self._working(what), gc_paused():
+            try:
+                action()
+                self._refresh()
+            except BaseException as exc:
+                self.core.systems = [pickle.loads(b) for b in self.core._pristine]
+                while self.core.pos < pos:
+                    self.core.forward()
+                self._refresh()
+                self.status.value = sv.banner(f"failed: {type(exc).__name__}: {exc} (back at step {self.core.pos})",
+                                              "bad")
+                raise
+            self.status.value = ""
+
+    def _move(self, n: int, what: str = "moving") -> None:
+        self._run(what, lambda: self.core.goto(n))
 
     def _to_first(self) -> None:
         probe = LockStep(self.core.script, self.core.columns).run_all()
         first = probe.first_divergence()
-        self._move(first if first is not None else self.core.total)
+        self.core.goto(first if first is not None else self.core.total)
 
     def _refresh(self) -> None:
         table = self.core.table_html(current=self.core.pos or None)
         details = self.core.step_details_html(diagrams=self.diagrams)
         self.table.value = f'<div style="line-height:1.35;overflow-x:auto">{table}</div>'
         self.details.value = f'<div style="line-height:1.35">{details}</div>'
+        self._sync_buttons()
+
+    def _sync_buttons(self) -> None:
         self.b_back.disabled = self.b_reset.disabled = self.core.pos == 0
         self.b_fwd.disabled = self.b_end.disabled = self.core.pos >= self.core.total
 

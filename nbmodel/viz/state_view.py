@@ -15,7 +15,7 @@ from nbmodel.designs import PRIVATE_NO_DIRECT_MAP
 from nbmodel.invariants import INVARIANTS
 from nbmodel.pagetable import MAPPED, VALID
 from nbmodel.system import OPS, REQUIRED
-from nbmodel.trace import _show
+from nbmodel.trace import Event, _show
 from nbmodel.units import parse_size
 
 TEXT = "#1a1a1a"
@@ -107,36 +107,58 @@ def pagecache_table(system) -> str:
                                                                "i_pages"], rows, empty="no files yet")
 
 
-def folio_table(system, limit: int = 64) -> str:
-    """One row per cached folio: PFN, order, refcount, flags, folio->private, direct map, TLB holders, content."""
+def folio_table(system, limit: int = 64, tail: int = 0, caption: str = "folios in page caches (struct folio)") -> str:
+    """One row per cached folio: PFN, order, refcount, flags, folio->private, direct map, TLB holders, content.
+    The first ``limit`` folios are listed and, with ``tail``, the last ``tail`` ones, with a "... N more
+    folios" row for those left out."""
     k = system.k
+    total, shown = _pick_folios(system, limit, tail)
     rows = []
-    total = 0
-    for name in sorted(system.files):
+    for i, (name, folio) in enumerate(shown):
+        if i == limit and total > limit + tail:
+            rows.append(_more_row(total - limit - tail))
         f = system.files[name]
         no_dm = f.mapping.no_direct_map()
-        for folio in f.mapping.folios():
-            total += 1
-            if len(rows) >= limit:
-                continue
-            bit = folio.private & PRIVATE_NO_DIRECT_MAP
-            private = "NO_DIRECT_MAP (bit 0)" if bit else "0"
-            if folio.private & ~PRIVATE_NO_DIRECT_MAP:
-                private += f" | {folio.private & ~PRIVATE_NO_DIRECT_MAP:#x}"
-            state = direct_map_state(k, folio.pfn, folio.nr_pages)
-            holders = k.tlb_holders(folio.pfn, folio.nr_pages)
-            tlb_bg = BAD if holders and state == "invalid" else None
-            tlb = ", ".join(f"CPU {c}" for c in holders) + (" (stale)" if tlb_bg else "") if holders else "-"
-            rows.append([f"{name}[{folio.index}]", folio.name, f"{folio.pfn:#x}", str(folio.order),
-                         str(folio.refcount), ", ".join(sorted(folio.flags)) or "-",
-                         _cell(esc(private), "#e1d5f5" if bit else None,
-                               "KVM_GMEM_FOLIO_NO_DIRECT_MAP in folio->private (v12)"),
-                         _dm_cell(state, no_dm), _cell(esc(tlb), tlb_bg), folio.content])
-    if total > limit:
-        rows.append([_cell(f'<span style="color:{MUTED}">... {total - limit} more folios</span>')] + [""] * 9)
-    return table("folios in page caches (struct folio)", ["where", "folio", "pfn", "order", "ref", "flags",
-                                                          "private", "direct map", "TLB", "content"],
-                 rows, empty="no folio is cached")
+        bit = folio.private & PRIVATE_NO_DIRECT_MAP
+        private = "NO_DIRECT_MAP (bit 0)" if bit else "0"
+        if folio.private & ~PRIVATE_NO_DIRECT_MAP:
+            private += f" | {folio.private & ~PRIVATE_NO_DIRECT_MAP:#x}"
+        state = direct_map_state(k, folio.pfn, folio.nr_pages)
+        holders = k.tlb_holders(folio.pfn, folio.nr_pages)
+        tlb_bg = BAD if holders and state == "invalid" else None
+        tlb = ", ".join(f"CPU {c}" for c in holders) + (" (stale)" if tlb_bg else "") if holders else "-"
+        rows.append([f"{name}[{folio.index}]", folio.name, f"{folio.pfn:#x}", str(folio.order),
+                     str(folio.refcount), ", ".join(sorted(folio.flags)) or "-",
+                     _cell(esc(private), "#e1d5f5" if bit else None,
+                           "KVM_GMEM_FOLIO_NO_DIRECT_MAP in folio->private (v12)"),
+                     _dm_cell(state, no_dm), _cell(esc(tlb), tlb_bg), folio.content])
+    if total > limit + tail and not tail:
+        rows.append(_more_row(total - limit))
+    return table(caption, ["where", "folio", "pfn", "order", "ref", "flags", "private", "direct map", "TLB",
+                           "content"], rows, empty="no folio is cached")
+
+
+def _pick_folios(system, limit: int, tail: int) -> tuple[int, list]:
+    """``(number of cached folios, [(file, folio)])``: all of them if at most ``limit + tail``, else the first
+    ``limit`` and the last ``tail`` in file and index order (without building a list of all of them)."""
+    files = [(name, system.files[name].mapping) for name in sorted(system.files)]
+    total = sum(len(m.i_pages) for _, m in files)
+    if total <= limit + tail:
+        return total, [(name, folio) for name, m in files for folio in m.folios()]
+    head, end = [], []
+    for name, m in files:
+        if len(head) >= limit:
+            break
+        head += [(name, m.i_pages[i]) for i in sorted(m.i_pages)[:limit - len(head)]]
+    for name, m in reversed(files):
+        if len(end) >= tail:
+            break
+        end = [(name, m.i_pages[i]) for i in sorted(m.i_pages)[max(0, len(m.i_pages) - (tail - len(end))):]] + end
+    return total, head + end
+
+
+def _more_row(n: int) -> list:
+    return [_cell(f'<span style="color:{MUTED}">... {n} more folios</span>')] + [""] * 9
 
 
 def tlb_table(system_or_kernel, marks=None, limit: int = 12) -> str:
@@ -242,20 +264,32 @@ def _merged_text(run) -> str:
     return f"{first.kind}({inner})" if inner else first.kind
 
 
+def _kinds_and_args(events):
+    """``(kind, args)`` of each event, read from a :class:`~nbmodel.trace.Trace`'s parallel lists when it has
+    them (no Event built per event: a large step has millions)."""
+    kinds, args = getattr(events, "kinds", None), getattr(events, "args", None)
+    if kinds is not None and args is not None:
+        return zip(kinds, args, strict=True)
+    return ((e.kind, e.args) for e in events)
+
+
 def compress_events(events, limit: int = 14) -> list[tuple[str, int, str]]:
     """``[(text, repeat, kind)]``: consecutive events of one kind (and the same argument names) become one entry
     with a count whose text shows every argument's range, e.g. ``delete(mapping=g index=0..2 pfn=0x10..0x12)``
     for three deletes (an argument that differs in a way a range cannot say is listed). Identical events merge
     to the plain text. The list is cut to ``limit`` entries."""
     runs: list[list] = []
-    for e in events:
-        if runs and e.kind in MERGED_KINDS and runs[-1][0].kind == e.kind and \
-                runs[-1][0].args.keys() == e.args.keys():
-            runs[-1].append(e)
-        else:
-            runs.append([e])
-    out = [(_merged_text(r), len(r), r[0].kind) for r in runs]
-    return out[:limit] + ([(f"... {len(out) - limit} more", 1, "")] if len(out) > limit else [])
+    last_kind = last_keys = None
+    for kind, args in _kinds_and_args(events):
+        if kind == last_kind and kind in MERGED_KINDS and args.keys() == last_keys:
+            if len(runs) <= limit:
+                runs[-1].append(Event(kind, args))
+            continue
+        # Past the shown entries a run only needs counting (a huge step has ~10 events per folio).
+        runs.append([Event(kind, args)] if len(runs) < limit else None)
+        last_kind, last_keys = kind, args.keys()
+    out = [(_merged_text(r), len(r), r[0].kind) for r in runs[:limit]]
+    return out + ([(f"... {len(runs) - limit} more", 1, "")] if len(runs) > limit else [])
 
 
 def timeline(events, limit: int = 14) -> str:

@@ -14,7 +14,9 @@ The scenarios below are the ones the chapters walk through; :data:`SCENARIOS` ma
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ from nbmodel.errors import ModelInputError
 from nbmodel.setup import FIELDS, Setup
 from nbmodel.system import OPS, System
 from nbmodel.viz import state_view as sv
-from nbmodel.viz.pagetable_view import folio_marks, pagetable_svg
+from nbmodel.viz import summary as sm
+from nbmodel.viz.pagetable_view import folio_marks
 
 # -- the scenarios the chapters use ------------------------------------------------------------------------
 #: One guest_memfd folio's life, the same script for every design (chapter 04 walks it under v12, chapter 05
@@ -97,7 +100,9 @@ MODES = {"x86": X86_MODES, "arm64": ARM64_MODES}
 
 @dataclass
 class Frame:
-    """What the stepper shows at one position: a title, the diagram (SVG text) and the tables (HTML)."""
+    """What the stepper shows at one position: a title, the diagram (SVG text) and the tables (HTML). Over the
+    drawing bound (:mod:`nbmodel.viz.summary`) ``svg`` is empty, ``summary`` says why, and ``html`` holds the
+    summary tables."""
 
     position: int
     total: int
@@ -106,6 +111,21 @@ class Frame:
     html: str
     tone: str = "info"
     timings: dict = field(default_factory=dict)
+    summary: str | None = None
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector off while the body runs, back on after. A large step allocates millions of
+    objects that stay alive (folios, events, marks), and every full collection walks all of them again: a 1G
+    frame took 2.7 s with it on, 1.0 s off. Reference counting still frees everything else at once."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _config_defaults() -> dict:
@@ -236,23 +256,29 @@ class Stepper:
         return f"step {self.pos} / {self.total}: {sv.step_title(st)}", sv.step_tone(st)
 
     def frame(self, diagram: bool = True, counters: bool = True) -> Frame:
+        with gc_paused():
+            return self._frame(diagram, counters)
+
+    def _frame(self, diagram: bool, counters: bool) -> Frame:
         t0 = time.perf_counter()
         marks = self.marks()
-        picture = pagetable_svg(self.system, marks) if diagram else ""
+        drawing = sm.choose(self.system, marks, draw=diagram)
         t1 = time.perf_counter()
         current = self.system.steps[-1].index if self.pos else None
-        tables = sv.state_panel(self.system, marks, current=current, pending=self.script[self.pos:],
-                                counters=counters)
+        panel = sm.summary_panel if drawing.note else sv.state_panel
+        tables = panel(self.system, marks, current=current, pending=self.script[self.pos:], counters=counters)
         t2 = time.perf_counter()
         title, tone = self.title()
-        return Frame(self.pos, self.total, title, picture, tables, tone,
-                     {"diagram_ms": 1000 * (t1 - t0), "tables_ms": 1000 * (t2 - t1)})
+        return Frame(self.pos, self.total, title, drawing.svg, tables, tone,
+                     {"diagram_ms": 1000 * (t1 - t0), "tables_ms": 1000 * (t2 - t1)}, drawing.note)
 
     def frame_html(self, diagram: bool = True) -> str:
         """The current frame as one HTML block (banner, diagram, tables)."""
         f = self.frame(diagram)
         head = sv.banner(f"{self.label()} | {f.title}", f.tone)
-        pic = f'<div class="nbmodel-diagram" style="overflow-x:auto">{f.svg}</div>' if diagram else ""
+        pic = f'<div class="nbmodel-diagram" style="overflow-x:auto">{f.svg}</div>' if diagram and f.svg else ""
+        if f.summary:
+            pic = summary_note(f.summary)
         return f"{head}\n{pic}\n{f.html}"
 
     PARTS = ("diagram", "folios", "pagecache", "tlb", "invariants", "counters", "log")
@@ -269,16 +295,20 @@ class Stepper:
         step = system.steps[-1] if system.steps else None
         out = [sv.step_card(step) if step is not None else sv.banner(self.title()[0])]
         marks = self.marks()
+        big = len(marks) > sm.MAX_FOLIOS  # tables too: a row per folio or per TLB entry is not shown then
         blocks = []
         for part in parts:
             if part == "diagram":
-                out.append(f'<div class="nbmodel-diagram" style="overflow-x:auto">{pagetable_svg(system, marks)}</div>')
+                drawing = sm.choose(system, marks)
+                out.append(summary_note(drawing.note) if drawing.note else
+                           f'<div class="nbmodel-diagram" style="overflow-x:auto">{drawing.svg}</div>')
             elif part == "folios":
-                blocks.append(sv.folio_table(system))
+                blocks += [sm.folio_states_table(system, marks),
+                           sv.folio_table(system, limit=sm.ENDS, tail=sm.ENDS)] if big else [sv.folio_table(system)]
             elif part == "pagecache":
-                blocks.append(sv.pagecache_table(system))
+                blocks.append(sm.pagecache_summary_table(system) if big else sv.pagecache_table(system))
             elif part == "tlb":
-                blocks.append(sv.tlb_table(system, marks))
+                blocks.append(sm.tlb_summary_table(system) if big else sv.tlb_table(system, marks))
             elif part == "invariants":
                 blocks.append(sv.invariant_table(system))
             elif part == "counters" and step is not None and step.counters:
@@ -330,7 +360,41 @@ def latency_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary_note(note: str) -> str:
+    """Where the diagram would be: the summary's banner (why the full drawing is not shown)."""
+    return f'<div class="nbmodel-summary-note">{sv.banner(note, "warn")}</div>'
+
+
 # -- the widget ------------------------------------------------------------------------------------------
+#: The CSS class the widget's box carries while the kernel works on a click.
+BUSY_CLASS = "nbmodel-busy"
+WORKING = "working\u2026"
+
+
+@contextlib.contextmanager
+def busy(view, what: str):
+    """While the body runs: every control of ``view`` (a FolioStepper or a SideBySide) disabled, its box marked
+    :data:`BUSY_CLASS` and its status line saying what the kernel is working on. After it, also after an
+    exception or an interrupt: the controls enabled as the position allows and the class removed; a status
+    still saying "working" then says "stopped"."""
+    banner = sv.banner(f"{WORKING} {what}", "info")
+    view.working = True
+    for c in view._controls():
+        c.disabled = True
+    view.widget.add_class(BUSY_CLASS)
+    view.status.value = banner
+    try:
+        yield
+    finally:
+        view.working = False
+        for c in view._controls():
+            c.disabled = False
+        view._sync_buttons()
+        view.widget.remove_class(BUSY_CLASS)
+        if view.status.value == banner:
+            view.status.value = sv.banner(f"stopped while {what}", "bad")
+
+
 def _parse_args(text: str) -> dict:
     """``"file=g offset=4K cpu=1 race=true flags=MMAP,INIT_SHARED"`` -> dict (ints, bools and lists parsed).
     Arguments are separated by spaces (a comma after one is allowed); a ``flags`` list by ``,`` or ``|``."""
@@ -368,7 +432,8 @@ class FolioStepper:
             scenario = next((name for name, s in SCENARIOS.items() if s == list(script)), None)
         self.core = Stepper(script, **config)
         self.core.goto(start)
-        self._busy = False
+        self._busy = False  # True while the controls are set from the model (their observers then do nothing)
+        self.working = False  # True while the kernel works on a click (the controls are disabled meanwhile)
         c = self.core.config
         lay = w.Layout(width="auto", flex="0 0 auto")
         row = w.Layout(flex_flow="row wrap", align_items="center")
@@ -401,12 +466,12 @@ class FolioStepper:
                         (self.switches, "switches")):
             dd.observe(lambda ch, key=key: self._on_setting(key, ch["new"]), names="value")
         self.scenario.observe(lambda ch: self._on_scenario(ch["new"]), names="value")
-        self.b_reset.on_click(lambda _: self._move(self.core.reset))
-        self.b_back.on_click(lambda _: self._move(self.core.back))
-        self.b_fwd.on_click(lambda _: self._move(self.core.forward))
-        self.b_end.on_click(lambda _: self._move(self.core.run_all))
+        self.b_reset.on_click(lambda _: self._move(self.core.reset, "back to step 0"))
+        self.b_back.on_click(lambda _: self._move(self.core.back, "one step back (a replay)"))
+        self.b_fwd.on_click(lambda _: self._move(self.core.forward, self._next_text()))
+        self.b_end.on_click(lambda _: self._move(self.core.run_all, "running every step"))
         self.b_add.on_click(lambda _: self._on_add())
-        self.b_drop.on_click(lambda _: self._move(self.core.remove_last))
+        self.b_drop.on_click(lambda _: self._move(self.core.remove_last, "dropping the last step"))
 
         settings = w.HBox([w.VBox([self.arch, self.mode, self.design, self.write]), self.switches], layout=row)
         steps = w.HBox([self.scenario, self.b_reset, self.b_back, self.b_fwd, self.b_end], layout=row)
@@ -416,46 +481,83 @@ class FolioStepper:
         self._refresh()
 
     # -- callbacks -------------------------------------------------------------------------------------------
+    def _controls(self) -> list:
+        return [self.arch, self.mode, self.design, self.write, self.switches, self.scenario, self.b_reset,
+                self.b_back, self.b_fwd, self.b_end, self.op, self.args, self.b_add, self.b_drop]
+
+    def _next_text(self) -> str:
+        if self.core.pos >= self.core.total:
+            return "step"
+        return f"step {self.core.pos + 1} / {self.core.total}: {sv.script_title(self.core.script[self.core.pos])}"
+
+    def _working(self, what: str):
+        return busy(self, what)
+
+    def _run(self, what: str, action) -> None:
+        """Run ``action`` (it changes ``self.core``) and redraw, inside :meth:`_working`. A refusal by the model
+        (ModelInputError) leaves everything as it was and is shown. Anything else (a bug, or the kernel
+        interrupted in the middle of a large step) may have left the machine half-changed: the stepper is
+        rebuilt at the settings, script and position it had, the failure is shown, and the exception
+        propagates."""
+        if self.working:  # a click that arrived while another one runs
+            return
+        saved = (dict(self.core.config), self.core._pristine, list(self.core.script), self.core.pos)
+        with self._working(what), gc_paused():
+            try:
+                action()
+            except ModelInputError as exc:
+                self._refresh()
+                self._show_error(str(exc))
+                return
+            except BaseException as exc:
+                self._restore(*saved)
+                self._sync_controls()
+                self._refresh()
+                self.status.value = sv.banner(f"failed: {type(exc).__name__}: {exc} (the stepper is back at step "
+                                              f"{self.core.pos})", "bad")
+                raise
+            self._sync_controls()
+            self._refresh()
+
+    def _restore(self, config, pristine, script, pos) -> None:
+        core = self.core
+        core.config, core._pristine, core.script = config, pristine, script
+        core.system = core._fresh()
+        core.goto(pos)
+
     def _on_setting(self, key, value):
-        if self._busy:
+        if self._busy or self.working:
             return
         changes = {key: tuple(value) if key == "switches" else value}
         if key == "arch":
             changes["mode"] = None
-        try:
-            self.core.configure(**changes)
-        except ModelInputError as exc:
-            self._show_error(str(exc))
-            self._sync_controls()
-            return
-        self._sync_controls()
-        self._refresh()
+
+        def action():
+            try:
+                self.core.configure(**changes)
+            finally:
+                self._sync_controls()  # a refused setting: the dropdown shows the one in force
+
+        self._run(f"rebuilding the machine with {key}={value} and replaying {self.core.pos} steps", action)
 
     def _on_scenario(self, name):
-        if self._busy or name not in SCENARIOS:
+        if self._busy or self.working or name not in SCENARIOS:
             return
-        self.core.load(SCENARIOS[name])
-        self._refresh()
+        self._run(f"loading {name!r}", lambda: self.core.load(SCENARIOS[name]))
 
     def _on_add(self):
-        try:
+        def action():
             self.core.add(self.op.value, **_parse_args(self.args.value))
-        except ModelInputError as exc:
-            self._show_error(str(exc))
-            return
-        self._busy = True
-        self.scenario.value = "(custom)"
-        self._busy = False
-        self._refresh()
+            self._busy = True
+            try:
+                self.scenario.value = "(custom)"
+            finally:
+                self._busy = False
 
-    def _move(self, action):
-        try:
-            action()
-        except ModelInputError as exc:  # a hand-built step the model refuses at this point
-            self._refresh()
-            self._show_error(str(exc))
-            return
-        self._refresh()
+        self._run(f"{self.op.value} {self.args.value}", action)
+
+    def _move(self, action, what: str = "moving"):
+        self._run(what, action)
 
     def _sync_controls(self):
         c = self.core.config
@@ -476,8 +578,14 @@ class FolioStepper:
     def _refresh(self):
         f = self.core.frame()
         self.status.value = sv.banner(f"{self.core.label()} | {f.title}", f.tone)
-        self.picture.value = f'<div class="nbmodel-diagram" style="overflow-x:auto;line-height:1.2">{f.svg}</div>'
+        if f.summary:
+            self.picture.value = summary_note(f.summary)
+        else:
+            self.picture.value = f'<div class="nbmodel-diagram" style="overflow-x:auto;line-height:1.2">{f.svg}</div>'
         self.tables.value = f'<div style="line-height:1.35">{f.html}</div>'
+        self._sync_buttons()
+
+    def _sync_buttons(self):
         self.b_back.disabled = self.core.pos == 0
         self.b_reset.disabled = self.core.pos == 0
         self.b_fwd.disabled = self.core.pos >= self.core.total
@@ -521,5 +629,6 @@ def stepper(scenario: str | None = None, script=None, start: int = 0, **config) 
     return FolioStepper(script=script, scenario=scenario, start=start, **config)
 
 
-__all__ = ["Stepper", "FolioStepper", "Frame", "SCENARIOS", "WALK", "SPLIT", "SECRET_WINDOW", "FOLIOS_64",
-           "PAGECACHE_PATHS", "MODES", "stepper", "measure_latency", "latency_summary"]
+__all__ = ["Stepper", "FolioStepper", "Frame", "BUSY_CLASS", "busy", "gc_paused", "summary_note", "SCENARIOS",
+           "WALK", "SPLIT", "SECRET_WINDOW", "FOLIOS_64", "PAGECACHE_PATHS", "MODES", "stepper", "measure_latency",
+           "latency_summary"]
