@@ -19,6 +19,9 @@ A scenario is one small idea with its expected outcome inside the file, named by
     batch_flush = false
     fwb = true                                # arm64 ARM64_HAS_STAGE2_FWB
     tlbirange = true                          # arm64 FEAT_TLBIRANGE (default: the Kernel's, true); x86 ignores it
+    unmapped_source = false                   # guest_memfd NO_DIRECT_MAP folios from an unmapped page pool
+    populate = "kmap_local"                   # kvm_gmem_populate()'s copy: "kmap_local" | "mermap"
+    snp_no_direct_map = false                 # what-if: allow NO_DIRECT_MAP on an SNP VM (mainline refuses)
 
     [[step]]                                  # one table per step, run in order, numbered from 1
     op = "gmem_create"                        # an op of nbmodel.system.OPS ...
@@ -67,7 +70,8 @@ from .system import INTERRUPT_POINTS, OPS, System, validate_args
 X86_MODE_WORDS = ("4-level", "5-level", "nogbpages")
 SETUP_DEFAULTS = {"arch": "x86", "mode": None, "memory": "4G", "cpus": 2, "seed": 0, "designs": list(DESIGNS),
                   "switches": [], "write": "refuse", "large_folios": False, "batch_flush": False, "fwb": True,
-                  "large_zap": False, "tlbirange": None}
+                  "large_zap": False, "tlbirange": None, "unmapped_source": False, "populate": "kmap_local",
+                  "snp_no_direct_map": False}
 STEP_SELECTORS = ("result", "saw", "interrupt", "events", "delta")
 COUNTER_TESTS = ("equals", "at_least", "at_most")
 EXPECT_KEYS = {"design", "arch", "why", "step", "counter", "invariant", "held", "broken_at", *STEP_SELECTORS,
@@ -331,7 +335,8 @@ def _setup(raw, lines, bad) -> dict:
         line = lines.key(at, key)
         if key not in SETUP_DEFAULTS:
             bad(line, f"unknown setup key {key!r}; known: {', '.join(SETUP_DEFAULTS)}")
-        if key in ("large_folios", "large_zap", "batch_flush", "fwb", "tlbirange") and not isinstance(value, bool):
+        if key in ("large_folios", "large_zap", "batch_flush", "fwb", "tlbirange", "unmapped_source",
+                   "snp_no_direct_map") and not isinstance(value, bool):
             bad(line, f"setup {key} must be true or false")
         if key in ("cpus", "seed") and (not isinstance(value, int) or isinstance(value, bool)):
             bad(line, f"setup {key} must be an integer")
@@ -349,6 +354,8 @@ def _setup(raw, lines, bad) -> dict:
             bad(lines.key(at, "switches"), f"unknown switch {name!r}; known: {', '.join(SWITCHES)}")
     if not isinstance(out["write"], str) or out["write"] not in OPTIONS["write"]:
         bad(lines.key(at, "write"), f"write must be one of {', '.join(OPTIONS['write'])}")
+    if not isinstance(out["populate"], str) or out["populate"] not in OPTIONS["populate"]:
+        bad(lines.key(at, "populate"), f"populate must be one of {', '.join(OPTIONS['populate'])}")
     if not 1 <= out["cpus"] <= 64:
         bad(lines.key(at, "cpus"), "cpus must be from 1 to 64")
     try:
@@ -568,7 +575,8 @@ def run(scn: Scenario, designs=None, arches=None) -> list[Run]:
                                 cpus=setup["cpus"], seed=setup["seed"], switches=setup["switches"],
                                 write=setup["write"], large_folios=setup["large_folios"],
                                 batch_flush=setup["batch_flush"], fwb=setup["fwb"],
-                                large_zap=setup["large_zap"],
+                                large_zap=setup["large_zap"], unmapped_source=setup["unmapped_source"],
+                                populate=setup["populate"], snp_no_direct_map=setup["snp_no_direct_map"],
                                 tlbirange=setup["tlbirange"] if arch == "arm64" else None)
             except ModelInputError as e:
                 line = scn.lines.key(at, "switches") if scn.lines and "switch" in str(e) else at
