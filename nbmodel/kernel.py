@@ -22,6 +22,36 @@ from .x86 import X86DirectMap
 ARCHES = ("x86", "arm64")
 
 
+class Touched:
+    """What the kernel's primitives changed since the last invariant check, for checking the invariants
+    incrementally (:class:`nbmodel.invariants.IncrementalCheck`). Kept only while someone reads it
+    (``Kernel.touched`` is None otherwise), and cleared by its reader after each step.
+
+    ``pages``: ``(first_pfn, npages)`` ranges where direct-map bits were set or cleared (or a change was asked
+    for), or that a TLB entry filled from an arm64 contiguous run covers; ``slots``: ``(mapping, index)``
+    page-cache slots stored or erased; ``folios``: folios whose references were taken or dropped (code that
+    changes a folio holds one); ``tlb_dropped``: some TLB entry was removed (a ranged flush,
+    ``flush_tlb_all()``, or a fill replacing an entry of another span).
+
+    Not noted, because no invariant's verdict can follow from them alone: a TLB fill that covers just the leaf
+    it came through (a CPU fills only through a valid leaf, and a folio with a valid page breaks (a) whatever
+    its TLB holds, for that reason; an entry from a contiguous run also covers the run's other leaves, which
+    may be invalid, so that one is noted), and page-table splits and collapses (they copy each leaf's MAPPED
+    and VALID bits to the entries that replace it, which is all the invariants read; the ``flush_tlb_all()``
+    they do is noted)."""
+
+    __slots__ = ("pages", "slots", "folios", "tlb_dropped")
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.pages: list[tuple[int, int]] = []
+        self.slots: list[tuple] = []
+        self.folios: list[Folio] = []
+        self.tlb_dropped = False
+
+
 class Kernel:
     """One machine: ``arch`` is ``"x86"`` or ``"arm64"``; ``mode`` is the arm64 mode or x86 ``"4-level"``,
     ``"5-level"``, ``"nogbpages"``; ``memory`` is a size (a PC-like map) or a :class:`MemoryMap`.
@@ -62,6 +92,7 @@ class Kernel:
         self.config = None            # ... and its configuration (designs.Config)
         self.fwb = fwb                # arm64 ARM64_HAS_STAGE2_FWB (a CPU capability)
         self.interrupt = None         # callable(kernel, point, pfn): another CPU runs at a named point
+        self.touched: Touched | None = None  # what the primitives changed, while an invariant checker reads it
         if arch == "x86":
             levels, gbpages = 4, True
             for word in (mode or "4-level").replace(",", " ").split():
@@ -167,6 +198,8 @@ class Kernel:
         if folio.refcount <= 0:
             raise ModelInputError(f"folio_get on a freed folio {folio!r}")
         folio.refcount += 1
+        if self.touched is not None:
+            self.touched.folios.append(folio)
 
     def folio_put(self, folio: Folio, refs: int = 1) -> None:
         """``folio_put_refs()``: at zero the folio goes back to the page allocator. A folio whose direct map
@@ -174,6 +207,8 @@ class Kernel:
         if refs < 1 or folio.refcount < refs:
             raise ModelInputError(f"folio_put({refs}) on {folio!r}: refcount would go below zero")
         folio.refcount -= refs
+        if self.touched is not None:
+            self.touched.folios.append(folio)
         if folio.refcount:
             return
         invalid = self.first_invalid(folio.pfn, folio.nr_pages)
@@ -200,6 +235,8 @@ class Kernel:
         return None
 
     def _change(self, pfn: int, npages: int, valid: bool) -> int:
+        if self.touched is not None:
+            self.touched.pages.append((pfn, npages))
         if not self._can_set:
             return 0  # arm64 set_direct_map_*: "if (!can_set_direct_map()) return 0;"
         if valid:
@@ -296,9 +333,12 @@ class Kernel:
         if npages > self._ceiling if x86 else arm64_flush_limit_excess(npages, self.tlbirange):
             self.flush_tlb_all(reason=reason)
             return
+        touched = self.touched
         for tlb in self.tlbs:
             if tlb.entries:
                 tlb.invalidate_range(pfn, npages)
+                if touched is not None:
+                    touched.tlb_dropped = True
         self.counters["tlb_flushes"] += 1
         self.emit("flush", pfn=pfn, pages=npages)
         if x86:
@@ -313,6 +353,8 @@ class Kernel:
         """``flush_tlb_all()``: every CPU drops every kernel translation (x86: by IPI; arm64: TLBI VMALLE1IS)."""
         for tlb in self.tlbs:
             tlb.flush_all()
+        if self.touched is not None:
+            self.touched.tlb_dropped = True
         self.counters["tlb_full_flushes"] += 1
         self.emit("flush_all", reason=reason)
         if self.arch == "x86":
@@ -351,7 +393,14 @@ class Kernel:
             self.emit("oops", cpu=cpu, pfn=pfn, what=what)
             return "oops"
         span = level * 16 if prot & CONT else level  # DirectMap.tlb_span() without a second walk
-        tlb.fill(pfn - pfn % span, span)
+        start = pfn - pfn % span
+        touched = self.touched
+        if touched is not None:
+            if span != level:  # a contiguous run's entry also covers the run's other leaves, valid or not
+                touched.pages.append((start, span))
+            if start in tlb.entries:
+                touched.tlb_dropped = True  # the new entry replaces one of another span
+        tlb.fill(start, span)
         if not quiet:
             self.emit("access", cpu=cpu, pfn=pfn, what=what)
         return "ok"
@@ -405,4 +454,4 @@ def _ret(ret: int) -> str:
     return "0" if ret == 0 else Errno(-ret).name
 
 
-__all__ = ["Kernel", "ARCHES", "DEFAULT"]
+__all__ = ["Kernel", "Touched", "ARCHES", "DEFAULT"]
