@@ -395,12 +395,13 @@ class BulkFile:
                 self._split_chunk(c)
 
     def _split_chunk(self, c: int) -> None:
-        half = len(self.chunks[c]) // 2
-        self.chunks.insert(c + 1, self.chunks[c][half:])
-        self.ckeys.insert(c + 1, self.ckeys[c][half:])
-        self.mins.insert(c + 1, self.ckeys[c][half])
-        del self.chunks[c][half:]
-        del self.ckeys[c][half:]
+        """Cut chunk ``c`` (longer than ``2 * LOAD``) into chunks of ``LOAD`` extents (the last one longer)."""
+        chunk, keys, load = self.chunks[c], self.ckeys[c], self.LOAD
+        cuts = range(load, len(chunk) - load + 1, load)
+        self.chunks[c + 1:c + 1] = [chunk[i:i + load] if i + 2 * load <= len(chunk) else chunk[i:] for i in cuts]
+        self.ckeys[c + 1:c + 1] = [keys[i:i + load] if i + 2 * load <= len(keys) else keys[i:] for i in cuts]
+        self.mins[c + 1:c + 1] = [keys[i] for i in cuts]
+        del chunk[load:], keys[load:]
 
     def window(self, lo: int, hi: int) -> list[list[int]]:
         """Split at ``lo`` and ``hi``; the extents inside ``[lo, hi)``, in order (the extents themselves)."""
@@ -503,14 +504,13 @@ class BulkFile:
         if not self.ckeys[c]:
             del self.chunks[c], self.ckeys[c], self.mins[c]
             return
-        if len(self.ckeys[c]) < self.LOAD // 8 and c + 1 < len(self.chunks):  # a small chunk joins the next
+        if len(self.ckeys[c]) < self.LOAD // 2 and c + 1 < len(self.chunks):  # a small chunk joins the next
             self.chunks[c].extend(self.chunks.pop(c + 1))
             self.ckeys[c].extend(self.ckeys.pop(c + 1))
             del self.mins[c + 1]
         self.mins[c] = self.ckeys[c][0]
-        while len(self.ckeys[c]) > 2 * self.LOAD:
+        if len(self.ckeys[c]) > 2 * self.LOAD:
             self._split_chunk(c)
-            c += 1
 
     def pfn_map(self) -> dict[int, int]:
         """``{index: pfn}`` for every cached page (tests only: this is per page)."""
