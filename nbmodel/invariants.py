@@ -304,9 +304,12 @@ class IncrementalCheck:
             # page is zapped (mapped, not valid), that no TLB holds, with the private bit where (d) wants it.
             pfn = folio.pfn
             if k.dmap.pt.leaf(pfn)[2] & (MAPPED | VALID) == MAPPED \
-                    and not any(t.entries and t.lookup(pfn) is not None for t in k.tlbs) \
                     and (not self.check_d or f.kind != "guest_memfd" or folio.private & PRIVATE_NO_DIRECT_MAP):
-                return
+                for t in k.tlbs:
+                    if t.entries and t.lookup(pfn) is not None:
+                        break
+                else:
+                    return
         if self.check_a:
             reason = folio_unmapped_while_cached(k, folio)
             self._mark("a", folio, reason, num, index)
@@ -353,38 +356,54 @@ class IncrementalCheck:
         if self.degraded:
             return broken(sys)
         out = {}
+        bad = self._bad
         for key, check in self._checks:
-            reason = self._first(key) if check is None else check(sys)
+            if check is None:
+                reason = self._first(key) if bad[key] else None
+            else:
+                reason = check(sys)
             if reason:
                 out[key] = reason
         return out
 
+    def _files_changed(self) -> None:
+        files, names = self.sys.files, self._names
+        for name, f in list(names.items()):
+            if files.get(name) is not f:
+                self._close(f)
+        for name, f in files.items():
+            if name not in names:
+                self._open(f)
+                for folio in f.mapping.i_pages.values():
+                    if folio in self._where:
+                        self._decide(folio)
+
     def _update(self) -> None:
-        sys, t = self.sys, self.touched
-        names = self._names
-        files = sys.files
-        if list(files.values()) != list(names.values()):  # files have no __eq__: compared by identity
-            for name, f in list(names.items()):
-                if files.get(name) is not f:
-                    self._close(f)
-            for name, f in files.items():
-                if name not in self._names:
-                    self._open(f)
-                    for folio in f.mapping.i_pages.values():
-                        if folio in self._where:
-                            self._decide(folio)
+        t = self.touched
+        if list(self.sys.files.values()) != list(self._names.values()):  # files have no __eq__: by identity
+            self._files_changed()
         todo: set = set()
         if t.slots:
             for m, index in t.slots:
                 self._slot(m, index, todo)
             t.slots = []
         if t.pages:
+            by_pfn = self._by_pfn
             for pfn, n in t.pages:
-                self._overlapping(pfn, n, todo)
+                if n == 1:  # one page: the folio starting there, or a 2M folio holding it
+                    folio = by_pfn.get(pfn)
+                    if folio is None and pfn & 511:
+                        folio = by_pfn.get(pfn & ~511)
+                    if folio is not None:
+                        todo.add(folio)
+                else:
+                    self._overlapping(pfn, n, todo)
             t.pages = []
         where = self._where
         if t.folios:
-            todo.update(folio for folio in t.folios if folio in where)
+            for folio in t.folios:
+                if folio in where:
+                    todo.add(folio)
             t.folios = []
         if t.tlb_dropped:
             todo.update(self._tlb_bad)

@@ -188,7 +188,8 @@ class Kernel:
         if pfn < 0:
             return pfn
         folio = Folio(pfn, order, name=name)
-        self.emit("alloc", pfn=pfn, order=order)
+        if self.trace_enabled:  # the arguments are not even built with the trace off
+            self.emit("alloc", pfn=pfn, order=order)
         if zero:
             self.folio_zero(folio)
         return folio
@@ -215,7 +216,8 @@ class Kernel:
         if invalid is not None:
             self.counters["freed_unmapped"] += 1
         self.alloc.free(folio.pfn, folio.order)
-        self.emit("free", pfn=folio.pfn, order=folio.order, unmapped=invalid is not None)
+        if self.trace_enabled:
+            self.emit("free", pfn=folio.pfn, order=folio.order, unmapped=invalid is not None)
 
     # -- direct map -----------------------------------------------------------------------------------------
     def can_set_direct_map(self) -> bool:
@@ -241,10 +243,12 @@ class Kernel:
             return 0  # arm64 set_direct_map_*: "if (!can_set_direct_map()) return 0;"
         if valid:
             ret = self._apply(pfn, npages, VALID | RW, 0)
-            self.emit("restore", pfn=pfn, pages=npages, ret=_ret(ret))
+            if self.trace_enabled:
+                self.emit("restore", pfn=pfn, pages=npages, ret=_ret(ret))
         else:
             ret = self._apply(pfn, npages, 0, VALID | RW)
-            self.emit("zap", pfn=pfn, pages=npages, ret=_ret(ret))
+            if self.trace_enabled:
+                self.emit("zap", pfn=pfn, pages=npages, ret=_ret(ret))
         return ret
 
     def set_direct_map_invalid_noflush(self, addr: int) -> int:
@@ -340,7 +344,8 @@ class Kernel:
                 if touched is not None:
                     touched.tlb_dropped = True
         self.counters["tlb_flushes"] += 1
-        self.emit("flush", pfn=pfn, pages=npages)
+        if self.trace_enabled:
+            self.emit("flush", pfn=pfn, pages=npages)
         if x86:
             self.counters["tlb_page_invalidations"] += npages * self.ncpus
             self._ipi(reason)
@@ -356,14 +361,16 @@ class Kernel:
         if self.touched is not None:
             self.touched.tlb_dropped = True
         self.counters["tlb_full_flushes"] += 1
-        self.emit("flush_all", reason=reason)
+        if self.trace_enabled:
+            self.emit("flush_all", reason=reason)
         if self.arch == "x86":
             self._ipi(reason)
 
     def _ipi(self, reason: str) -> None:
         if self.ncpus > 1:
             self.counters["ipis"] += self.ncpus - 1
-            self.emit("ipi", cpus=self.ncpus - 1, reason=reason)
+            if self.trace_enabled:
+                self.emit("ipi", cpus=self.ncpus - 1, reason=reason)
 
     # -- kernel accesses through the direct map ---------------------------------------------------------------
     def kernel_access(self, pfn: int, cpu: int | None = None, write: bool = False, what: str = "read") -> str:
@@ -426,7 +433,8 @@ class Kernel:
         if worst != "oops":
             folio.content = "zero"
         self.counters["zeroings"] += 1
-        self.emit("zero", pfn=pfn, pages=nr, result=worst)
+        if self.trace_enabled:
+            self.emit("zero", pfn=pfn, pages=nr, result=worst)
         return worst
 
     def tlb_holders(self, pfn: int, npages: int = 1) -> list[int]:

@@ -154,7 +154,8 @@ def __filemap_add_folio(k, mapping: AddressSpace, folio: Folio, index: int) -> i
     mapping.i_pages[index] = folio
     mapping.nrpages += folio.nr_pages
     _touch_slot(k, mapping, index)
-    k.emit("insert", mapping=mapping.name, index=index, pfn=folio.pfn)
+    if k.trace_enabled:  # the arguments are not even built with the trace off
+        k.emit("insert", mapping=mapping.name, index=index, pfn=folio.pfn)
     k.point("after_insert", folio.pfn)
     return 0
 
@@ -165,7 +166,8 @@ def _page_cache_delete(k, folio: Folio) -> AddressSpace:
     mapping.nrpages -= folio.nr_pages
     folio.mapping = None
     _touch_slot(k, mapping, folio.index)
-    k.emit("delete", mapping=mapping.name, index=folio.index, pfn=folio.pfn)
+    if k.trace_enabled:
+        k.emit("delete", mapping=mapping.name, index=folio.index, pfn=folio.pfn)
     k.point("after_delete", folio.pfn)
     return mapping
 
@@ -173,7 +175,8 @@ def _page_cache_delete(k, folio: Folio) -> AddressSpace:
 def filemap_free_folio(k, mapping: AddressSpace, folio: Folio) -> None:
     """``filemap_free_folio()``: ``->free_folio`` if the mapping has one, then drop the cache's references."""
     if mapping.aops.free_folio is not None:
-        k.emit("free_folio", mapping=mapping.name, pfn=folio.pfn)
+        if k.trace_enabled:
+            k.emit("free_folio", mapping=mapping.name, pfn=folio.pfn)
         mapping.aops.free_folio(k, mapping, folio)
     k.folio_put(folio, folio.nr_pages)
 
