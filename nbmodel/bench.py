@@ -293,6 +293,20 @@ def scaling(quick: bool = False) -> dict:
             "by_host": [_scale_point("1G", h) for h in hosts]}
 
 
+def format_scaling(table: dict) -> str:
+    """The scaling table as text: one row per machine, time and peak memory."""
+    lines = [f"{'guest':>6} {'host':>6} {'CPU s':>8} {'of it building':>15} {'folio-ops':>11} {'peak MiB':>9}"]
+    for part in ("by_guest", "by_host"):
+        lines.append("-" * len(lines[0]))
+        for row in table[part]:
+            lines.append(f"{human(row['guest']):>6} {human(row['host']):>6} {row['cpu_seconds']:>8.3f} "
+                         f"{row['build_cpu_seconds']:>15.3f} {row['folio_ops']:>11,} "
+                         f"{row['peak_bytes'] / 2**20:>9.1f}")
+    lines.append(f"{table['workload']}; time: {table['time']}; memory: {table['memory']}. The host column "
+                 f"stops at {human(table['max_host_memory'])}, the model's largest machine (MAX_MEMORY).")
+    return "\n".join(lines)
+
+
 @dataclass
 class Check:
     name: str
@@ -328,7 +342,7 @@ def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None,
         bulk["tracemalloc_peak_bytes"] = bulk_target("16G", measure_memory=True)["tracemalloc_peak_bytes"]
     traced = traced_rate("4M" if quick else "16M")
     rep = SpeedReport(bulk, traced)
-    rep.steps = [traced_steps(n, steps=10000 if quick else 20000) for n in STEP_CACHES]
+    rep.steps = [traced_steps(n, steps=10000 if quick else 20000, repeats=2 if quick else 3) for n in STEP_CACHES]
     rep.fragment = [bulk_fragment(size, repeats=1 if quick else 3) for size in FRAGMENT_SIZES]
     live_rate, why = None, "live probes not run (--no-live)"
     if live or probes:
