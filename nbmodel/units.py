@@ -50,6 +50,8 @@ def _short(value) -> str:
 
 def parse_signed_size(text: str | int) -> int:
     """As :func:`parse_size`, but a leading ``-`` is allowed: an ``loff_t`` the kernel itself rejects."""
+    if type(text) is int and text <= MAX_SIZE:  # the common case, first
+        return text
     if isinstance(text, str) and text.strip().startswith("-"):
         return -parse_size(text.strip()[1:])
     if isinstance(text, int) and not isinstance(text, bool) and text < 0:
