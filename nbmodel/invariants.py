@@ -158,7 +158,6 @@ def broken(sys) -> dict[str, str]:
 
 
 # -- incremental checking ---------------------------------------------------------------------------------------
-_SMALL_RANGE = 32  # a touched range up to this many pages is looked up page by page, a larger one per 2M block
 
 
 class IncrementalCheck:
@@ -172,8 +171,8 @@ class IncrementalCheck:
     overlapping it was added, or one was removed while it broke (a) through a TLB entry (a folio with no
     entry has nothing to remove), or (4) its ``private`` changed, which the code doing it does holding a
     reference (``folio_get()``/``folio_put()`` note the folio). The kernel's primitives note (1)-(4) in a
-    :class:`~nbmodel.kernel.Touched` record; this class keeps every cached folio indexed by PFN and by 2M
-    block, the folios that break (a) or (d) with their reasons, and re-decides only the noted folios. The
+    :class:`~nbmodel.kernel.Touched` record; this class keeps every cached folio indexed by its first PFN,
+    the folios that break (a) or (d) with their reasons, and re-decides only the noted folios. The
     reported reason is the first breaking folio's in :func:`broken`'s order (files in creation order, then
     page-cache index): a heap over ``(file number, index)``.
 
@@ -206,7 +205,6 @@ class IncrementalCheck:
         self._slots: dict = {}      # mapping -> {index: folio} as indexed
         self._where: dict = {}      # folio -> (file, file number, index)
         self._by_pfn: dict = {}     # first PFN -> folio
-        self._by_block: dict = {}   # 2M block -> {folio: None}
         self._bad = {"a": {}, "d": {}}   # key -> {folio: reason}
         self._tlb_bad: dict = {}    # folios breaking (a) through a TLB entry only
         self._heap = {"a": [], "d": []}  # (file number, index, n, folio): lazily deleted
@@ -245,7 +243,6 @@ class IncrementalCheck:
         self._slots[m][index] = folio
         self._where[folio] = (f, num, index)
         self._by_pfn[folio.pfn] = folio
-        self._by_block.setdefault(folio.pfn >> 9, {})[folio] = None
 
     def _remove(self, folio) -> None:
         where = self._where.pop(folio, None)
@@ -253,10 +250,6 @@ class IncrementalCheck:
             return
         if self._by_pfn.get(folio.pfn) is folio:
             del self._by_pfn[folio.pfn]
-        block = self._by_block[folio.pfn >> 9]
-        del block[folio]
-        if not block:
-            del self._by_block[folio.pfn >> 9]
         self._bad["a"].pop(folio, None)
         self._bad["d"].pop(folio, None)
         self._tlb_bad.pop(folio, None)
@@ -277,23 +270,22 @@ class IncrementalCheck:
             out.add(new)
 
     def _overlapping(self, pfn: int, n: int, out: set) -> None:
-        """Add the indexed folios overlapping ``[pfn, pfn + n)`` to ``out``."""
-        if n <= _SMALL_RANGE:
-            by_pfn = self._by_pfn
-            base = by_pfn.get(pfn & ~511)
+        """Add the indexed folios overlapping ``[pfn, pfn + n)`` to ``out``: the range's PFNs looked up one by one,
+        or the index scanned when it is the smaller (so O(min(range, folios cached)))."""
+        by_pfn = self._by_pfn
+        end = pfn + n
+        if n <= len(by_pfn):
+            base = by_pfn.get(pfn & ~511)   # a 2M folio starting before the range may cover its start
             if base is not None and base.nr_pages > 1:
                 out.add(base)
-            for p in range(pfn, pfn + n):
+            for p in range(pfn, end):
                 folio = by_pfn.get(p)
                 if folio is not None:
                     out.add(folio)
             return
-        end = pfn + n
-        blocks = self._by_block
-        for b in range(pfn >> 9, ((end - 1) >> 9) + 1):
-            for folio in blocks.get(b, ()):
-                if folio.pfn < end and pfn < folio.pfn + folio.nr_pages:
-                    out.add(folio)
+        for first, folio in by_pfn.items():
+            if first < end and pfn < first + folio.nr_pages:
+                out.add(folio)
 
     # -- verdicts --------------------------------------------------------------------------------------------------
     def _decide(self, folio) -> None:
