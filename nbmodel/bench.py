@@ -511,8 +511,9 @@ def format_speed(rep: SpeedReport) -> str:
         margin = ""
         if c.ratio is not None:
             margin = f", {c.ratio:,.2f}x faster than that" if below else f", {c.ratio:,.2f}x the target"
+        target = f"{c.target:,.0f}" if c.target >= 10 or float(c.target).is_integer() else f"{c.target:g}"
         lines.append(f"  {c.status}  {c.name}: {value} (target {'<=' if below else '>='} "
-                     f"{c.target:,.0f}{margin}){'; ' + c.note if c.note else ''}")
+                     f"{target}{margin}){'; ' + c.note if c.note else ''}")
     return "\n".join(lines)
 
 

@@ -327,3 +327,10 @@ def test_scaling_rows_count_the_machine_and_say_how_they_were_measured():
     assert "64M" in text and "1G" in text and "256G" in text and "MAX_MEMORY" in text
     assert bench.SCALE_GUESTS[0] == "256M" and bench.SCALE_GUESTS[-1] == "64G"
     assert parse_size(bench.SCALE_HOSTS[-1]) == MAX_MEMORY
+
+
+def test_speed_report_prints_a_ratio_target_as_it_is():
+    rep = bench.SpeedReport(bulk={"seconds": 1.0, "folio_ops_per_s": 2e6}, traced={
+        "folio_ops_per_s": 1e5, "size": 4 << 20, "runs": 1, "worst_folio_ops_per_s": 1e5},
+        checks=[bench._check("traced steps/s flat", 0.9, bench.TARGETS["traced_steps_flat"])])
+    assert "PASS  traced steps/s flat: 0.90 (target >= 0.8, 1.12x the target)" in bench.format_speed(rep)
