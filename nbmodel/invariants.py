@@ -168,9 +168,11 @@ class IncrementalCheck:
     and ``private``), the MAPPED/VALID bits of its PFNs' direct-map leaves and (for (a)) the TLB entries
     overlapping it. So a folio's verdict can change only if (1) it entered or left such a page cache (a slot
     stored or erased, a file created or closed), (2) direct-map bits of its PFNs changed, (3) a TLB entry
-    overlapping it was added, or one was removed while it broke (a) through a TLB entry (a folio with no
-    entry has nothing to remove), or (4) its ``private`` changed, which the code doing it does holding a
-    reference (``folio_get()``/``folio_put()`` note the folio). The kernel's primitives note (1)-(4) in a
+    overlapping it was added (only an entry from an arm64 contiguous run can matter: any other covers just
+    the valid leaf it was filled through, and a folio with a valid page breaks (a) anyway), or one was removed
+    while it broke (a) through a TLB entry (a folio with no entry has nothing to remove), or (4) its
+    ``private`` changed, which the code doing it does holding a reference (``folio_get()``/``folio_put()``
+    note the folio). The kernel's primitives note (1)-(4) in a
     :class:`~nbmodel.kernel.Touched` record; this class keeps every cached folio indexed by its first PFN,
     the folios that break (a) or (d) with their reasons, and re-decides only the noted folios. The
     reported reason is the first breaking folio's in :func:`broken`'s order (files in creation order, then
