@@ -12,7 +12,7 @@ from .arm64 import Arm64LinearMap
 from .counters import Counters
 from .errors import Errno, ModelInputError
 from .folio import Folio
-from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID
+from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID, translate_table
 from .physmem import MemoryMap, PageAllocator
 from .tlb import SPANS_BY_ARCH, TLB, arm64_flush_limit_excess, arm64_tlbi_ops
 from .trace import Trace
@@ -20,6 +20,7 @@ from .units import PAGE_SHIFT, PAGE_SIZE
 from .x86 import X86DirectMap
 
 ARCHES = ("x86", "arm64")
+_RESTORE, _ZAP = translate_table(VALID | RW, 0), translate_table(0, VALID | RW)  # set/clear VALID|RW
 
 
 class Touched:
@@ -241,6 +242,17 @@ class Kernel:
             self.touched.pages.append((pfn, npages))
         if not self._can_set:
             return 0  # arm64 set_direct_map_*: "if (!can_set_direct_map()) return 0;"
+        if npages == 1 and self.arch == "x86":
+            # One page already mapped by a 4K PTE (a 4K folio, after its region's first split): the change in
+            # place, as DirectMap.apply_range() would make it, without its argument checks (the callers
+            # checked the PFN: _check_pfn / virt_to_pfn) or its range walk.
+            pmd = self.dmap.pt.top.get(pfn >> 18)
+            table = pmd[(pfn >> 9) & 511] if type(pmd) is list else None
+            if type(table) is bytearray:
+                table[pfn & 511] = (_RESTORE if valid else _ZAP)[table[pfn & 511]]
+                if self.trace_enabled:
+                    self.emit("restore" if valid else "zap", pfn=pfn, pages=1, ret="0")
+                return 0
         if valid:
             ret = self._apply(pfn, npages, VALID | RW, 0)
             if self.trace_enabled:
