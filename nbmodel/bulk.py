@@ -33,6 +33,7 @@ from .policy import Policy
 from .tlb import arm64_flush_limit_excess, arm64_tlbi_ops
 from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_signed_size, parse_size
 
+_FREE_BYTE, _USED_BYTE = bytes([_FREE]), bytes([_USED])
 X86_CEILING = 33  # tlb_single_page_flush_ceiling; arm64: nbmodel.tlb.arm64_flush_limit_excess()
 CONT_PTES, CONT_PMDS = 16, 16
 
@@ -111,7 +112,7 @@ class RunAllocator:
             if rng[0] == rng[1]:
                 self.carve.pop(0)
         lo = min(out[0], out[0] + (m - 1) * out[2])
-        self.state[lo:lo + m] = bytes([_USED]) * m
+        self.state[lo:lo + m] = _USED_BYTE * m
         self.block_free[lo // PAGES_2M] -= m
         self.free_pages -= m
         return out
@@ -123,8 +124,12 @@ class RunAllocator:
 
     def free0(self, first: int, n: int, step: int) -> None:
         """Free order-0 pages ``first, first+step, ...`` in that order (each goes on the per-CPU list)."""
-        lo = min(first, first + (n - 1) * step)
-        self.state[lo:lo + n] = bytes([_FREE]) * n
+        if n == 1:
+            lo = first
+            self.state[first] = _FREE
+        else:
+            lo = min(first, first + (n - 1) * step)
+            self.state[lo:lo + n] = _FREE_BYTE * n
         self.block_free[lo // PAGES_2M] += n
         self.free_pages += n
         if self.pcp:
@@ -299,7 +304,10 @@ class RunDirectMap:
             self._split_cptes(lo, lo + n)
         if self.lvl[r] == 2:
             raise BulkUnsupported("a 4K change left a 2M leaf whole")
-        self.inval[lo:lo + n] = (b"\x01" if invalid else b"\x00") * n
+        if n == 1:
+            self.inval[lo] = invalid
+        else:
+            self.inval[lo:lo + n] = (b"\x01" if invalid else b"\x00") * n
 
     def change_block(self, base: int, invalid: bool) -> None:
         """One 2M folio at ``base`` changed as a whole (``set_direct_map_valid_noflush(addr, 512, ...)``)."""
@@ -319,49 +327,195 @@ class RunDirectMap:
 
 # -- files ----------------------------------------------------------------------------------------------------
 class BulkFile:
-    """A guest_memfd or memfd_secret file; its page cache is a sorted list of extents
+    """A guest_memfd or memfd_secret file; its page cache is a sorted sequence of extents
     ``[index, first_pfn, n, step, order, flags]``: ``n`` folios at consecutive indices (order 0: PFNs
-    ``first + i*step`` inside one pageblock; order 9: one folio)."""
+    ``first + i*step`` inside one pageblock; order 9: one folio).
+
+    The extents are kept in chunks of at most ``2 * LOAD`` (each with its sorted keys, and the chunks' first
+    keys in ``mins``), as a B-tree of two levels: finding an index is two binary searches, and changing the
+    extents of a range touches only the chunks holding them. So every operation costs O(log n) plus the extents
+    it touches, whatever the cache holds (a list, as before, moved every later extent on each insert)."""
+
+    LOAD = 256
 
     def __init__(self, name: str, kind: str, size: int, flags=frozenset()):
         self.name, self.kind, self.size, self.flags = name, kind, size, frozenset(flags)
-        self.ext: list[list[int]] = []
-        self.keys: list[int] = []
+        self.chunks: list[list[list[int]]] = []   # extents, in index order, chunk by chunk
+        self.ckeys: list[list[int]] = []          # each chunk's extents' first indices
+        self.mins: list[int] = []                 # each chunk's first index
+        self.count = 0                            # extents
 
-    def no_direct_map(self) -> bool:
-        return self.kind == "secretmem" or "NO_DIRECT_MAP" in self.flags
+    def __len__(self) -> int:
+        return self.count
 
-    def _reindex(self) -> None:
-        self.keys = [e[0] for e in self.ext]
+    def __iter__(self):
+        for chunk in self.chunks:
+            yield from chunk
+
+    @property
+    def ext(self) -> list[list[int]]:
+        """Every extent, in index order (a new list: for tests and reports)."""
+        return [e for chunk in self.chunks for e in chunk]
 
     def _span(self, e) -> int:
         return e[2] << e[4]
 
+    def _pos(self, idx: int) -> tuple[int, int]:
+        """``(chunk, i)`` of the first extent whose index is ``>= idx`` (``i`` may be the chunk's length only
+        for the last chunk)."""
+        mins = self.mins
+        if not mins:
+            return 0, 0
+        c = bisect.bisect_right(mins, idx) - 1
+        if c < 0:
+            return 0, 0
+        i = bisect.bisect_left(self.ckeys[c], idx)
+        if i == len(self.ckeys[c]) and c + 1 < len(mins):
+            return c + 1, 0
+        return c, i
+
     def split_at(self, idx: int) -> None:
         """Make ``idx`` an extent boundary (order-0 extents only ever need it)."""
-        i = bisect.bisect_right(self.keys, idx) - 1
-        if i < 0:
+        c = bisect.bisect_right(self.mins, idx) - 1
+        if c < 0:
             return
-        e = self.ext[i]
-        if e[0] < idx < e[0] + self._span(e):
+        keys = self.ckeys[c]
+        i = bisect.bisect_right(keys, idx) - 1
+        e = self.chunks[c][i]
+        if e[0] < idx < e[0] + (e[2] << e[4]):
             k = (idx - e[0]) >> e[4]
             if not k or e[4]:
                 raise BulkUnsupported("a range that cuts a large folio")
             tail = [idx, e[1] + k * e[3], e[2] - k, e[3], e[4], e[5]]
             e[2] = k
-            self.ext.insert(i + 1, tail)
-            self.keys.insert(i + 1, idx)
+            self.chunks[c].insert(i + 1, tail)
+            keys.insert(i + 1, idx)
+            self.count += 1
+            if len(keys) > 2 * self.LOAD:
+                self._split_chunk(c)
 
-    def window(self, lo: int, hi: int) -> tuple[int, int]:
-        """Split at ``lo`` and ``hi``; extents ``ext[i:j]`` lie inside ``[lo, hi)``."""
+    def _split_chunk(self, c: int) -> None:
+        """Cut chunk ``c`` (longer than ``2 * LOAD``) into chunks of ``LOAD`` extents (the last one longer)."""
+        chunk, keys, load = self.chunks[c], self.ckeys[c], self.LOAD
+        cuts = range(load, len(chunk) - load + 1, load)
+        self.chunks[c + 1:c + 1] = [chunk[i:i + load] if i + 2 * load <= len(chunk) else chunk[i:] for i in cuts]
+        self.ckeys[c + 1:c + 1] = [keys[i:i + load] if i + 2 * load <= len(keys) else keys[i:] for i in cuts]
+        self.mins[c + 1:c + 1] = [keys[i] for i in cuts]
+        del chunk[load:], keys[load:]
+
+    def window(self, lo: int, hi: int) -> list[list[int]]:
+        """Split at ``lo`` and ``hi``; the extents inside ``[lo, hi)``, in order (the extents themselves)."""
         self.split_at(lo)
         self.split_at(hi)
-        return bisect.bisect_left(self.keys, lo), bisect.bisect_left(self.keys, hi)
+        c0, i0 = self._pos(lo)
+        c1, i1 = self._pos(hi)
+        if c0 == c1:
+            return self.chunks[c0][i0:i1] if self.chunks else []
+        out = self.chunks[c0][i0:]
+        for c in range(c0 + 1, c1):
+            out.extend(self.chunks[c])
+        out.extend(self.chunks[c1][:i1])
+        return out
+
+    def take(self, lo: int, hi: int) -> list[list[int]]:
+        """Remove the extents inside ``[lo, hi)`` (split at both ends first) and return them, in order."""
+        c = bisect.bisect_right(self.mins, lo) - 1
+        if c >= 0:
+            keys, chunk = self.ckeys[c], self.chunks[c]
+            i = bisect.bisect_right(keys, lo) - 1
+            e = chunk[i]
+            start = e[0]
+            n = e[2]
+            if not e[4] and hi <= start + n and lo < start + n:
+                # The range lies inside one order-0 extent (a punch of a few pages): cut it out in place, giving
+                # the same pieces as splitting at lo and hi would.
+                k0, k1, step = lo - start, hi - start, e[3]
+                mid = [lo, e[1] + k0 * step, k1 - k0, step, 0, e[5]]
+                tail = [hi, e[1] + k1 * step, n - k1, step, 0, e[5]] if k1 < n else None
+                if k0:
+                    e[2] = k0
+                    if tail is not None:
+                        chunk.insert(i + 1, tail)
+                        keys.insert(i + 1, hi)
+                        self.count += 1
+                        if len(keys) > 2 * self.LOAD:
+                            self._split_chunk(c)
+                    return [mid]
+                if tail is not None:
+                    chunk[i], keys[i] = tail, hi
+                    if i == 0:
+                        self.mins[c] = hi
+                    return [mid]
+                del chunk[i], keys[i]
+                self.count -= 1
+                self._rebalance(c)
+                return [mid]
+        self.split_at(lo)
+        self.split_at(hi)
+        c0, i0 = self._pos(lo)
+        c1, i1 = self._pos(hi)
+        if c0 != c1 or not self.chunks:
+            out = self.window(lo, hi)
+            self.replace(lo, hi, [])
+            return out
+        chunk, keys = self.chunks[c0], self.ckeys[c0]
+        out = chunk[i0:i1]
+        if out:
+            del chunk[i0:i1]
+            del keys[i0:i1]
+            self.count -= len(out)
+            self._rebalance(c0)
+        return out
+
+    def replace(self, lo: int, hi: int, new: list[list[int]]) -> None:
+        """Put ``new`` (sorted extents inside ``[lo, hi)``) in place of the extents :meth:`window` returned."""
+        if not self.chunks:
+            if new:
+                self.chunks.append(list(new))
+                self.ckeys.append([e[0] for e in new])
+                self.mins.append(new[0][0])
+                self.count = len(new)
+                self._rebalance(0)
+            return
+        c0, i0 = self._pos(lo)
+        c1, i1 = self._pos(hi)
+        chunks, ckeys = self.chunks, self.ckeys
+        if c0 == c1:
+            self.count += len(new) - (i1 - i0)
+            chunks[c0][i0:i1] = new
+            ckeys[c0][i0:i1] = [e[0] for e in new]
+        else:
+            self.count += len(new) - (len(chunks[c0]) - i0) - (i1) - sum(len(chunks[c]) for c in range(c0 + 1, c1))
+            chunks[c0][i0:] = new
+            ckeys[c0][i0:] = [e[0] for e in new]
+            del chunks[c1][:i1]
+            del ckeys[c1][:i1]
+            if ckeys[c1]:
+                self.mins[c1] = ckeys[c1][0]
+            del chunks[c0 + 1:c1]
+            del ckeys[c0 + 1:c1]
+            del self.mins[c0 + 1:c1]
+            if not ckeys[c0 + 1]:
+                del chunks[c0 + 1], ckeys[c0 + 1], self.mins[c0 + 1]
+        self._rebalance(c0)
+
+    def _rebalance(self, c: int) -> None:
+        """Chunk ``c`` after a change: dropped if empty, its first key refreshed, halved while too long."""
+        if not self.ckeys[c]:
+            del self.chunks[c], self.ckeys[c], self.mins[c]
+            return
+        if len(self.ckeys[c]) < self.LOAD // 2 and c + 1 < len(self.chunks):  # a small chunk joins the next
+            self.chunks[c].extend(self.chunks.pop(c + 1))
+            self.ckeys[c].extend(self.ckeys.pop(c + 1))
+            del self.mins[c + 1]
+        self.mins[c] = self.ckeys[c][0]
+        if len(self.ckeys[c]) > 2 * self.LOAD:
+            self._split_chunk(c)
 
     def pfn_map(self) -> dict[int, int]:
         """``{index: pfn}`` for every cached page (tests only: this is per page)."""
         out = {}
-        for idx, first, n, step, order, _ in self.ext:
+        for idx, first, n, step, order, _ in self:
             for i in range(n):
                 for j in range(1 << order):
                     out[idx + (i << order) + j] = (first + i * step if order == 0 else first + j)
@@ -369,7 +523,7 @@ class BulkFile:
 
     @property
     def nrpages(self) -> int:
-        return sum(e[2] << e[4] for e in self.ext)
+        return sum(e[2] << e[4] for e in self)
 
 
 # -- the engine ---------------------------------------------------------------------------------------------------
@@ -408,6 +562,7 @@ class BulkSystem:
         self.files: dict[str, BulkFile] = {}
         self.can_set = not (arch == "arm64" and self.mode == "no-set-direct-map")
         self._deferred = 0
+        self._frees: dict = {}  # (kind, flags, folio state) -> the policy's FreeEffect, looked up once
 
     def order_of(self, f: BulkFile) -> int:
         """Folio order of a file's folios: memfd_secret always uses order 0."""
@@ -502,7 +657,8 @@ class BulkSystem:
 
     def op_fallocate(self, file, offset=0, len=None, keep_size=True):
         f = self._file(file, "guest_memfd")
-        off, ln = parse_signed_size(offset), parse_signed_size(len)
+        off = offset if type(offset) is int else parse_signed_size(offset)
+        ln = len if type(len) is int else parse_signed_size(len)
         err = fallocate_errno(f.size, off, ln, keep_size=keep_size)
         if err is not None:
             return err.name
@@ -514,7 +670,8 @@ class BulkSystem:
 
     def op_punch_hole(self, file, offset=0, len=None):
         f = self._file(file, "guest_memfd")
-        off, ln = parse_signed_size(offset), parse_signed_size(len)
+        off = offset if type(offset) is int else parse_signed_size(offset)
+        ln = len if type(len) is int else parse_signed_size(len)
         err = fallocate_errno(f.size, off, ln, punch_hole=True)
         if err is not None:
             return err.name
@@ -575,8 +732,7 @@ class BulkSystem:
         """Folios for indices ``[lo, hi)`` in index order: existing ones get ``how``'s work, holes get new ones."""
         sh = self.order_of(f)
         lo_f, hi_f = lo >> sh << sh, ((hi + (1 << sh) - 1) >> sh) << sh
-        i, j = f.window(lo_f, hi_f)
-        old = f.ext[i:j]
+        old = f.window(lo_f, hi_f)
         new: list[list[int]] = []
         idx, k, ret = lo_f, 0, "0"
         while idx < hi_f and ret == "0":
@@ -591,9 +747,7 @@ class BulkSystem:
             new.append(e)
             idx = e[0] + f._span(e)
         new.extend(old[k:])
-        merged = _merge(new)
-        f.ext[i:j] = merged
-        f.keys[i:j] = [e[0] for e in merged]  # only the window changed: no O(extents) rebuild per op
+        f.replace(lo_f, hi_f, _merge(new))  # only the window changes: O(extents touched + log extents)
         return ret
 
     def _effect(self, f: BulkFile, how: str, state: int | None = None):
@@ -688,18 +842,18 @@ class BulkSystem:
             lo, hi = ((lo + 511) >> 9) << 9, hi >> 9 << 9   # partial 2M folios: untouched (AS_INACCESSIBLE)
             if lo >= hi:
                 return
-        i, j = f.window(lo, hi)
-        gone = f.ext[i:j]
-        del f.ext[i:j]
-        del f.keys[i:j]
+        gone = f.take(lo, hi)
         c = self.counters
+        frees = self._frees
         for e in gone:
             _, first, n, step, order, flags = e
             self.folio_ops += n
-            try:
-                free = self.policy.free(f.kind, f.flags, flags)
-            except ValueError as err:
-                raise BulkUnsupported(str(err)) from None
+            free = frees.get((f.kind, f.flags, flags))
+            if free is None:
+                try:
+                    free = frees[f.kind, f.flags, flags] = self.policy.free(f.kind, f.flags, flags)
+                except ValueError as err:
+                    raise BulkUnsupported(str(err)) from None
             for _ in range(free.restores):
                 self._restore(first, n, step, order)
             c["zeroings"] += n * free.zeroings

@@ -170,9 +170,8 @@ def kvm_gmem_punch_hole(k, f: GmemFile, off: int, ln: int) -> int:
     """``kvm_gmem_punch_hole()``: invalidate_begin (unmap from the guest), truncate, invalidate_end."""
     first, last = off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT
     k.emit("invalidate", what="begin", file=f.name, start=first, end=last)
-    for folio in f.mapping.folios():
-        if folio.index < last and first < folio.index + folio.nr_pages:
-            folio.flags.discard("guest_mapped")  # kvm_gmem_invalidate_begin(): only the punched range
+    for folio in f.mapping.folios_in(first, last):
+        folio.flags.discard("guest_mapped")  # kvm_gmem_invalidate_begin(): only the punched range
     truncate_inode_pages_range(k, f.mapping, off, off + ln - 1)
     k.emit("invalidate", what="end", file=f.name)
     return 0

@@ -12,7 +12,7 @@ from .arm64 import Arm64LinearMap
 from .counters import Counters
 from .errors import Errno, ModelInputError
 from .folio import Folio
-from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID
+from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID, translate_table
 from .physmem import MemoryMap, PageAllocator
 from .tlb import SPANS_BY_ARCH, TLB, arm64_flush_limit_excess, arm64_tlbi_ops
 from .trace import Trace
@@ -20,6 +20,37 @@ from .units import PAGE_SHIFT, PAGE_SIZE
 from .x86 import X86DirectMap
 
 ARCHES = ("x86", "arm64")
+_RESTORE, _ZAP = translate_table(VALID | RW, 0), translate_table(0, VALID | RW)  # set/clear VALID|RW
+
+
+class Touched:
+    """What the kernel's primitives changed since the last invariant check, for checking the invariants
+    incrementally (:class:`nbmodel.invariants.IncrementalCheck`). Kept only while someone reads it
+    (``Kernel.touched`` is None otherwise), and cleared by its reader after each step.
+
+    ``pages``: ``(first_pfn, npages)`` ranges where direct-map bits were set or cleared (or a change was asked
+    for), or that a TLB entry filled from an arm64 contiguous run covers; ``slots``: ``(mapping, index)``
+    page-cache slots stored or erased; ``folios``: folios whose references were taken or dropped (code that
+    changes a folio holds one); ``tlb_dropped``: some TLB entry was removed (a ranged flush,
+    ``flush_tlb_all()``, or a fill replacing an entry of another span).
+
+    Not noted, because no invariant's verdict can follow from them alone: a TLB fill that covers just the leaf
+    it came through (a CPU fills only through a valid leaf, and a folio with a valid page breaks (a) whatever
+    its TLB holds, for that reason; an entry from a contiguous run also covers the run's other leaves, which
+    may be invalid, so that one is noted), and page-table splits and collapses (they copy each leaf's MAPPED
+    and VALID bits to the entries that replace it, which is all the invariants read; the ``flush_tlb_all()``
+    they do is noted)."""
+
+    __slots__ = ("pages", "slots", "folios", "tlb_dropped")
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.pages: list[tuple[int, int]] = []
+        self.slots: list[tuple] = []
+        self.folios: list[Folio] = []
+        self.tlb_dropped = False
 
 
 class Kernel:
@@ -62,6 +93,7 @@ class Kernel:
         self.config = None            # ... and its configuration (designs.Config)
         self.fwb = fwb                # arm64 ARM64_HAS_STAGE2_FWB (a CPU capability)
         self.interrupt = None         # callable(kernel, point, pfn): another CPU runs at a named point
+        self.touched: Touched | None = None  # what the primitives changed, while an invariant checker reads it
         if arch == "x86":
             levels, gbpages = 4, True
             for word in (mode or "4-level").replace(",", " ").split():
@@ -157,7 +189,8 @@ class Kernel:
         if pfn < 0:
             return pfn
         folio = Folio(pfn, order, name=name)
-        self.emit("alloc", pfn=pfn, order=order)
+        if self.trace_enabled:  # the arguments are not even built with the trace off
+            self.emit("alloc", pfn=pfn, order=order)
         if zero:
             self.folio_zero(folio)
         return folio
@@ -167,6 +200,8 @@ class Kernel:
         if folio.refcount <= 0:
             raise ModelInputError(f"folio_get on a freed folio {folio!r}")
         folio.refcount += 1
+        if self.touched is not None:
+            self.touched.folios.append(folio)
 
     def folio_put(self, folio: Folio, refs: int = 1) -> None:
         """``folio_put_refs()``: at zero the folio goes back to the page allocator. A folio whose direct map
@@ -174,13 +209,16 @@ class Kernel:
         if refs < 1 or folio.refcount < refs:
             raise ModelInputError(f"folio_put({refs}) on {folio!r}: refcount would go below zero")
         folio.refcount -= refs
+        if self.touched is not None:
+            self.touched.folios.append(folio)
         if folio.refcount:
             return
         invalid = self.first_invalid(folio.pfn, folio.nr_pages)
         if invalid is not None:
             self.counters["freed_unmapped"] += 1
         self.alloc.free(folio.pfn, folio.order)
-        self.emit("free", pfn=folio.pfn, order=folio.order, unmapped=invalid is not None)
+        if self.trace_enabled:
+            self.emit("free", pfn=folio.pfn, order=folio.order, unmapped=invalid is not None)
 
     # -- direct map -----------------------------------------------------------------------------------------
     def can_set_direct_map(self) -> bool:
@@ -200,14 +238,29 @@ class Kernel:
         return None
 
     def _change(self, pfn: int, npages: int, valid: bool) -> int:
+        if self.touched is not None:
+            self.touched.pages.append((pfn, npages))
         if not self._can_set:
             return 0  # arm64 set_direct_map_*: "if (!can_set_direct_map()) return 0;"
+        if npages == 1 and self.arch == "x86":
+            # One page already mapped by a 4K PTE (a 4K folio, after its region's first split): the change in
+            # place, as DirectMap.apply_range() would make it, without its argument checks (the callers
+            # checked the PFN: _check_pfn / virt_to_pfn) or its range walk.
+            pmd = self.dmap.pt.top.get(pfn >> 18)
+            table = pmd[(pfn >> 9) & 511] if type(pmd) is list else None
+            if type(table) is bytearray:
+                table[pfn & 511] = (_RESTORE if valid else _ZAP)[table[pfn & 511]]
+                if self.trace_enabled:
+                    self.emit("restore" if valid else "zap", pfn=pfn, pages=1, ret="0")
+                return 0
         if valid:
             ret = self._apply(pfn, npages, VALID | RW, 0)
-            self.emit("restore", pfn=pfn, pages=npages, ret=_ret(ret))
+            if self.trace_enabled:
+                self.emit("restore", pfn=pfn, pages=npages, ret=_ret(ret))
         else:
             ret = self._apply(pfn, npages, 0, VALID | RW)
-            self.emit("zap", pfn=pfn, pages=npages, ret=_ret(ret))
+            if self.trace_enabled:
+                self.emit("zap", pfn=pfn, pages=npages, ret=_ret(ret))
         return ret
 
     def set_direct_map_invalid_noflush(self, addr: int) -> int:
@@ -296,11 +349,15 @@ class Kernel:
         if npages > self._ceiling if x86 else arm64_flush_limit_excess(npages, self.tlbirange):
             self.flush_tlb_all(reason=reason)
             return
+        touched = self.touched
         for tlb in self.tlbs:
             if tlb.entries:
                 tlb.invalidate_range(pfn, npages)
+                if touched is not None:
+                    touched.tlb_dropped = True
         self.counters["tlb_flushes"] += 1
-        self.emit("flush", pfn=pfn, pages=npages)
+        if self.trace_enabled:
+            self.emit("flush", pfn=pfn, pages=npages)
         if x86:
             self.counters["tlb_page_invalidations"] += npages * self.ncpus
             self._ipi(reason)
@@ -313,15 +370,19 @@ class Kernel:
         """``flush_tlb_all()``: every CPU drops every kernel translation (x86: by IPI; arm64: TLBI VMALLE1IS)."""
         for tlb in self.tlbs:
             tlb.flush_all()
+        if self.touched is not None:
+            self.touched.tlb_dropped = True
         self.counters["tlb_full_flushes"] += 1
-        self.emit("flush_all", reason=reason)
+        if self.trace_enabled:
+            self.emit("flush_all", reason=reason)
         if self.arch == "x86":
             self._ipi(reason)
 
     def _ipi(self, reason: str) -> None:
         if self.ncpus > 1:
             self.counters["ipis"] += self.ncpus - 1
-            self.emit("ipi", cpus=self.ncpus - 1, reason=reason)
+            if self.trace_enabled:
+                self.emit("ipi", cpus=self.ncpus - 1, reason=reason)
 
     # -- kernel accesses through the direct map ---------------------------------------------------------------
     def kernel_access(self, pfn: int, cpu: int | None = None, write: bool = False, what: str = "read") -> str:
@@ -351,7 +412,14 @@ class Kernel:
             self.emit("oops", cpu=cpu, pfn=pfn, what=what)
             return "oops"
         span = level * 16 if prot & CONT else level  # DirectMap.tlb_span() without a second walk
-        tlb.fill(pfn - pfn % span, span)
+        start = pfn - pfn % span
+        touched = self.touched
+        if touched is not None:
+            if span != level:  # a contiguous run's entry also covers the run's other leaves, valid or not
+                touched.pages.append((start, span))
+            if start in tlb.entries:
+                touched.tlb_dropped = True  # the new entry replaces one of another span
+        tlb.fill(start, span)
         if not quiet:
             self.emit("access", cpu=cpu, pfn=pfn, what=what)
         return "ok"
@@ -377,7 +445,8 @@ class Kernel:
         if worst != "oops":
             folio.content = "zero"
         self.counters["zeroings"] += 1
-        self.emit("zero", pfn=pfn, pages=nr, result=worst)
+        if self.trace_enabled:
+            self.emit("zero", pfn=pfn, pages=nr, result=worst)
         return worst
 
     def tlb_holders(self, pfn: int, npages: int = 1) -> list[int]:
@@ -405,4 +474,4 @@ def _ret(ret: int) -> str:
     return "0" if ret == 0 else Errno(-ret).name
 
 
-__all__ = ["Kernel", "ARCHES", "DEFAULT"]
+__all__ = ["Kernel", "Touched", "ARCHES", "DEFAULT"]

@@ -65,6 +65,30 @@ class AddressSpace:
     def folios(self) -> list[Folio]:
         return [self.i_pages[i] for i in sorted(self.i_pages)]
 
+    def folios_in(self, first: int, last: int | None) -> list[Folio]:
+        """The folios overlapping indices ``[first, last)`` (``last`` None: to the end), in index order, as
+        ``find_lock_entries()`` walks the xarray from ``first``. The work is the smaller of the range and the
+        cache: a short range probes its own indices (and the 2M folio that may start before ``first``), so a
+        one-page punch costs the same with 16 folios cached as with 16k."""
+        pages = self.i_pages
+        if last is not None and last - first <= len(pages):
+            out = []
+            base = pages.get(first & ~511)
+            if base is not None and base.order and first & 511:
+                out.append(base)
+                first = (first & ~511) + base.nr_pages
+            i = first
+            while i < last:
+                folio = pages.get(i)
+                if folio is None:
+                    i += 1
+                    continue
+                out.append(folio)
+                i += folio.nr_pages
+            return out
+        keys = sorted(i for i, f in pages.items() if i + f.nr_pages > first and (last is None or i < last))
+        return [pages[i] for i in keys]
+
     def snapshot(self) -> tuple:
         return (self.name, tuple(sorted(self.flags)), self.nrpages, self.size,
                 tuple((i, f.key()) for i, f in sorted(self.i_pages.items())))
@@ -78,6 +102,13 @@ def _hooks(k, mapping):
     ``AS_NO_DIRECT_MAP`` mappings)."""
     design = k.design
     return design if design is not None and design.hooks_mapping(mapping) else None
+
+
+def _touch_slot(k, mapping: AddressSpace, index: int) -> None:
+    """Note for the invariant check that this page-cache slot was stored or erased (see ``Kernel.touched``)."""
+    t = k.touched
+    if t is not None:
+        t.slots.append((mapping, index))
 
 
 def _conflict(mapping: AddressSpace, folio: Folio, index: int) -> bool:
@@ -122,7 +153,9 @@ def __filemap_add_folio(k, mapping: AddressSpace, folio: Folio, index: int) -> i
     folio.mapping, folio.index = mapping, index
     mapping.i_pages[index] = folio
     mapping.nrpages += folio.nr_pages
-    k.emit("insert", mapping=mapping.name, index=index, pfn=folio.pfn)
+    _touch_slot(k, mapping, index)
+    if k.trace_enabled:  # the arguments are not even built with the trace off
+        k.emit("insert", mapping=mapping.name, index=index, pfn=folio.pfn)
     k.point("after_insert", folio.pfn)
     return 0
 
@@ -132,7 +165,9 @@ def _page_cache_delete(k, folio: Folio) -> AddressSpace:
     del mapping.i_pages[folio.index]
     mapping.nrpages -= folio.nr_pages
     folio.mapping = None
-    k.emit("delete", mapping=mapping.name, index=folio.index, pfn=folio.pfn)
+    _touch_slot(k, mapping, folio.index)
+    if k.trace_enabled:
+        k.emit("delete", mapping=mapping.name, index=folio.index, pfn=folio.pfn)
     k.point("after_delete", folio.pfn)
     return mapping
 
@@ -140,7 +175,8 @@ def _page_cache_delete(k, folio: Folio) -> AddressSpace:
 def filemap_free_folio(k, mapping: AddressSpace, folio: Folio) -> None:
     """``filemap_free_folio()``: ``->free_folio`` if the mapping has one, then drop the cache's references."""
     if mapping.aops.free_folio is not None:
-        k.emit("free_folio", mapping=mapping.name, pfn=folio.pfn)
+        if k.trace_enabled:
+            k.emit("free_folio", mapping=mapping.name, pfn=folio.pfn)
         mapping.aops.free_folio(k, mapping, folio)
     k.folio_put(folio, folio.nr_pages)
 
@@ -196,7 +232,7 @@ def truncate_inode_pages_range(k, mapping: AddressSpace, lstart: int, lend: int)
         raise ModelInputError(f"bad truncate range {lstart!r}..{lend!r}")
     last = None if lend == -1 else lend
     whole, partial = [], []
-    for folio in mapping.folios():
+    for folio in mapping.folios_in(lstart >> PAGE_SHIFT, None if last is None else (last >> PAGE_SHIFT) + 1):
         fstart = folio.index << PAGE_SHIFT
         fend = fstart + folio.size - 1
         if fend < lstart or (last is not None and fstart > last):
@@ -271,6 +307,7 @@ def replace_page_cache_folio(k, old: Folio, new: Folio) -> None:
     new.mapping, new.index = mapping, index
     mapping.i_pages[index] = new
     old.mapping = None
+    _touch_slot(k, mapping, index)
     k.emit("delete", mapping=mapping.name, index=index, pfn=old.pfn)
     k.emit("insert", mapping=mapping.name, index=index, pfn=new.pfn)
     if hooks is not None and hooks.hook_replace:
@@ -327,6 +364,7 @@ def filemap_migrate_folio(k, mapping: AddressSpace, dst: Folio, src: Folio) -> i
     dst.mapping, dst.index = mapping, index
     mapping.i_pages[index] = dst
     src.mapping = None
+    _touch_slot(k, mapping, index)
     dst.private, src.private = src.private, 0
     dst.flags |= src.flags - {"locked"}  # folio_migrate_flags(): uptodate, dirty... move with the data
     k.emit("delete", mapping=mapping.name, index=index, pfn=src.pfn)

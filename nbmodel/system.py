@@ -13,7 +13,7 @@ from . import guest_memfd as gm
 from . import pagecache as pc
 from . import secretmem as sm
 from .errors import ModelInputError, errno_name
-from .invariants import INVARIANTS, broken, racing_read_breaks
+from .invariants import INVARIANTS, IncrementalCheck, racing_read_breaks
 from .kernel import Kernel
 from .setup import Setup
 from .trace import Trace
@@ -137,6 +137,8 @@ class System:
         self.files: dict = {}
         self.steps: list[Step] = []
         self.first_broken: dict[str, int] = {}
+        # The invariants after each step, re-decided for what the step touched (same answer as broken(self)).
+        self.checker = IncrementalCheck(self)
 
     # -- running steps -----------------------------------------------------------------------------------
     def step(self, op: str, **args) -> Step:
@@ -170,8 +172,10 @@ class System:
         shown = dict(clean)
         if at is not None:
             shown.update(interrupt_at=at, interrupt_cpu=icpu)
+        now = self.checker.broken()
         step = Step(len(self.steps) + 1, op, shown, result, events, self.k.counters.delta(before),
-                    {**inside, **broken(self)}, saw, (seen[0] if seen else "not reached") if at is not None else None)
+                    {**inside, **now} if inside else now, saw,
+                    (seen[0] if seen else "not reached") if at is not None else None)
         for key in step.broken:
             self.first_broken.setdefault(key, step.index)
         self.steps.append(step)

@@ -54,6 +54,9 @@ class TLB:
         return dropped
 
     def invalidate_range(self, start: int, npages: int) -> None:
+        if npages == 1:
+            self.invalidate_page(start)
+            return
         end = start + npages
         if not self.entries:
             return

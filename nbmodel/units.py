@@ -23,6 +23,8 @@ def parse_size(text: str | int, limit: int = MAX_SIZE) -> int:
     """``"4G"`` -> bytes; integers pass through. Raises ModelInputError on anything else, and on sizes above
     ``limit`` (default :data:`MAX_SIZE`, 2**63 - 1, the largest ``loff_t``; a ``u64`` ABI field passes
     2**64 - 1 and lets the kernel judge the value)."""
+    if type(text) is int and 0 <= text <= limit:  # the common case, first
+        return text
     if isinstance(text, bool) or not isinstance(text, int | str):
         raise ModelInputError(f"not a size: {_short(text)} (use e.g. 4096, 64K, 2M, 4G)")
     if isinstance(text, int):
@@ -48,6 +50,8 @@ def _short(value) -> str:
 
 def parse_signed_size(text: str | int) -> int:
     """As :func:`parse_size`, but a leading ``-`` is allowed: an ``loff_t`` the kernel itself rejects."""
+    if type(text) is int and text <= MAX_SIZE:  # the common case, first
+        return text
     if isinstance(text, str) and text.strip().startswith("-"):
         return -parse_size(text.strip()[1:])
     if isinstance(text, int) and not isinstance(text, bool) and text < 0:

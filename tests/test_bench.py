@@ -17,7 +17,7 @@ import pytest
 from nbmodel import bench
 from nbmodel.bulk import BulkSystem, BulkUnsupported, RunAllocator
 from nbmodel.pagetable import MAPPED, VALID
-from nbmodel.physmem import MemoryMap, PageAllocator
+from nbmodel.physmem import MAX_MEMORY, MemoryMap, PageAllocator
 from nbmodel.system import System
 from nbmodel.units import PAGE_SIZE, parse_size
 
@@ -302,3 +302,35 @@ def test_checks_carry_their_ratio_for_json():
     assert (missed.status, missed.ratio) == ("FAIL", 0.5)
     assert bench._check("w", None, 1.0).ratio is None
     assert json.loads(json.dumps(bench.SpeedReport({}, {}, checks=[above]).as_dict()))["checks"][0]["ratio"] == 2.5
+
+
+def test_traced_steps_counts_one_op_per_page_steps_at_the_cache_size():
+    got = bench.traced_steps(64, steps=100, repeats=1)
+    assert (got["cached_folios"], got["steps"], got["runs"], got["trace"]) == (64, 100, 1, False)
+    assert got["steps_per_s"] == got["steps"] / got["cpu_seconds"] > 0
+
+
+def test_bulk_fragment_punches_every_other_page_once():
+    got = bench.bulk_fragment("16M", repeats=1)
+    assert got["ops"] == (16 << 20) // PAGE_SIZE // 2
+    assert got["extents_after"] == got["ops"]   # every other page left: one extent each
+    assert got["ops_per_s"] > 0
+
+
+def test_scaling_rows_count_the_machine_and_say_how_they_were_measured():
+    row = bench._scale_point("64M", "1G")
+    assert row["folio_ops"] == 2 * (64 << 20) // PAGE_SIZE   # each folio added once and removed once
+    assert row["peak_bytes"] > 0 and row["cpu_seconds"] >= row["build_cpu_seconds"] >= 0
+    table = {"workload": "w", "time": "t", "memory": "tracemalloc", "max_host_memory": 256 << 30,
+             "by_guest": [row], "by_host": [row]}
+    text = bench.format_scaling(table)
+    assert "64M" in text and "1G" in text and "256G" in text and "MAX_MEMORY" in text
+    assert bench.SCALE_GUESTS[0] == "256M" and bench.SCALE_GUESTS[-1] == "64G"
+    assert parse_size(bench.SCALE_HOSTS[-1]) == MAX_MEMORY
+
+
+def test_speed_report_prints_a_ratio_target_as_it_is():
+    rep = bench.SpeedReport(bulk={"seconds": 1.0, "folio_ops_per_s": 2e6}, traced={
+        "folio_ops_per_s": 1e5, "size": 4 << 20, "runs": 1, "worst_folio_ops_per_s": 1e5},
+        checks=[bench._check("traced steps/s flat", 0.9, bench.TARGETS["traced_steps_flat"])])
+    assert "PASS  traced steps/s flat: 0.90 (target >= 0.8, 1.12x the target)" in bench.format_speed(rep)

@@ -89,7 +89,9 @@ def machine_for(design: str, arch: str, mode):
 
         @invariant()
         def checks_hold_between_steps(self):
-            # The model's own predicates on the current state (nbmodel.invariants.broken).
+            # The model's own predicates on the current state (nbmodel.invariants.broken), which the
+            # incremental check System.step runs must give too.
+            assert self.sys.checker.broken() == broken(self.sys)
             now = set(broken(self.sys)) & set(HOLDS[design])
             assert not now, {key: broken(self.sys)[key] for key in now}
 
