@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 
 from .designs import DESIGNS, SWITCHES
@@ -183,6 +183,7 @@ class ExploreResult:
     misses: int = 0
     refused: dict = field(default_factory=dict)   # op -> why System.step refused it
     consulted: frozenset = frozenset()            # the switch names the design code asked about
+    cpu_seconds: float = 0.0                      # CPU time of the search (this process)
     dm_states: int | None = None
     membership_states: int | None = None
 
@@ -690,14 +691,14 @@ def explore(design: str = "filemap", arch: str = "x86", mode: str | None = None,
 
 def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False) -> ExploreResult:
     _check_space(space)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     search = Search(space)
     budget = (BUDGET_2M if space.config().large_folios else BUDGET) if max_states == AUTO else max_states
     parent, found, transitions, depth, complete = search.run(max_depth, budget)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     per = {k: (search.counterexample(parent, k, found[k]) if k in found else None) for k in PROPERTIES}
     res = ExploreResult(space, len(parent), transitions, depth, complete, seconds, per, search.e.misses,
-                        consulted=frozenset(search.e.u.consulted))
+                        consulted=frozenset(search.e.u.consulted), cpu_seconds=cpu)
     res.refused.update(search.e.refused)
     if sizes:
         res.dm_states, res.membership_states = _views(search, parent)
@@ -781,30 +782,47 @@ def setup_kwargs(space: Space) -> dict:
     return {k: v for k, v in space.system_kwargs().items() if k != "trace"}
 
 
-def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_states=AUTO) -> list:
+def sweep(spaces: list[Space], jobs: int | None = None, max_depth=None, max_states=AUTO,
+          progress: bool = False) -> list:
     """Explore several spaces; results in the order given. A space that is another one of the list with
     switches the design code never consulted there (:func:`same_as`) is not explored again: its entry is
-    ``("same", i)``. The spaces without switches go first, in ``jobs`` processes."""
+    ``("same", i)``. The spaces without switches go first, in ``jobs`` processes; ``progress`` shows a tqdm bar
+    on stderr (when it is a terminal)."""
+    from tqdm import tqdm  # here, not at the top: the chapters that import this module do not sweep
+
+    bar = tqdm(total=len(spaces), desc="explore", unit="configuration", file=sys.stderr,
+               disable=None if progress else True)
     base_of = {}
     for i, sp in enumerate(spaces):
         if sp.switches:
             bases = [j for j, b in enumerate(spaces) if not b.switches and replace(sp, switches=()) == b]
             if bases:
                 base_of[i] = bases[0]
-    done = _explore_all(spaces, [i for i in range(len(spaces)) if i not in base_of], jobs, max_depth, max_states)
-    same = {i: j for i, j in base_of.items() if same_as(spaces[i], spaces[j], done[j])}
-    done.update(_explore_all(spaces, [i for i in base_of if i not in same], jobs, max_depth, max_states))
+    with bar:
+        done = _explore_all(spaces, [i for i in range(len(spaces)) if i not in base_of], jobs, max_depth,
+                            max_states, bar)
+        same = {i: j for i, j in base_of.items() if same_as(spaces[i], spaces[j], done[j])}
+        bar.update(len(same))
+        done.update(_explore_all(spaces, [i for i in base_of if i not in same], jobs, max_depth, max_states, bar))
     return [done[i] if i in done else ("same", same[i]) for i in range(len(spaces))]
 
 
-def _explore_all(spaces: list[Space], todo: list[int], jobs, max_depth, max_states) -> dict:
+def _explore_all(spaces: list[Space], todo: list[int], jobs, max_depth, max_states, bar) -> dict:
     # One process by default: a pool of workers was seen to stall on this 2-core machine while other work ran.
     jobs = max(1, min(jobs or 1, len(todo)))
+    out = {}
     if jobs == 1:
-        return {i: explore_space(spaces[i], max_depth, max_states) for i in todo}
+        for i in todo:
+            bar.set_postfix_str(spaces[i].label(), refresh=False)
+            out[i] = explore_space(spaces[i], max_depth, max_states)
+            bar.update()
+        return out
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futs = {i: pool.submit(explore_space, spaces[i], max_depth, max_states) for i in todo}
-        return {i: f.result() for i, f in futs.items()}
+        futs = {pool.submit(explore_space, spaces[i], max_depth, max_states): i for i in todo}
+        for f in as_completed(futs):
+            out[futs[f]] = f.result()
+            bar.update()
+    return out
 
 
 # -- text output -------------------------------------------------------------------------------------------
@@ -968,7 +986,7 @@ def run(args) -> int:
             return _run_check(spaces, args)
         budget = AUTO if args.max_states is None else (args.max_states or None)
         start = time.perf_counter()
-        results = sweep(spaces, args.jobs, args.depth, budget)
+        results = sweep(spaces, args.jobs, args.depth, budget, progress=not args.json)
         wall = time.perf_counter() - start
     except (ModelInputError, ExploreLimit) as e:
         print(f"nbmodel explore: {e}", file=sys.stderr)
@@ -1007,7 +1025,8 @@ def _print_results(args, spaces, results, wall: float) -> None:
                "total": {"configurations": len(spaces), "explored": len(real), "states": states,
                          "transitions": sum(r.transitions for r in real)}}
         if timing:
-            doc["total"].update(seconds=round(wall, 3), states_per_second=round(states / wall) if wall else None)
+            doc["total"].update(seconds=round(wall, 3), states_per_second=round(states / wall) if wall else None,
+                                **_rates(real))
         print(json.dumps(doc, indent=1))
         return
     if len(spaces) == 1:
@@ -1023,7 +1042,22 @@ def _print_results(args, spaces, results, wall: float) -> None:
            f"{sum(r.transitions for r in real)} transitions"
     if timing:
         line += f" in {wall:.1f} s: {states / wall:,.0f} states/s"
+        rates = _rates(real)
+        line += (f"\n  complete searches: {rates['complete']} configurations, {rates['complete_states']} states in "
+                 f"{rates['complete_cpu_seconds']:.1f} CPU-s ({rates['complete_states_per_cpu_second']:,} states per "
+                 f"CPU-second); bounded: {rates['bounded']} configurations in {rates['bounded_cpu_seconds']:.1f} CPU-s")
     print(line)
+
+
+def _rates(results: list) -> dict:
+    """The exhaustive searches' own rate, apart from the budget-capped ones (whose memo is warmer)."""
+    done = [r for r in results if r.complete]
+    cpu = sum(r.cpu_seconds for r in done)
+    states = sum(r.states for r in done)
+    return {"complete": len(done), "complete_states": states, "complete_cpu_seconds": round(cpu, 2),
+            "complete_states_per_cpu_second": round(states / cpu) if cpu else 0,
+            "bounded": len(results) - len(done),
+            "bounded_cpu_seconds": round(sum(r.cpu_seconds for r in results if not r.complete), 2)}
 
 
 def _run_check(spaces: list, args) -> int:

@@ -13,8 +13,14 @@ and the two per-page facts that belong to it: its direct-map entry's valid bits 
 TLB entry for it. An operation on index ``i`` is then a function of ``(record_i, G)`` alone, and the explorer
 memoizes it on that pair. The one effect that reaches other records, ``flush_tlb_all()``, is reported so the
 caller clears their TLB bits. :meth:`Universe.encode` checks locality on every call (an operation that
-changes another index raises :class:`LocalityError`), and ``tests/test_explore.py`` checks the whole
-encoding against real Systems step by step.
+changes another index raises :class:`LocalityError`), and :mod:`nbmodel.explore_check` (run by
+``tests/test_explore.py``) checks the encoding and every memoized successor against fresh Systems.
+
+Free pages carry their own bits too. The allocator's per-CPU list is part of ``G`` as ``(pfn, bits, TLB
+holders)`` entries, so most steps, which take at most the top page, read only a *view* of ``G``
+(:func:`view_of`: the list cut to its top entry). A step run on a view returns a delta that
+:func:`apply_delta` applies to any ``G`` with that view; a step that reaches below the view (a second
+allocation, a range flush over a page it does not know) raises :class:`NeedDeeper` and runs on the whole ``G``.
 
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
