@@ -47,7 +47,7 @@ from .explore_state import (
 from .invariants import INVARIANTS
 from .setup import Setup
 from .system import INTERRUPT_POINTS, System
-from .units import PAGE_SHIFT, human, parse_size
+from .units import PAGE_SHIFT, human
 
 
 # -- what the search looks for -----------------------------------------------------------------------------
@@ -249,7 +249,7 @@ class Engine:
         self.inv_cover: dict = {}
         self.misses = self.view_misses = 0
         self.refused: dict = {}
-        self.step_of: dict = {}   # move -> its System.step arguments, sizes as ints
+        self.step_of: dict = {}   # move -> System.validate_step's tuple, or why the model refuses it
 
     def _tid(self, move: Move) -> int:
         got = self.tids.get(move)
@@ -346,8 +346,15 @@ class Engine:
     def _try(self, run, move: Move):
         step = self.step_of.get(move)
         if step is None:
-            step = self.step_of[move] = {k: parse_size(v) if k in ("offset", "len") else v
-                                         for k, v in move.step(self.space).items()}
+            args = move.step(self.space)
+            try:
+                step = self.u.sys.validate_step(args.pop("op"), args)
+            except ModelInputError as e:
+                step = str(e)
+            self.step_of[move] = step
+        if type(step) is str:
+            self.refused.setdefault(move.op, step)
+            return None
         try:
             return run(step)
         except RefusedMove as e:

@@ -273,6 +273,7 @@ class Universe:
             got = self.sys.step(**st)
             if got.result != "0":
                 raise ModelInputError(f"{st['op']} returned {got.result} on {sp.label()}: nothing to explore")
+        self.k.touched = None  # nothing reads it: steps run through run_validated, states are checked whole
         self.file_objs = dict(self.sys.files)
         self.positions = [(name, i) for name, n in sp.files() for i in range(n)]
         self.pos_index = {p: n + 1 for n, p in enumerate(self.positions)}
@@ -516,37 +517,42 @@ class Universe:
         table[pfn & 511] = (table[pfn & 511] & ~PAGE_BITS) | bits
 
     # -- running one step ----------------------------------------------------------------------------------------
-    def run(self, gid: int, recs: dict, step: dict) -> Outcome:
-        """Decode, run ``step`` through the real System.step, encode: one transition."""
+    def run(self, gid: int, recs: dict, step: tuple) -> Outcome:
+        """Decode, run ``step`` (:meth:`System.validate_step`'s tuple) through :meth:`System.run_validated`,
+        encode: one transition."""
         return self._run(self.globals.value(gid), recs, step, None)
 
-    def run_view(self, view: tuple, recs: dict, step: dict) -> Outcome:
+    def run_view(self, view: tuple, recs: dict, step: tuple) -> Outcome:
         """One transition on a *view* of ``G`` (:func:`view_of`): the outcome carries a delta for
         :func:`apply_delta` instead of a ``G``; raises NeedDeeper when the step needs what the view hides."""
         return self._run(view[:3] + view[3:4] + view[5:], recs, step, view[4])
 
-    def _run(self, g: tuple, recs: dict, step: dict, hidden) -> Outcome:
+    def _run(self, g: tuple, recs: dict, step: tuple, hidden) -> Outcome:
+        # The model's own check of the state after the step is left to the search, which checks every state it
+        # reaches (Engine.broken); what only the step can show (a racing read's view) comes back as ``inside``.
         self._decode(g, recs, bool(hidden))
         pre = {self.records.value(r)[0]: self.records.value(r)[5] for r in recs.values() if r}
         self._points.clear()
         self._racing.clear()
+        op, clean, at, icpu = step
         try:
-            st = self.sys.step(**step)
+            result, saw, inside, interrupt = self.sys.run_validated(op, dict(clean), at, icpu)
         except ModelInputError as e:
             raise RefusedMove(str(e)) from None
         except NeedDeeper:
             self._abandoned()
             raise
+        c = self.k.counters  # zero after decoding, but for the two flags: what this step added
         reached = tuple(dict.fromkeys(self._points))
-        props = observe(st, pre, self._racing) | frozenset(st.broken)
-        flush_all = st.counters.get("tlb_full_flushes", 0) > 0
+        props = observed(op, result, saw, interrupt, c, pre, self._racing) | frozenset(inside)
+        flush_all = c["tlb_full_flushes"] > 0
         a = self.alloc
         g2, recs2 = self._encode(recs, a.pcp, a.carved, a.pool)
         recs2 = {p: self.records.id(r) for p, r in recs2.items()}
         if hidden is None:
-            return Outcome(st, recs2, self.globals.id(g2), flush_all, props, reached)
+            return Outcome(None, recs2, self.globals.id(g2), flush_all, props, reached)
         delta = (len(g[3]) - a.low, g2[3][a.low:], g2[:3] + g2[4:], flush_all)
-        return Outcome(st, recs2, None, flush_all, props, reached, delta)
+        return Outcome(None, recs2, None, flush_all, props, reached, delta)
 
     def _abandoned(self) -> None:
         """A step stopped half-way (NeedDeeper): drop the state it leaves outside what :meth:`_decode` resets,
@@ -606,20 +612,25 @@ def apply_delta(g: tuple, delta: tuple) -> tuple:
 
 
 def observe(step, pre: dict, racing: list) -> frozenset:
-    """Named observations of one step (see :data:`nbmodel.explore.PROPERTIES`)."""
+    """Named observations of one :class:`~nbmodel.system.Step` (see :data:`nbmodel.explore.PROPERTIES`)."""
+    return observed(step.op, step.result, step.saw, step.interrupt, step.counters, pre, racing)
+
+
+def observed(op: str, result: str, saw, interrupt, counters: dict, pre: dict, racing: list) -> frozenset:
+    """Named observations of one step from its parts: ``counters`` are what the step added, ``pre`` the
+    contents of the loaded pages before it (pfn -> content), ``racing`` the racing reads as (pfn, result)."""
     out = set()
-    c = step.counters
-    probe = step.op in ("kernel_read", "cpu_touch")
-    oops = c.get("oops", 0) - (probe and step.result == "oops") - (step.interrupt == "oops")
+    probe = op in ("kernel_read", "cpu_touch")
+    oops = counters.get("oops", 0) - (probe and result == "oops") - (interrupt == "oops")
     if oops > 0:
         out.add("oops")
-    if c.get("warns", 0) > 0:
+    if counters.get("warns", 0) > 0:
         out.add("warn")
-    if probe and step.result in ("ok", "stale") and step.saw in GUEST_DATA:
+    if probe and result in ("ok", "stale") and saw in GUEST_DATA:
         out.add("leak")
     if any(got in ("ok", "stale") and pre.get(pfn) in GUEST_DATA for pfn, got in racing):
         out.add("leak")
-    if step.op == "write" and step.result == Errno.EPERM.name:
+    if op == "write" and result == Errno.EPERM.name:
         out.add("eperm")
     return frozenset(out)
 
@@ -645,4 +656,4 @@ def _apply_items(table: list, items) -> None:
 
 
 __all__ = ["Space", "Universe", "ExploreAllocator", "ExploreLimit", "LocalityError", "NeedDeeper", "Interner",
-           "Outcome", "observe", "view_of", "apply_delta", "GUEST_DATA", "GMEM", "SECRET"]
+           "Outcome", "observe", "observed", "view_of", "apply_delta", "GUEST_DATA", "GMEM", "SECRET"]

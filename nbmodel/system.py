@@ -143,9 +143,29 @@ class System:
     # -- running steps -----------------------------------------------------------------------------------
     def step(self, op: str, **args) -> Step:
         """Run one operation; raises ModelInputError (state untouched) if the operation or arguments are bad."""
+        op, clean, at, icpu = self.validate_step(op, args)
+        start = len(self.k.trace)
+        before = dict(self.k.counters)
+        result, saw, inside, interrupt = self.run_validated(op, clean, at, icpu)
+        events = self.k.trace[start:]
+        shown = dict(clean)
+        if at is not None:
+            shown.update(interrupt_at=at, interrupt_cpu=icpu)
+        now = self.checker.broken()
+        step = Step(len(self.steps) + 1, op, shown, result, events, self.k.counters.delta(before),
+                    {**inside, **now} if inside else now, saw, interrupt)
+        for key in step.broken:
+            self.first_broken.setdefault(key, step.index)
+        self.steps.append(step)
+        return step
+
+    def validate_step(self, op: str, args: dict) -> tuple:
+        """``(op, arguments with defaults and sizes in bytes, interrupt point, interrupt CPU)`` for
+        :meth:`run_validated`, or ModelInputError. Depends on the machine only, not on its state."""
         spec = OPS.get(op) if isinstance(op, str) else None
         if spec is None:
             raise ModelInputError(f"unknown op {op!r}; known: {', '.join(OPS)}")
+        args = dict(args)
         at, icpu = args.pop("interrupt_at", None), args.pop("interrupt_cpu", None)
         clean = validate_args(op, args)
         if at is not None and at not in INTERRUPT_POINTS:
@@ -154,9 +174,14 @@ class System:
             raise ModelInputError(f"interrupt_cpu must name a CPU from 0 to {self.k.ncpus - 1}")
         if at is None and icpu is not None:
             raise ModelInputError("interrupt_cpu needs interrupt_at (the point where that CPU runs)")
+        return op, clean, at, icpu
+
+    def run_validated(self, op: str, clean: dict, at: str | None = None, icpu: int | None = None) -> tuple:
+        """The operation itself, after :meth:`validate_step`: ``(result, saw, broken inside the step, what the
+        racing read at ``at`` returned)``. :meth:`step` wraps it with the trace slice, the counters, the
+        invariant check and the :class:`Step` record; the explorer calls it directly (it checks each state
+        itself)."""
         self._precheck(op, clean)
-        start = len(self.k.trace)
-        before = dict(self.k.counters)
         seen, inside = [], {}
         if at is not None:
             def hook(k, point, pfn, _at=at, _cpu=icpu):
@@ -165,21 +190,10 @@ class System:
                     inside.update(racing_read_breaks(self, pfn, seen[0]))
             self.k.interrupt = hook
         try:
-            result, saw = getattr(self, spec.func)(**clean)
+            result, saw = getattr(self, OPS[op].func)(**clean)
         finally:
             self.k.interrupt = None
-        events = self.k.trace[start:]
-        shown = dict(clean)
-        if at is not None:
-            shown.update(interrupt_at=at, interrupt_cpu=icpu)
-        now = self.checker.broken()
-        step = Step(len(self.steps) + 1, op, shown, result, events, self.k.counters.delta(before),
-                    {**inside, **now} if inside else now, saw,
-                    (seen[0] if seen else "not reached") if at is not None else None)
-        for key in step.broken:
-            self.first_broken.setdefault(key, step.index)
-        self.steps.append(step)
-        return step
+        return result, saw, inside, (seen[0] if seen else "not reached") if at is not None else None
 
     def run(self, steps) -> list[Step]:
         """Run a list of ``{"op": ..., **args}`` dicts."""
