@@ -130,12 +130,13 @@ class ExploreAllocator:
 
     def __init__(self, real, universe):
         self.universe = universe
-        self.carve = list(reversed(real._carve))  # next PFN first
+        carve, pcp, whole, rng = real.choices()
+        self.carve = list(carve)  # next PFN first
         self.pools = Interner()
-        self.boot_pool = self.pools.id((tuple(real._whole), real._rng.getstate()))
+        self.boot_pool = self.pools.id((whole, rng))
         self.pcp, self.carved, self.pool = [], 0, self.boot_pool
         self.hidden, self.low = False, 0
-        self.boot_state = (tuple(real._pcp), 0, self.boot_pool)
+        self.boot_state = (pcp, 0, self.boot_pool)
         self.set_state(self.boot_state)
 
     def state(self) -> tuple:
@@ -191,9 +192,8 @@ class ExploreAllocator:
 
 def project_allocator(real, allocator: ExploreAllocator) -> tuple:
     """A real PageAllocator's state in :class:`ExploreAllocator` terms (for conformance checks)."""
-    carved = len(allocator.carve) - len(real._carve)
-    pool = allocator.pools.id((tuple(real._whole), real._rng.getstate()))
-    return (tuple(real._pcp), carved, pool)
+    carve, pcp, whole, rng = real.choices()
+    return pcp, len(allocator.carve) - len(carve), allocator.pools.id((whole, rng))
 
 
 class Watched(frozenset):

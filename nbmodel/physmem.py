@@ -166,6 +166,12 @@ class PageAllocator:
         """Is ``pfn`` in a pageblock of the unmapped source (the series' pageblock flag)?"""
         return bool(self._pool_blocks) and pfn // PAGES_2M in self._pool_blocks
 
+    def choices(self) -> tuple:
+        """What decides the next allocations, for a model that replays them (the explorer's allocator):
+        ``(PFNs left in the pageblock being carved, next first; the per-CPU list, top last; the whole free
+        pageblocks; the random generator's state)``."""
+        return tuple(reversed(self._carve)), tuple(self._pcp), tuple(self._whole), self._rng.getstate()
+
     def snapshot(self) -> tuple:
         base = (bytes(self._state), tuple(self._whole), tuple(self._partial), tuple(self._carve),
                 tuple(self._pcp), tuple(sorted(self._orders.items())), self._rng.getstate())
