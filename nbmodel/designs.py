@@ -187,24 +187,8 @@ class Design:
         ``filemap_grab_folio()``."""
         if not self.unmapped_source_for(k, f):
             return filemap_grab_folio(k, f.mapping, index, order=order, name=f.name)
-        folio = f.mapping.lookup(index)
-        if folio is not None:
-            k.folio_get(folio)
-            folio.flags.add("locked")
-            return folio
-        while True:  # __filemap_get_folio(): retry with a smaller order, as filemap_grab_folio() does
-            start = index - index % (1 << order)
-            folio = self.gmem_alloc_folio(k, f, order, name=f"{f.name}:{start}")
-            if isinstance(folio, int):
-                ret = folio
-            else:
-                ret = filemap_add_folio(k, f.mapping, folio, start)
-                if ret == 0:
-                    return folio
-                k.folio_put(folio)
-            if order == 0:
-                return ret
-            order = 0
+        return filemap_grab_folio(k, f.mapping, index, order=order, name=f.name,
+                                  alloc=lambda order, name: self.gmem_alloc_folio(k, f, order, name=name))
 
     def unmapped_source_for(self, k, f) -> bool:
         """Do this file's folios come from the unmapped source? Only with the option, for a ``NO_DIRECT_MAP``

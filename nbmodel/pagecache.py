@@ -256,13 +256,15 @@ def truncate_inode_pages_range(k, mapping: AddressSpace, lstart: int, lend: int)
             k.folio_zero(folio)
 
 
-def filemap_grab_folio(k, mapping: AddressSpace, index: int, order: int = 0, name: str = "") -> Folio | int:
+def filemap_grab_folio(k, mapping: AddressSpace, index: int, order: int = 0, name: str = "",
+                       alloc=None) -> Folio | int:
     """``__filemap_get_folio(FGP_LOCK | FGP_CREAT)``: the locked folio covering ``index``, creating it if absent
     (an order-``order`` folio at the aligned index, named ``"{name}:{first index}"``). If the large allocation
     or its add fails for any reason, it falls back to one page, as the kernel's ``do { } while (order-- >
     min_order)`` loop retries every smaller order; the model has only orders 9 and 0, and puts the one page at
     ``index`` itself, the page its caller asked for (large guest_memfd folios are ahead of mainline).
-    Returns the folio with an extra reference for the caller, or a negative errno."""
+    Returns the folio with an extra reference for the caller, or a negative errno. ``alloc(order, name)``
+    allocates instead of ``folio_alloc()`` (the mapping's allocation policy: an unmapped source)."""
     if type(index) is not int or index < 0 or order not in (0, 9):
         raise ModelInputError(f"filemap_grab_folio: index {index!r} / order {order!r} out of range")
     folio = mapping.lookup(index)
@@ -272,7 +274,7 @@ def filemap_grab_folio(k, mapping: AddressSpace, index: int, order: int = 0, nam
         return folio
     while True:
         start = index - index % (1 << order)
-        folio = k.folio_alloc(order, name=f"{name}:{start}")
+        folio = (alloc or k.folio_alloc)(order, name=f"{name}:{start}")
         if isinstance(folio, int):
             ret = folio
         else:
