@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from .bulk import BulkSystem
 from .cli import int_range, size_list
 from .costmodel import LABEL, CostModel, sig
+from .secretmem import KIND as SECRETMEM_FILE
 from .units import PAGE_SIZE, human, parse_size
 
 try:
@@ -357,7 +358,7 @@ def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None,
         rep.live = [r.as_dict() for r in results]
         rep.zero_bytes_per_ns = getattr(results, "zero_bytes_per_ns", None) or measure_zero_bandwidth()
         where = f" ({results.label})" if isinstance(results, rk.ProbeRecord) else ""
-        sec = next((r for r in results if r.kind == "secretmem"), None)
+        sec = next((r for r in results if r.kind == SECRETMEM_FILE), None)
         why = (sec.skipped if sec is not None else "no secretmem probe") or ""
         if sec is not None and not sec.skipped and sec.ns_first > 0:
             live_rate = 1e9 / sec.ns_first

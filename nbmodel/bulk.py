@@ -30,6 +30,7 @@ from .errors import Errno, ModelInputError
 from .guest_memfd import fallocate_errno
 from .physmem import _FREE, _USED, MemoryMap, pageblocks, take_block
 from .policy import Policy
+from .secretmem import KIND as SECRETMEM_FILE
 from .tlb import arm64_flush_limit_excess, arm64_tlbi_ops
 from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_signed_size, parse_size
 
@@ -566,7 +567,7 @@ class BulkSystem:
 
     def order_of(self, f: BulkFile) -> int:
         """Folio order of a file's folios: memfd_secret always uses order 0."""
-        return 0 if f.kind == "secretmem" else self.order
+        return 0 if f.kind == SECRETMEM_FILE else self.order
 
     # -- flushes --------------------------------------------------------------------------------------------
     def flush_all(self, n: int = 1) -> None:

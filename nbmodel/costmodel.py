@@ -32,6 +32,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+#: The memfd_secret probe's kind: a kind of file, not the design of the same name.
+SECRETMEM_PROBE = "secretmem"
+
 #: How a price was obtained, most trusted first. A badge is never typed in: ``Param.badge`` computes it from the
 #: price's origin (:class:`Published`, :class:`Measured`, :class:`Derived`, :class:`Illustrative`).
 BADGES = ("published", "measured here", "measured elsewhere", "derived", "illustrative")
@@ -397,7 +400,7 @@ def probe_counters(kind: str, pages: int, splits: tuple[int, int], cpus: int) ->
     CPUs: memfd and guest_memfd (no NO_DIRECT_MAP flag in mainline) do none; ``secretmem_fault()`` does one
     ``set_direct_map_invalid_noflush()`` and one ``flush_tlb_kernel_range()`` of one page per page (INVLPG on
     every CPU, an IPI to each other one), and every split the kernel counted adds ``flush_tlb_all()`` + IPIs."""
-    if kind != "secretmem":
+    if kind != SECRETMEM_PROBE:
         return {}
     l2, l3 = splits
     n = l2 + l3

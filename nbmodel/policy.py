@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .designs import PRIVATE_NO_DIRECT_MAP
+from .secretmem import KIND as SECRETMEM_FILE
 from .system import System
 
 ZAPPED, UPTODATE, ZEROED = 1, 2, 4  # a folio's state as the range engine keeps it
@@ -59,7 +60,7 @@ class Policy:
         key = ("create", kind, size, frozenset(flags), vm_type)
         if key not in self._effects:
             s = _machine(self)
-            if kind == "secretmem":
+            if kind == SECRETMEM_FILE:
                 step = s.step("secret_create", file="f", size=size)
             else:
                 step = s.step("gmem_create", file="f", size=size, flags=sorted(flags), vm_type=vm_type)
@@ -89,7 +90,7 @@ def _machine(policy: Policy) -> System:
 
 def _fresh(policy: Policy, kind: str, flags: frozenset) -> System:
     s = _machine(policy)
-    if kind == "secretmem":
+    if kind == SECRETMEM_FILE:
         s.step("secret_create", file="f", size=_PROBE_SIZE)
     else:
         s.step("gmem_create", file="f", size=_PROBE_SIZE, flags=sorted(flags))

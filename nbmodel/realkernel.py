@@ -34,6 +34,9 @@ import time
 from array import array
 from dataclasses import asdict, dataclass, field
 
+#: The memfd_secret probe's kind: a kind of file, not the design of the same name.
+SECRETMEM_PROBE = "secretmem"
+
 try:
     import resource
 except ImportError:  # Pyodide (the book's live chapters) has no resource module
@@ -142,7 +145,7 @@ def memlock_note(kind: str, size: int, err: int) -> str:
     if resource is None:
         return text
     soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    if err in (errno.EAGAIN, errno.ENOMEM) and kind == "secretmem" and soft != resource.RLIM_INFINITY:
+    if err in (errno.EAGAIN, errno.ENOMEM) and kind == SECRETMEM_PROBE and soft != resource.RLIM_INFINITY:
         return (f"{text}: RLIMIT_MEMLOCK is {soft} bytes (ulimit -l {soft // 1024}) and memfd_secret pages count "
                 f"as locked memory; {size} bytes were asked for: raise it (ulimit -l) or probe a smaller --size")
     return text

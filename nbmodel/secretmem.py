@@ -21,10 +21,15 @@ from .units import PAGE_SHIFT
 MAX_LFS_FILESIZE = (1 << 63) - 1
 
 
+#: The file kind of a memfd_secret file (``SecretFile.kind``, and the live probes' name for it): a kind of
+#: file, not the design of the same name.
+KIND = "secretmem"
+
+
 class SecretFile:
     """A memfd_secret file (its inode): unevictable, ``AS_NO_DIRECT_MAP``; ``mapping.host`` is this."""
 
-    kind = "secretmem"
+    kind = KIND
 
     def __init__(self, name: str, size: int):
         self.name = name
