@@ -9,7 +9,8 @@ CPU reading the page at that point. Equal states are visited once, so the search
 reachable (or at ``max_depth``). Because it is breadth-first, the first path found to a property's violation
 is a shortest one.
 
-Every transition is computed by the model itself: :meth:`System.step` on a scratch System
+Every transition is computed by the model itself: :meth:`System.run_validated` (the core of
+:meth:`System.step`) on a scratch System
 (:mod:`nbmodel.explore_state`), running the one copy of the designs (:mod:`nbmodel.designs`) through the
 kernel paths the book teaches. What makes that affordable is memoization, not a second model: a step on one
 page is a function of that page's record and the shared state ``G``, and most steps read only the top of the
@@ -221,13 +222,12 @@ def space_dict(space: Space) -> dict:
 
 # -- engines ----------------------------------------------------------------------------------------------
 class Engine:
-    """Transitions computed by :meth:`System.step` on the :class:`~nbmodel.explore_state.Universe`'s scratch
-    System, memoized twice: exactly per ``(file, record, G)``, and per ``(file, record, view of G)`` as deltas,
-    where the view (:func:`~nbmodel.explore_state.view_of`) hides the per-CPU list below its top entry. A step
-    that needs what the view hides raises NeedDeeper and is run again on the whole ``G``. Records are run at
-    index 0 and shared by every index of their file: an operation on one page does not read its index."""
-
-    name = "system"
+    """Transitions computed by :meth:`System.run_validated` (the core of :meth:`System.step`) on the
+    :class:`~nbmodel.explore_state.Universe`'s scratch System, memoized twice: exactly per ``(file, record, G)``,
+    and per ``(file, record, view of G)`` as deltas, where the view (:func:`~nbmodel.explore_state.view_of`) hides
+    the per-CPU list below its top entry. A step that needs what the view hides raises NeedDeeper and is run again
+    on the whole ``G``. Records are run at index 0 and shared by every index of their file: an operation on one page
+    does not read its index."""
 
     def __init__(self, space: Space):
         self.space = space
@@ -404,9 +404,10 @@ class Engine:
         return out
 
     def _record_breaks(self, pos: int, rid: int, gid: int) -> frozenset:
-        """What one record breaks under ``G``. Invariants (a) and (d) read a folio's own page (in the record)
-        and the TLB entries that cover it; only entries larger than a page live in ``G``, so the answer is
-        shared by every ``G`` with the same covering entries."""
+        """What one record breaks under ``G``. Invariants (a) and (d) read a folio's own page (its valid bits
+        are in the record; its MAPPED bit is always set, as every page of the carved pageblock is in the direct
+        map) and the TLB entries that cover it; only entries larger than a page live in ``G``, so the answer is
+        shared by every ``G`` with the same covering entries. ``explore_check`` compares it with the full check."""
         name = self.files[pos - 1]
         pfn = self.records.value(rid)[0]
         cover = tuple(tuple(e for e in entries if e[1] > 1 and e[0] <= pfn < e[0] + e[1])

@@ -1,6 +1,6 @@
 """The explorer's memoized search against fresh Systems.
 
-The explorer (:mod:`nbmodel.explore`) computes every transition with :meth:`System.step`, but on a scratch
+The explorer (:mod:`nbmodel.explore`) computes every transition with :meth:`System.run_validated`, but on a scratch
 System loaded with only what a step needs, and it reuses the answer: per page record and shared state ``G``,
 per view of ``G`` as a delta, per index of a file. Those reuses are claims about locality, not about the
 designs, and this module tests them. For a sample of the states a bounded search reaches,

@@ -1,10 +1,10 @@
 """The explorer's compact state: a :class:`~nbmodel.system.System` encoded as small interned tuples, and back.
 
-The explorer never re-implements the model. It keeps one *scratch* System per configuration and, for each
-transition it has not seen yet, **decodes** a compact state into that System, runs the real
-:meth:`System.step`, and **encodes** the result. The compact state drops only what no decision of the model
-reads (the ``user_mapped``/``guest_mapped`` flags, counters other than the two invariants (b) and (c) read,
-the trace) and keeps page tables and TLBs only for the 2 MiB blocks the run has allocated from.
+The explorer never re-implements the model. It keeps one *scratch* System per configuration and, for each transition
+it has not seen yet, **decodes** a compact state into that System, runs the real :meth:`System.run_validated` (the
+core of :meth:`System.step`), and **encodes** the result. The compact state drops only what no decision of the model
+reads (the ``user_mapped``/``guest_mapped`` flags, counters other than the two invariants (b) and (c) read, the
+trace) and keeps page tables and TLBs only for the 2 MiB blocks the run has allocated from.
 
 Locality. With order-0 folios an operation on one file index touches only that index's folio, the pages the
 allocator hands out or takes back, and shared structure (page-table shape, large TLB entries, the allocator).
