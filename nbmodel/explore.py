@@ -13,9 +13,10 @@ Every transition is computed by the model itself: :meth:`System.run_validated` (
 :meth:`System.step`) on a scratch System
 (:mod:`nbmodel.explore_state`), running the one copy of the designs (:mod:`nbmodel.designs`) through the
 kernel paths the book teaches. What makes that affordable is memoization, not a second model: a step on one
-page is a function of that page's record and the shared state ``G``, and most steps read only the top of the
-allocator's per-CPU list, so a transition is computed once per ``(record, view of G)`` and reused as a delta
-(:class:`Engine`). :mod:`nbmodel.explore_check` (the tests, ``--check``) replays sampled states on fresh
+page is a function of that page's record and the shared state ``G``, and most steps read none or only the top
+of the allocator's per-CPU list, so a transition is computed once per ``(move, record, view of G)`` and reused as
+a delta (:class:`Engine`); a state is one int (:class:`Search`), so the search's inner loop adds and looks up
+ints. :mod:`nbmodel.explore_check` (the tests, ``--check``) replays sampled states on fresh
 Systems and compares every memoized successor with the whole-state step. Every counterexample is replayed on a
 fresh System before it is reported.
 
@@ -31,6 +32,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from itertools import filterfalse
 
 from .designs import DESIGNS, SWITCHES
 from .errors import ModelInputError
@@ -42,7 +44,9 @@ from .explore_state import (
     Space,
     Universe,
     apply_delta,
+    apply_delta0,
     observe,
+    view0_of,
     view_of,
 )
 from .invariants import INVARIANTS
@@ -220,13 +224,19 @@ def space_dict(space: Space) -> dict:
             "skip": list(space.skip)}
 
 
+_MISSING = object()
+#: A move's memo entry on a view that hides what the move needs (it raised NeedDeeper there).
+NEEDS_MORE = "needs more than the view"
+
+
 # -- engines ----------------------------------------------------------------------------------------------
 class Engine:
     """Transitions computed by :meth:`System.run_validated` (the core of :meth:`System.step`) on the
-    :class:`~nbmodel.explore_state.Universe`'s scratch System, memoized twice: exactly per ``(file, record, G)``,
-    and per ``(file, record, view of G)`` as deltas, where the view (:func:`~nbmodel.explore_state.view_of`) hides
-    the per-CPU list below its top entry. A step that needs what the view hides raises NeedDeeper and is run again
-    on the whole ``G``. Records are run at index 0 and shared by every index of their file: an operation on one page
+    :class:`~nbmodel.explore_state.Universe`'s scratch System, memoized twice: per ``(file, record, G)`` (all the
+    moves of a record), and per ``(move, record, view of G)`` as a delta. A move runs on the smallest view it
+    needs: without the per-CPU list (:func:`~nbmodel.explore_state.view0_of`), with its top entry
+    (:func:`~nbmodel.explore_state.view_of`), or the whole ``G``; a move that needs what a view hides raises
+    NeedDeeper there. Records are run at index 0 and shared by every index of their file: an operation on one page
     does not read its index."""
 
     def __init__(self, space: Space):
@@ -243,7 +253,7 @@ class Engine:
         self.table = {name: self._table(name) for name, _ in space.files()}
         self.memo = {name: {} for name, _ in space.files()}
         self.memos_by_pos = [None] + [self.memo[name] for name in self.files]
-        self.vmemo: dict = {}
+        self.vmemo: tuple = ({}, {})   # per view level: (tid, rid, view) -> Outcome, NEEDS_MORE or None
         self.inv_g: dict = {}
         self.inv_rec: dict = {}
         self.inv_cover: dict = {}
@@ -281,67 +291,61 @@ class Engine:
         return got
 
     def _local(self, name: str, rid: int, gid: int) -> tuple:
+        """The transitions of one record under ``G``: ``((tid, rid2, gid2, flush_all), ...)`` and the properties
+        the moves showed, each move taken from the smallest view of ``G`` it ran on (:meth:`_outcome`)."""
         self.misses += 1
         g = self.globals.value(gid)
         if not g[0][_file_number(self.space, name)]:
             return (), ()
-        view = view_of(g)
-        vkey = (name, rid, view)
-        deltas = self.vmemo.get(vkey)
-        if deltas is None:
-            deltas = self.vmemo[vkey] = self._deltas(name, rid, view)
-        if deltas is False:
-            return self._exact(name, rid, gid, g)
-        trans, seen = [], set()
-        gintern = self.globals.id
-        for tid, rid2, delta in deltas[0]:
-            gid2 = gintern(apply_delta(g, delta))
-            key = (rid2, gid2, delta[-1])
-            if (rid2 == rid and gid2 == gid and not delta[-1]) or key in seen:
-                continue
-            seen.add(key)
-            trans.append((tid, rid2, gid2, delta[-1]))
-        return tuple(trans), deltas[1]
-
-    def _deltas(self, name: str, rid: int, view: tuple):
-        """The moves of one record on a view of G, as deltas; False if some move needs the whole G."""
-        self.view_misses += 1
-        recs = {(name, 0): rid}
-        out, props = [], {}
-        try:
-            for tid, got in self._run_table(name, lambda step: self.u.run_view(view, recs, step)):
-                for p in got.props:
-                    props.setdefault(p, tid)
-                out.append((tid, got.records[(name, 0)], got.delta))
-        except NeedDeeper:
-            return False
-        return tuple(out), tuple(props.items())
-
-    def _exact(self, name: str, rid: int, gid: int, g: tuple) -> tuple:
-        recs = {(name, 0): rid}
+        views = (view0_of(g), view_of(g))
         trans, props, seen = [], {}, set()
-        for tid, got in self._run_table(name, lambda step: self.u.run(gid, recs, step)):
-            for p in got.props:
-                props.setdefault(p, tid)
-            rid2, gid2 = got.records[(name, 0)], got.gid
-            key = (rid2, gid2, got.flush_all)
-            if (rid2 == rid and gid2 == gid and not got.flush_all) or key in seen:
-                continue
-            seen.add(key)
-            trans.append((tid, rid2, gid2, got.flush_all))
-        return tuple(trans), tuple(props.items())
-
-    def _run_table(self, name: str, run):
         for move, tid, variants in self.table[name]:
-            got = self._try(run, move)
+            got = self._outcome(tid, move, rid, gid, g, views)
             if got is None:
                 continue
-            yield tid, got
-            for at in got.reached:
-                for var, vtid in variants[at]:
-                    out = self._try(run, var)
-                    if out is not None:
-                        yield vtid, out
+            todo = [(tid, got)] + [(vtid, self._outcome(vtid, var, rid, gid, g, views))
+                                   for at in got[4] for var, vtid in variants[at]]
+            for t, out in todo:
+                if out is None:
+                    continue
+                rid2, gid2, flush_all, found, _ = out
+                for p in found:
+                    props.setdefault(p, t)
+                key = (rid2, gid2, flush_all)
+                if (rid2 == rid and gid2 == gid and not flush_all) or key in seen:
+                    continue
+                seen.add(key)
+                trans.append((t, rid2, gid2, flush_all))
+        return tuple(trans), tuple(props.items())
+
+    def _outcome(self, tid: int, move: Move, rid: int, gid: int, g: tuple, views: tuple):
+        """One move of one record under ``G``: ``(rid2, gid2, flush_all, properties, interrupt points reached)``
+        or None (refused). Run first on the view without the per-CPU list (:func:`view0_of`: most moves allocate
+        nothing), then on the view with its top entry (:func:`view_of`), then on the whole ``G``; each view's
+        result is memoized per ``(move, record, view)`` as a delta that applies to every ``G`` with that view."""
+        for level, view in enumerate(views):
+            key = (tid, rid, view)
+            memo = self.vmemo[level]
+            got = memo.get(key, _MISSING)
+            if got is _MISSING:
+                self.view_misses += 1
+                got = memo[key] = self._try(lambda step, lv=level, v=view: self.u.run_view(v, self.rec(move, rid),
+                                                                                          step, lv), move)
+            if got is NEEDS_MORE:
+                continue
+            if got is None:
+                return None
+            apply = apply_delta0 if level == 0 else apply_delta
+            return got.records[(move.file, 0)], self.globals.id(apply(g, got.delta)), got.flush_all, \
+                got.props, got.reached
+        got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
+        if got is None or got is NEEDS_MORE:
+            return None
+        return got.records[(move.file, 0)], got.gid, got.flush_all, got.props, got.reached
+
+    @staticmethod
+    def rec(move: Move, rid: int) -> dict:
+        return {(move.file, 0): rid}
 
     def _try(self, run, move: Move):
         step = self.step_of.get(move)
@@ -360,6 +364,8 @@ class Engine:
         except RefusedMove as e:
             self.refused.setdefault(move.op, str(e))
             return None
+        except NeedDeeper:
+            return NEEDS_MORE
 
     def whole(self, state: tuple) -> tuple:
         """Moves that need every record: create and close, and every move when folios may span indexes."""
@@ -448,18 +454,48 @@ def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
 
 
 # -- the search ---------------------------------------------------------------------------------------------
+#: The radix of a packed state: ``G``'s id is its lowest digit, then one digit per file index. Ids stay below
+#: 2**32 < RADIX. Not a power of two: Python hashes an int by its value modulo 2**61 - 1, so 32-bit fields would
+#: alias (``2**64`` is 8 there) and crowd the dict's low hash bits; an odd radix with mixed bits spreads them.
+RADIX = 0x19E3779B9
+
+
 class Search:
-    """Breadth-first search over one :class:`Space`; its :class:`Engine` computes (and memoizes) the transitions."""
+    """Breadth-first search over one :class:`Space`; its :class:`Engine` computes (and memoizes) the transitions.
+
+    A state is packed into one int, in base :data:`RADIX`: ``G``'s id, then each file index's record id
+    (:meth:`pack`). A move on index ``i`` that changes only its record and ``G`` is then the addition of one
+    precomputed difference, ``(gid2 - gid) + (rid2 - rid) * RADIX**i``, the same for every state with that
+    record and ``G``: the inner loop adds and looks up ints, and ``parent`` maps a state to the state it was first
+    reached from (the move is found again for the few paths printed, :meth:`path`)."""
 
     def __init__(self, space: Space):
         self.space = space
         self.e = Engine(space)
+        self.n = len(self.e.positions)
+        self.diffs = [None] + [{} for _ in range(self.n)]   # per position: (rid << 32 | gid) -> entry
+        self.whole_needed: dict = {}                          # gid -> are the whole moves taken there?
+
+    def pack(self, state: tuple) -> int:
+        out = 0
+        for x in reversed(state):
+            out = out * RADIX + x
+        return out
+
+    def unpack(self, s: int) -> tuple:
+        out = []
+        for _ in range(self.n + 1):
+            s, x = divmod(s, RADIX)
+            out.append(x)
+        return tuple(out)
 
     def run(self, max_depth: int | None = None, max_states: int | None = None):
         """BFS to a fixpoint, ``max_depth`` steps, or ``max_states`` states (checked as states are added, so a
-        budget stops mid-level; every counterexample found is still a shortest one)."""
+        budget stops mid-level; every counterexample found is still a shortest one). Returns ``parent`` (packed
+        state -> packed state it was first reached from, None for the root), the first breaking state or step per
+        property, the transitions taken, the depth and whether the search is complete."""
         e = self.e
-        root = e.root
+        root = self.pack(e.root)
         parent = {root: None}
         found: dict = {}
         self.pending = {k for k, inv in INVARIANTS.items() if self.space.design in inv.designs}
@@ -485,15 +521,30 @@ class Search:
         """Record the first state (in BFS order) breaking each invariant not yet broken."""
         if not self.pending:
             return
-        broken = self.e.broken
-        pending = self.pending
+        broken, unpack = self.e.broken, self.unpack
         for s in states:
-            for key in broken(s, pending):
+            for key in broken(unpack(s), self.pending):
                 if key in self.pending:
                     self.pending.discard(key)
                     found.setdefault(key, ("state", s, None))
             if not self.pending:
                 return
+
+    def _entry(self, pos: int, rid: int, gid: int) -> tuple:
+        """``(differences, flushing transitions, properties, count)`` of the moves on position ``pos``."""
+        trans, props = self.e.local(pos, rid, gid)
+        weight = RADIX ** pos
+        diffs = tuple((gid2 - gid) + (rid2 - rid) * weight for _, rid2, gid2, fa in trans if not fa)
+        slow = tuple((rid2, gid2) for _, rid2, gid2, fa in trans if fa)
+        got = self.diffs[pos][(rid << 32) | gid] = (diffs, slow, props, len(trans))
+        return got
+
+    def _whole_needed(self, gid: int) -> bool:
+        got = self.whole_needed.get(gid)
+        if got is None:
+            got = self.whole_needed[gid] = (self.e.full or closes(self.space)
+                                            or not all(self.e.globals.value(gid)[0]))
+        return got
 
     def _level(self, frontier: list, parent: dict, found: dict) -> tuple[list, int, bool]:
         """Expand one BFS level: the next frontier, how many transitions were taken, whether the budget cut
@@ -501,51 +552,81 @@ class Search:
         e = self.e
         nxt, count = [], 0
         budget = self.budget
-        local = e.local
-        memos = getattr(e, "memos_by_pos", None)
-        whole_always = e.full or closes(self.space)
+        append = nxt.append
+        slots = [(pos, self.diffs[pos]) for pos in range(1, self.n + 1)] if not e.full else []
+        entry_of, whole_needed = self._entry, self._whole_needed
+        contains = parent.__contains__
         for s in frontier:
-            gid = s[0]
-            if not e.full:
-                for pos in range(1, len(s)):
-                    rid = s[pos]
-                    entry = memos[pos].get((rid << 32) | gid) if memos else None
-                    trans, props = entry or local(pos, rid, gid)
-                    count += len(trans)
-                    for tid, rid2, gid2, fa in trans:
-                        ns = self._flushed(s, pos, rid2, gid2) if fa else (gid2,) + s[1:pos] + (rid2,) + s[pos + 1:]
-                        if ns not in parent:
-                            parent[ns] = (s, pos, tid)
-                            nxt.append(ns)
-                    for key, tid in props:
-                        if key not in found:
-                            found[key] = ("step", s, (pos, tid))
-            if whole_always or not all(e.globals.value(gid)[0]):
-                trans, props = e.whole(s)
+            q, gid = divmod(s, RADIX)
+            for pos, cache in slots:
+                q, rid = divmod(q, RADIX)
+                entry = cache.get((rid << 32) | gid)
+                if entry is None:
+                    entry = entry_of(pos, rid, gid)
+                diffs, slow, props, n = entry
+                count += n
+                # Only the new states reach Python code: the sums and the lookups run inside filterfalse/map.
+                for ns in filterfalse(contains, map(s.__add__, diffs)):
+                    parent[ns] = s
+                    append(ns)
+                if slow or props:
+                    self._take(s, pos, [self._flushed(s, pos, rid2, gid2) for rid2, gid2 in slow], props, parent,
+                               nxt, found)
+            if whole_needed(gid):
+                trans, props = e.whole(self.unpack(s))
                 count += len(trans)
-                for tid, ns in trans:
-                    if ns not in parent:
-                        parent[ns] = (s, None, tid)
-                        nxt.append(ns)
-                for key, tid in props:
-                    if key not in found:
-                        found[key] = ("step", s, (None, tid))
+                self._take(s, None, [self.pack(ns) for _, ns in trans], props, parent, nxt, found)
             if budget is not None and len(parent) >= budget:
                 return nxt, count, True
         return nxt, count, False
 
-    def _flushed(self, s: tuple, pos: int, rid2: int, gid2: int) -> tuple:
+    @staticmethod
+    def _take(s: int, pos, states: list, props: tuple, parent: dict, nxt: list, found: dict) -> None:
+        """Add the states not seen yet (reached from ``s`` by moves on ``pos``) and the properties not found yet."""
+        for ns in states:
+            if ns not in parent:
+                parent[ns] = s
+                nxt.append(ns)
+        for key, tid in props:
+            if key not in found:
+                found[key] = ("step", s, (pos, tid))
+
+    def _flushed(self, s: int, pos: int, rid2: int, gid2: int) -> int:
+        """The packed state after a move on ``pos`` that ended in ``flush_tlb_all()``."""
+        state = self.unpack(s)
+        return self.pack(self.flushed(state, pos, rid2, gid2))
+
+    def flushed(self, state: tuple, pos: int, rid2: int, gid2: int) -> tuple:
         clear = self.e.clear_tlb
-        rest = [clear(r) for r in s[1:]]
+        rest = [clear(r) for r in state[1:]]
         rest[pos - 1] = rid2
         return (gid2,) + tuple(rest)
 
     # -- counterexamples ---------------------------------------------------------------------------------------
-    def path(self, parent: dict, state: tuple) -> list[Move]:
+    def successors(self, s: int):
+        """``(move, next state)`` for every transition out of packed state ``s``, in the order the search takes
+        them (so the first one reaching a state is the move its ``parent`` entry stands for)."""
+        e, state = self.e, self.unpack(s)
+        gid = state[0]
+        if not e.full:
+            for pos in range(1, self.n + 1):
+                trans, _ = e.local(pos, state[pos], gid)
+                for tid, rid2, gid2, fa in trans:
+                    ns = self.flushed(state, pos, rid2, gid2) if fa else (
+                        (gid2,) + state[1:pos] + (rid2,) + state[pos + 1:])
+                    yield e.move(pos, tid), self.pack(ns)
+        if self._whole_needed(gid):
+            for tid, ns in e.whole(state)[0]:
+                yield e.move(None, tid), self.pack(ns)
+
+    def path(self, parent: dict, state: int) -> list[Move]:
+        """The moves from the root to packed ``state`` along ``parent``: for each edge, the first move (in search
+        order) from the parent that reaches the child."""
         out = []
         while parent[state] is not None:
-            state, pos, tid = parent[state]
-            out.append(self.e.move(pos, tid))
+            prev = parent[state]
+            out.append(next(m for m, ns in self.successors(prev) if ns == state))
+            state = prev
         return out[::-1]
 
     def counterexample(self, parent: dict, key: str, how) -> Counterexample:
@@ -673,11 +754,16 @@ def _expectations(ce: Counterexample, n: int) -> list[dict]:
 
 
 # -- entry points ----------------------------------------------------------------------------------------
-#: Default state budget: the search stops as soon as it has visited this many states. With 2M folios every step
-#: walks 512 pages and a record no longer stands for one index (:class:`Engine`), so a state costs about a hundred
-#: times more and those spaces get a smaller default.
-BUDGET = 150_000
+#: Default state budget: the search stops as soon as it has visited this many states. Enough for the filemap
+#: design at 4 pages (345,547 states) to complete.
+BUDGET = 400_000
+#: With 2M folios no search completes (:data:`UNBOUNDED_2M`), every step walks 512 pages and a record no longer
+#: stands for one index (:class:`Engine`), so a state costs about a hundred times more: this budget only bounds
+#: the wait.
 BUDGET_2M = 300
+#: Why a configuration with 2M folios is always bounded, as the sweep's legend says it.
+UNBOUNDED_2M = ("a configuration with 2M folios has no end: each 2M allocation is a seeded random draw of a "
+                "pageblock, and the draw's state is part of the machine's")
 AUTO = "auto"
 
 
@@ -730,7 +816,7 @@ def _views(search: Search, parent: dict) -> tuple[int, int]:
     value = search.e.records.value
     views, members = set(), set()
     for s in parent:
-        recs = [value(r) for r in s[1:]]
+        recs = [value(r) for r in search.unpack(s)[1:]]
         views.add(tuple(None if r is None else search.e.view(r) for r in recs))
         members.add(tuple(r is None for r in recs))
     return len(views), len(members)
@@ -751,18 +837,29 @@ def state_space_sizes(design: str = "filemap", offsets_range=range(1, 4), **kw) 
 
 #: Space changes a switch needs to show itself (put_before_restore acts on memfd_secret's racing fault).
 SWITCH_SPACE = {"put_before_restore": {"offsets": 1, "secret": 1}, "restore_4k": {"offsets": 1}}
+#: Pages of the guest_memfd per design (and design with a switch) where the default of 3 would not complete
+#: within :data:`BUDGET`: the sweep runs each configuration at the largest size (up to 3 pages) whose search is
+#: exhaustive. Per-folio and secretmem free pages whose direct map is still invalid, so free pages carry state
+#: too and their spaces grow fast with the pages (per-folio on x86: 1,645 states at 1 page, 1,206,537 at 2, past
+#: 16 million at 3 and still growing at depth 8; filemap's direct map follows page-cache membership, 11,831
+#: states at 3 pages). Measured with ``nbmodel explore --offsets N --max-states 0``.
+DESIGN_PAGES = {("per-folio", None): 1, ("secretmem", None): 1, ("filemap", "unhooked_migration"): 2}
 ARCHES = (("x86", None), ("arm64", "bbml2"), ("arm64", "rodata-full"))
 
 
 def default_spaces(designs=DESIGNS, arches=ARCHES, switch_sets=None, **kw) -> list[Space]:
     """The sweep ``nbmodel explore`` runs: every design x arch x (no switch, each switch alone);
-    ``arm64_no_bbml2`` (which forces the arm64 mode) once per design."""
+    ``arm64_no_bbml2`` (which forces the arm64 mode) once per design. Pages: ``offsets`` if given, else what
+    :data:`SWITCH_SPACE` and :data:`DESIGN_PAGES` say, else 3."""
     if switch_sets is None:
         switch_sets = [()] + [(s,) for s in SWITCHES]
     out = []
     for design in designs:
         for switches in switch_sets:
             extra = {k: v for sw in switches for k, v in SWITCH_SPACE.get(sw, {}).items() if k not in kw}
+            pages = [DESIGN_PAGES[design, sw] for sw in (None, *switches) if (design, sw) in DESIGN_PAGES]
+            if pages and "offsets" not in kw and "offsets" not in extra:
+                extra["offsets"] = min(pages)
             for arch, mode in arches:
                 if "arm64_no_bbml2" in switches:
                     if arch != "arm64" or (arch, mode) != next(a for a in arches if a[0] == "arm64"):
@@ -903,7 +1000,7 @@ def format_table(spaces: list[Space], results: list, timing: bool = True) -> str
 
 LEGEND = ("ok: holds in every reachable state (complete search)  ok<: holds in every state the bounded search "
           "visited  N: shortest counterexample has N steps (setup included; --details prints it)  -: n/a  "
-          "depth N<: bounded")
+          "depth N<: bounded (" + UNBOUNDED_2M + ")")
 
 
 # -- command line ------------------------------------------------------------------------------------------

@@ -82,9 +82,10 @@ def check_conformance(space: Space, depth: int = 5, sample: int = 60, seed: int 
     return problems
 
 
-def _check_state(search: Search, parent: dict, s: tuple) -> list[str]:
+def _check_state(search: Search, parent: dict, packed: int) -> list[str]:
     space, e = search.space, search.e
-    path = search.path(parent, s)
+    path = search.path(parent, packed)
+    s = search.unpack(packed)
     where = " ; ".join(str(m.step(space)) for m in path) or "(setup only)"
     real, _ = _replay(space, path)
     want = e.u.expand(s)
@@ -175,7 +176,7 @@ def _memoized(search: Search, s: tuple) -> tuple[set, set]:
             trans, found = e.local(pos, s[pos], gid)
             props.update(k for k, _ in found)
             for _, rid2, gid2, fa in trans:
-                ns = search._flushed(s, pos, rid2, gid2) if fa else (gid2,) + s[1:pos] + (rid2,) + s[pos + 1:]
+                ns = search.flushed(s, pos, rid2, gid2) if fa else (gid2,) + s[1:pos] + (rid2,) + s[pos + 1:]
                 nxt.add(e.u.expand(ns))
     if e.full or not all(e.globals.value(gid)[0]) or closes(search.space):
         trans, found = e.whole(s)

@@ -17,10 +17,12 @@ changes another index raises :class:`LocalityError`), and :mod:`nbmodel.explore_
 ``tests/test_explore.py``) checks the encoding and every memoized successor against fresh Systems.
 
 Free pages carry their own bits too. The allocator's per-CPU list is part of ``G`` as ``(pfn, bits, TLB
-holders)`` entries, so most steps, which take at most the top page, read only a *view* of ``G``
-(:func:`view_of`: the list cut to its top entry). A step run on a view returns a delta that
-:func:`apply_delta` applies to any ``G`` with that view; a step that reaches below the view (a second
-allocation, a range flush over a page it does not know) raises :class:`NeedDeeper` and runs on the whole ``G``.
+holders)`` entries, so most steps read only a *view* of ``G``: a step that allocates nothing reads no part of
+the list (:func:`view0_of`), one that takes one page reads its top entry (:func:`view_of`). Neither view holds
+the invariants' two counters, which no step reads. A step run on a view returns a delta that
+:func:`apply_delta0` / :func:`apply_delta` applies to any ``G`` with that view; a step that reaches below the
+view (a second allocation, a range flush over a page it does not know) raises :class:`NeedDeeper` and runs on
+the whole ``G``.
 
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
@@ -44,6 +46,7 @@ from .units import PAGE_SHIFT, human
 GUEST_DATA = ("guest-secret", "guest-image", "secret")
 _ZERO_COUNTERS = dict(Counters())
 UNREAD_FLAGS = frozenset({"user_mapped", "guest_mapped"})
+NO_FLAGS = (False, False)
 PAGE_BITS = VALID | RW
 GMEM, SECRET = "g", "s"
 
@@ -522,12 +525,16 @@ class Universe:
         encode: one transition."""
         return self._run(self.globals.value(gid), recs, step, None)
 
-    def run_view(self, view: tuple, recs: dict, step: tuple) -> Outcome:
-        """One transition on a *view* of ``G`` (:func:`view_of`): the outcome carries a delta for
-        :func:`apply_delta` instead of a ``G``; raises NeedDeeper when the step needs what the view hides."""
-        return self._run(view[:3] + view[3:4] + view[5:], recs, step, view[4])
+    def run_view(self, view: tuple, recs: dict, step: tuple, level: int = 1) -> Outcome:
+        """One transition on a *view* of ``G``: level 1 is :func:`view_of` (the per-CPU list's top entry), level 0
+        :func:`view0_of` (no per-CPU list at all, nor the carve position). The outcome carries a delta for
+        :func:`apply_delta` / :func:`apply_delta0` instead of a ``G``; raises NeedDeeper when the step needs what
+        the view hides."""
+        if level == 0:
+            return self._run(view[:3] + ((), 0) + view[3:] + (NO_FLAGS,), recs, step, True, level=0)
+        return self._run(view[:3] + view[3:4] + view[5:] + (NO_FLAGS,), recs, step, view[4])
 
-    def _run(self, g: tuple, recs: dict, step: tuple, hidden) -> Outcome:
+    def _run(self, g: tuple, recs: dict, step: tuple, hidden, level: int = 1) -> Outcome:
         # The model's own check of the state after the step is left to the search, which checks every state it
         # reaches (Engine.broken); what only the step can show (a racing read's view) comes back as ``inside``.
         self._decode(g, recs, bool(hidden))
@@ -551,6 +558,8 @@ class Universe:
         recs2 = {p: self.records.id(r) for p, r in recs2.items()}
         if hidden is None:
             return Outcome(None, recs2, self.globals.id(g2), flush_all, props, reached)
+        if level == 0:  # nothing was popped (the list was empty and hidden); the carve position is the caller's
+            return Outcome(None, recs2, None, flush_all, props, reached, (g2[3], g2[:3] + g2[5:], flush_all))
         delta = (len(g[3]) - a.low, g2[3][a.low:], g2[:3] + g2[4:], flush_all)
         return Outcome(None, recs2, None, flush_all, props, reached, delta)
 
@@ -595,9 +604,27 @@ class Universe:
 
 
 def view_of(g: tuple) -> tuple:
-    """``G`` with the per-CPU list cut to its top entry, and whether more lie below: what most steps read."""
+    """``G`` with the per-CPU list cut to its top entry, and whether more lie below: what most steps read. The
+    invariants' two counters (the last part of ``G``) are left out too: no step reads them, so a step runs with
+    them at zero and its delta's counters are or-ed into ``G``'s."""
     free = g[3]
-    return g[:3] + (free[-1:], len(free) > 1) + g[4:]
+    return g[:3] + (free[-1:], len(free) > 1) + g[4:6]
+
+
+def view0_of(g: tuple) -> tuple:
+    """``G`` without the per-CPU list and the carve position: what a step that allocates no page reads (and, as in
+    :func:`view_of`, without the invariants' two counters)."""
+    return g[:3] + g[5:6]
+
+
+def apply_delta0(g: tuple, delta: tuple) -> tuple:
+    """``G`` after a step whose outcome on ``view0_of(g)`` was ``delta``: the whole per-CPU list stays below what
+    the step pushed (TLB bits cleared if it flushed everything), the carve position is unchanged."""
+    pushed, rest, flushed = delta
+    keep = g[3]
+    if flushed and keep:
+        keep = tuple((p, b, 0) for p, b, _ in keep)
+    return rest[:3] + (keep + pushed, g[4], rest[3], _or(g[6], rest[4]))
 
 
 def apply_delta(g: tuple, delta: tuple) -> tuple:
@@ -608,7 +635,11 @@ def apply_delta(g: tuple, delta: tuple) -> tuple:
     keep = free[:len(free) - popped] if popped else free
     if flushed and keep:
         keep = tuple((p, b, 0) for p, b, _ in keep)
-    return rest[:3] + (keep + pushed,) + rest[3:]
+    return rest[:3] + (keep + pushed, rest[3], rest[4], _or(g[6], rest[5]))
+
+
+def _or(a: tuple, b: tuple) -> tuple:
+    return (a[0] or b[0], a[1] or b[1])
 
 
 def observe(step, pre: dict, racing: list) -> frozenset:
@@ -656,4 +687,5 @@ def _apply_items(table: list, items) -> None:
 
 
 __all__ = ["Space", "Universe", "ExploreAllocator", "ExploreLimit", "LocalityError", "NeedDeeper", "Interner",
-           "Outcome", "observe", "observed", "view_of", "apply_delta", "GUEST_DATA", "GMEM", "SECRET"]
+           "Outcome", "observe", "observed", "view_of", "apply_delta", "view0_of", "apply_delta0", "GUEST_DATA",
+           "GMEM", "SECRET"]

@@ -121,6 +121,68 @@ def test_conformance_check_catches_a_view_that_hides_what_a_step_reads(monkeypat
     assert check_conformance(Space(design="secretmem", offsets=1, secret=1), depth=5, sample=40, seed=3, first=40)
 
 
+def test_conformance_check_catches_a_view_without_the_list_that_drops_it(monkeypatch):
+    """Plant: a step run on the view without the per-CPU list (most moves) loses the list below what it pushed."""
+    def dropping(g, delta):
+        pushed, rest, flushed = delta
+        return rest[:3] + (pushed, g[4], rest[3], rest[4])
+
+    monkeypatch.setattr(ex, "apply_delta0", dropping)
+    assert check_conformance(Space(design="filemap", offsets=2), depth=5, sample=40, seed=3, first=40)
+
+
+def test_conformance_check_catches_counters_that_are_not_carried(monkeypatch):
+    """Plant: the views leave the invariants' two counters out; a delta that then forgets the ones ``G`` had
+    (a freed-unmapped page seen earlier) makes (b) heal, which a fresh System does not."""
+    real = es.apply_delta0
+
+    def forgetting(g, delta):
+        out = real(g, delta)
+        return out[:6] + (delta[1][4],)
+
+    monkeypatch.setattr(ex, "apply_delta0", forgetting)
+    assert check_conformance(Space(design="per-folio", offsets=1), depth=6, sample=60, seed=3, first=60)
+
+
+def test_packed_states_add_one_difference_per_move():
+    """A packed state is a number in base RADIX; changing one position's id is adding one difference, and
+    unpacking gives the tuple back, for ids up to 2**32 - 1."""
+    search = ex.Search(Space(design="filemap", offsets=3))
+    top = (1 << 32) - 1
+    for state in [(0, 0, 0, 0), (top, top, top, top), (5, 0, top, 7), (8253, 371, 0, 12)]:
+        s = search.pack(state)
+        assert search.unpack(s) == state
+        for pos in range(1, 4):
+            for new in (0, 1, top):
+                moved = state[:pos] + (new,) + state[pos + 1:]
+                assert search.pack(moved) == s + (new - state[pos]) * ex.RADIX ** pos
+                assert search.unpack(s + (new - state[pos]) * ex.RADIX ** pos) == moved
+
+
+def test_default_sweep_sizes_follow_the_table():
+    spaces = ex.default_spaces()
+    pages = {(sp.design, sp.switches): sp.offsets for sp in spaces}
+    assert pages["per-folio", ()] == pages["secretmem", ()] == 1 and pages["filemap", ()] == 3
+    assert pages["filemap", ("unhooked_migration",)] == 2 and pages["per-folio", ("unhooked_migration",)] == 1
+    assert all(sp.offsets == 4 for sp in ex.default_spaces(offsets=4))  # --offsets wins over the table
+
+
+@pytest.mark.slow  # the whole default sweep: about 45 CPU-s here
+def test_default_sweep_is_exhaustive_but_for_2m_folios():
+    spaces = ex.default_spaces()
+    results = ex.sweep(spaces)
+    for sp, r in zip(spaces, results, strict=True):
+        if isinstance(r, tuple):
+            continue
+        assert r.complete == (not sp.config().large_folios), sp.label()
+
+
+def test_filemap_at_four_pages_completes_within_the_default_budget():
+    r = explore(design="filemap", arch="x86", offsets=4)
+    assert r.complete and r.states <= ex.BUDGET
+    assert all(r.per_invariant[k] is None for k in ("a", "b", "c"))
+
+
 @pytest.mark.slow
 def test_memoized_search_equals_the_whole_state_search(monkeypatch):
     """The per-record memo and the views change nothing: the same space searched with every move run on the
