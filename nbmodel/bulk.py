@@ -26,11 +26,12 @@ import random
 
 from .counters import Counters
 from .designs import MERMAP_WINDOW_PAGES, Config
-from .errors import Errno, ModelInputError
+from .errors import Errno, ModelInputError, VmFault
 from .guest_memfd import fallocate_errno
 from .physmem import _FREE, _USED, MemoryMap, pageblocks, take_block
 from .policy import Policy
 from .secretmem import KIND as SECRETMEM_FILE
+from .system import step_result
 from .tlb import arm64_flush_limit_excess, arm64_tlbi_ops
 from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_signed_size, parse_size
 
@@ -662,7 +663,7 @@ class BulkSystem:
         ln = len if type(len) is int else parse_signed_size(len)
         err = fallocate_errno(f.size, off, ln, keep_size=keep_size)
         if err is not None:
-            return err.name
+            return step_result(-err)
         self._deferred = 0
         ret = self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, "fallocate")
         if self._deferred:
@@ -675,7 +676,7 @@ class BulkSystem:
         ln = len if type(len) is int else parse_signed_size(len)
         err = fallocate_errno(f.size, off, ln, punch_hole=True)
         if err is not None:
-            return err.name
+            return step_result(-err)
         self._truncate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT)
         return "0"
 
@@ -692,12 +693,12 @@ class BulkSystem:
         if ln <= 0 or off % PAGE_SIZE or ln % PAGE_SIZE:
             raise BulkUnsupported("fault ranges are whole pages")
         if off >= f.size and how == "guest_fault":
-            return "EINVAL"
+            return step_result(-Errno.EINVAL)  # kvm_gmem_get_pfn()
         refused = self._refused(f, how)
         if refused:
             return refused
         if off >= f.size:
-            return "SIGBUS"
+            return step_result(VmFault.SIGBUS)  # the fault handlers past i_size
         if off + ln > f.size:
             raise BulkUnsupported("a fault range past the end of the file")
         return self._populate(f, off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT, how)
@@ -720,7 +721,7 @@ class BulkSystem:
         f = self._file(file, "guest_memfd")
         off, ln = parse_size(offset), parse_size(len)
         if off % PAGE_SIZE or ln % PAGE_SIZE or ln == 0 or off + ln > f.size:
-            return "EINVAL"
+            return step_result(-Errno.EINVAL)
         refused = self._refused(f, "write")
         if refused:
             return refused

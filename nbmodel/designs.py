@@ -55,7 +55,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from .errors import Errno, ModelInputError
+from .errors import OOPS, Access, Errno, ModelInputError
 from .folio import Folio
 from .pagecache import filemap_add_folio, filemap_grab_folio
 from .pagetable import VALID
@@ -86,8 +86,6 @@ OPTIONS = {
 
 PRIVATE_NO_DIRECT_MAP = 1 << 0  # KVM_GMEM_FOLIO_NO_DIRECT_MAP, BIT(0) of folio->private (v12)
 MERMAP_WINDOW_PAGES = 512  # MERMAP_CPU_REGION_SIZE = PAGE_SIZE << MAX_PAGECACHE_ORDER (draft), 4K pages
-#: What a kernel path returns when it oopsed (a kernel page fault on the direct map): the task dies there.
-OOPS = "oops"
 
 
 def mermap_map(k, pages: int) -> None:
@@ -124,7 +122,7 @@ def alloc_unmapped_folio(k, order: int, name: str = "") -> Folio | int:
     pool here is the allocator's own, as in Jackman's series. Freed pages go back to the pool, still unmapped."""
     pfn, block = k.alloc.alloc_unmapped(order)
     if pfn < 0:
-        k.emit("error", what="alloc_unmapped", ret="ENOMEM")
+        k.emit("error", what="alloc_unmapped", ret=Errno.ENOMEM.name)
         return pfn
     if block is not None:
         addr = k.page_address(block)
@@ -200,25 +198,26 @@ class Design:
         """The allocation inside ``kvm_gmem_get_folio()``: ``folio_alloc()`` (``zero`` is ``__GFP_ZERO``), or a
         folio of the unmapped source (:func:`~nbmodel.designs.alloc_unmapped_folio`). ``__GFP_ZERO`` on an unmapped
         folio zeroes it through the direct map (``post_alloc_hook()`` -> ``clear_highpage()``): that oopses, and
-        :data:`OOPS` is returned (Jackman's v4 makes ``ALLOC_UNMAPPED`` and ``__GFP_ZERO`` incompatible)."""
+        :data:`~nbmodel.errors.OOPS` is returned (Jackman's v4 makes ``ALLOC_UNMAPPED`` and ``__GFP_ZERO``
+        incompatible)."""
         if not self.unmapped_source_for(k, f):
             return k.folio_alloc(order, zero=zero, name=name)
         folio = alloc_unmapped_folio(k, order, name=name)
-        if not isinstance(folio, int) and zero and k.folio_zero(folio) == "oops":
+        if not isinstance(folio, int) and zero and k.folio_zero(folio) is OOPS:
             k.folio_put(folio)  # the model frees it (back to the pool, still unmapped); the kernel task died
             return OOPS
         return folio
 
-    def gmem_populate_copy(self, k, f, folio, pfn: int) -> str:
+    def gmem_populate_copy(self, k, f, folio, pfn: int) -> Access:
         """``kvm_gmem_populate()``'s copy of the launch image into ``pfn`` of ``folio``
         (``sev_gmem_post_populate()``: ``kmap_local_page()`` + ``memcpy``; on 64-bit without HIGHMEM
         ``kmap_local_page()`` is ``page_address()``, the direct map). With ``populate="mermap"``, Sean
         Christopherson's "dedicated variants of kmap_local_xxx()": a mermap window, event
-        ``mermap(what=populate ...)``. Returns ``"ok"``, ``"stale"`` or ``"oops"``."""
+        ``mermap(what=populate ...)``. Returns the copy's :class:`~nbmodel.errors.Access`."""
         if self.config.populate == "mermap":
             mermap_map(k, 1)
             k.emit("mermap", what="populate", pfn=pfn, pages=1)
-            return "ok"
+            return Access.OK
         return k.kernel_access(pfn, write=True, what="populate")
 
     def gmem_first_use(self, k, f, folio) -> int:
@@ -331,7 +330,7 @@ class Secretmem(OwnerZaps):
 
     def _gmem_add(self, k, f, base, order):
         folio = self.gmem_alloc_folio(k, f, order, zero=True, name=f"{f.name}:{base}")  # __GFP_ZERO, as secretmem
-        if isinstance(folio, int | str):
+        if isinstance(folio, int) or folio is OOPS:
             return folio
         folio.flags.add("zeroed_at_add")
         addr = k.page_address(folio.pfn)

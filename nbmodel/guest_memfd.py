@@ -13,7 +13,7 @@ migrate (``filemap_migrate_folio()``).
 
 from __future__ import annotations
 
-from .errors import Errno, ModelInputError
+from .errors import OOPS, Access, Errno, ModelInputError, VmFault, vmf_error
 from .pagecache import (
     AddressSpace,
     AddressSpaceOps,
@@ -103,15 +103,15 @@ def _fail(k, what: str, err: Errno) -> int:
 
 def kvm_gmem_get_folio(k, f: GmemFile, index: int):
     """``kvm_gmem_get_folio()``: the locked folio at ``index``, allocated and added if absent (as the design
-    decides), a negative errno, or ``"oops"`` if the allocation faulted on the direct map (``__GFP_ZERO`` on a
-    folio of the unmapped source)."""
+    decides), a negative errno, or :data:`~nbmodel.errors.OOPS` if the allocation faulted on the direct map
+    (``__GFP_ZERO`` on a folio of the unmapped source)."""
     return k.design.gmem_get_folio(k, f, index, 9 if k.config.large_folios else 0)
 
 
-def _prepare_contents(k, folio) -> str:
+def _prepare_contents(k, folio) -> Access:
     """Mainline lazy zeroing: ``clear_highpage()`` + ``folio_mark_uptodate()`` if not uptodate. A folio the page
-    cache zeroed before the add (``zeroed_at_add``) only gets the flag."""
-    result = "ok"
+    cache zeroed before the add (``zeroed_at_add``) only gets the flag. Returns the zeroing's access outcome."""
+    result = Access.OK
     if not folio.test("uptodate"):
         if not folio.test("zeroed_at_add"):
             result = k.folio_zero(folio)
@@ -149,15 +149,15 @@ def kvm_gmem_fallocate(k, f: GmemFile, off: int, ln: int, punch_hole: bool = Fal
     return kvm_gmem_allocate(k, f, off, ln)
 
 
-def kvm_gmem_allocate(k, f: GmemFile, off: int, ln: int) -> int | str:
+def kvm_gmem_allocate(k, f: GmemFile, off: int, ln: int) -> int | Access:
     """``kvm_gmem_allocate()``: get (create) each folio in the range, then unlock and put it. 0, a negative
-    errno, or ``"oops"``."""
+    errno, or :data:`~nbmodel.errors.OOPS`."""
     k.design.gmem_fallocate_begin(k, f)
     ret = 0
     index, end = off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT
     while index < end:
         folio = kvm_gmem_get_folio(k, f, index)
-        if isinstance(folio, int | str):
+        if isinstance(folio, int) or folio is OOPS:
             ret = folio
             break
         index = folio.index + folio.nr_pages
@@ -177,46 +177,55 @@ def kvm_gmem_punch_hole(k, f: GmemFile, off: int, ln: int) -> int:
     return 0
 
 
-def kvm_gmem_fault_user_mapping(k, f: GmemFile, off: int, data: str = "guest-secret") -> str:
-    """``kvm_gmem_fault_user_mapping()`` then a userspace store of ``data``: ``"0"`` or ``"SIGBUS"`` (past
-    i_size, no INIT_SHARED, or an error from the design's first-use step: ``vmf_error()``), ``"OOM"``, or
-    ``"ENODEV"`` when the file has no MMAP flag (the mapping the store needs cannot exist: ``mmap()`` fails)."""
-    if "MMAP" not in f.flags:
-        kvm_gmem_mmap(k, f)
-        return "ENODEV"
+def vmm_store(k, f: GmemFile, off: int, data: str = "guest-secret") -> int | VmFault | Access:
+    """The VMM stores ``data`` at ``off`` through its ``mmap()`` of the file: ``kvm_gmem_mmap()`` first, whose
+    -ENODEV (no ``GUEST_MEMFD_FLAG_MMAP``) means the mapping the store needs cannot exist; then the store's page
+    fault, :func:`kvm_gmem_fault_user_mapping`, and its ``vm_fault_t``."""
+    ret = kvm_gmem_mmap(k, f)
+    if ret:
+        return ret
+    return kvm_gmem_fault_user_mapping(k, f, off, data)
+
+
+def kvm_gmem_fault_user_mapping(k, f: GmemFile, off: int, data: str = "guest-secret") -> VmFault | Access:
+    """``kvm_gmem_fault_user_mapping()`` then the userspace store of ``data`` it lets complete. Returns the
+    handler's ``vm_fault_t``: ``VM_FAULT_LOCKED`` (the page is there), ``VM_FAULT_SIGBUS`` past i_size or without
+    INIT_SHARED, ``vmf_error()`` of an error from getting the folio or from the design's first-use step; or
+    :data:`~nbmodel.errors.OOPS` when ``clear_highpage()`` (or the allocation's zeroing) faulted on the direct
+    map: the kernel oopses inside the fault handler."""
     if off >= f.size or "INIT_SHARED" not in f.flags:
-        k.emit("error", what="kvm_gmem_fault_user_mapping", ret="SIGBUS")
-        return "SIGBUS"
+        k.emit("error", what="kvm_gmem_fault_user_mapping", ret=VmFault.SIGBUS.name)
+        return VmFault.SIGBUS
     folio = kvm_gmem_get_folio(k, f, off >> PAGE_SHIFT)
-    if isinstance(folio, str):
-        return folio  # "oops"
+    if folio is OOPS:
+        return OOPS
     if isinstance(folio, int):
-        return "SIGBUS" if folio != -Errno.ENOMEM else "OOM"
-    if _prepare_contents(k, folio) == "oops":
+        return vmf_error(folio)
+    if _prepare_contents(k, folio) is OOPS:
         _unlock_put(k, folio)
-        return "oops"  # clear_highpage() faulted on the direct map: the kernel oopses in the fault handler
+        return OOPS
     ret = k.design.gmem_first_use(k, f, folio)
     if ret:
         _unlock_put(k, folio)
-        return "OOM" if ret == -Errno.ENOMEM else "SIGBUS"
+        return vmf_error(ret)
     folio.flags.add("user_mapped")
     folio.content = data  # the VMM writes through its own (userspace) mapping: no direct map involved
     _unlock_put(k, folio)
-    return "0"
+    return VmFault.LOCKED
 
 
-def kvm_gmem_get_pfn(k, f: GmemFile, off: int, data: str = "guest-secret") -> int | str:
+def kvm_gmem_get_pfn(k, f: GmemFile, off: int, data: str = "guest-secret") -> int | Access:
     """``kvm_gmem_get_pfn()`` for a guest fault: get the folio, zero it if not uptodate, the design's first-use
     step (v12: "zap then prepare"), ``kvm_gmem_prepare_folio()``; the guest then runs and writes ``data``.
-    Returns 0, a negative errno, or ``"oops"`` if zeroing faulted on the direct map."""
+    Returns 0, a negative errno, or :data:`~nbmodel.errors.OOPS` if zeroing faulted on the direct map."""
     if off >= f.size:
         return _fail(k, "kvm_gmem_get_pfn", Errno.EINVAL)
     folio = kvm_gmem_get_folio(k, f, off >> PAGE_SHIFT)
-    if isinstance(folio, int | str):
+    if isinstance(folio, int) or folio is OOPS:
         return folio
-    if _prepare_contents(k, folio) == "oops":
+    if _prepare_contents(k, folio) is OOPS:
         _unlock_put(k, folio)
-        return "oops"
+        return OOPS
     ret = k.design.gmem_first_use(k, f, folio)
     if ret:
         _unlock_put(k, folio)
@@ -228,8 +237,9 @@ def kvm_gmem_get_pfn(k, f: GmemFile, off: int, data: str = "guest-secret") -> in
     return 0
 
 
-def kvm_gmem_write(k, f: GmemFile, off: int, ln: int, data: str = "guest-image") -> int:
-    """``write()`` on guest_memfd (the unmerged population series, v7 2025-11-14): bytes written or -errno.
+def kvm_gmem_write(k, f: GmemFile, off: int, ln: int, data: str = "guest-image") -> int | Access:
+    """``write()`` on guest_memfd (the unmerged population series, v7 2025-11-14): bytes written, -errno, or
+    :data:`~nbmodel.errors.OOPS` if getting the first folio oopsed.
     Each folio is got, copied into as the design decides (through the direct map, or a mermap window),
     marked uptodate, and given the design's first-use step; the design may refuse the whole write or a
     folio (v12: "userspace can write() exactly once")."""
@@ -242,7 +252,7 @@ def kvm_gmem_write(k, f: GmemFile, off: int, ln: int, data: str = "guest-image")
     index, end = off >> PAGE_SHIFT, (off + ln) >> PAGE_SHIFT
     while index < end:
         folio = kvm_gmem_get_folio(k, f, index)
-        if isinstance(folio, int | str):
+        if isinstance(folio, int) or folio is OOPS:
             return written or folio
         ret = k.design.gmem_write_folio_refused(k, f, folio)
         if ret:
@@ -293,22 +303,22 @@ def vfs_io_errno(off: int, positional: bool) -> Errno:
     return Errno.EINVAL if off < 0 else Errno.ESPIPE
 
 
-def kvm_gmem_populate(k, f: GmemFile, off: int, data: str = "guest-image") -> int | str:
+def kvm_gmem_populate(k, f: GmemFile, off: int, data: str = "guest-image") -> int | Access:
     """``kvm_gmem_populate()`` (SNP/TDX launch): -EINVAL for other VM types; SNP copies the page in
     (``sev_gmem_post_populate()``) as the design's :meth:`~nbmodel.designs.Design.gmem_populate_copy` does it:
     ``kmap_local_page()`` + memcpy through the direct map, or a mermap window with ``populate="mermap"``.
-    Returns 0, a negative errno, or ``"oops"`` when the copy faulted on an invalid direct map (possible only
-    under the ``snp_no_direct_map`` what-if)."""
+    Returns 0, a negative errno, or :data:`~nbmodel.errors.OOPS` when the copy faulted on an invalid direct map
+    (possible only under the ``snp_no_direct_map`` what-if)."""
     if f.vm_type not in COCO or off >= f.size or off % PAGE_SIZE:
         return _fail(k, "kvm_gmem_populate", Errno.EINVAL)
     folio = kvm_gmem_get_folio(k, f, off >> PAGE_SHIFT)
-    if isinstance(folio, int | str):
+    if isinstance(folio, int) or folio is OOPS:
         return folio
     if f.vm_type == "snp":
         pfn = folio.pfn + (off >> PAGE_SHIFT) - folio.index
-        if k.design.gmem_populate_copy(k, f, folio, pfn) == "oops":
+        if k.design.gmem_populate_copy(k, f, folio, pfn) is OOPS:
             _unlock_put(k, folio)
-            return "oops"
+            return OOPS
     folio.content = data
     folio.flags.add("uptodate")
     k.emit("prepare", file=f.name, pfn=folio.pfn)

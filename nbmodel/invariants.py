@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .designs import DESIGN_CLASSES, DESIGNS, PRIVATE_NO_DIRECT_MAP
+from .errors import Access
 from .kernel import Touched
 from .pagetable import MAPPED, VALID
 
@@ -62,13 +63,13 @@ def check_unmapped_while_cached(sys, tlb: bool = True) -> str | None:
     return None
 
 
-def racing_read_breaks(sys, pfn: int, result: str) -> dict[str, str]:
+def racing_read_breaks(sys, pfn: int, result: Access) -> dict[str, str]:
     """Invariants broken *inside* a step, seen by another CPU at an interrupt point: the page-table half of
     (a), (b) and (c) as between steps, and (a) again if the racing read reached a cached folio's data."""
     # (d) is left out: v12 sets the bit only after the zap returns, so inside the step it lags by design.
     out = {key: reason for key, reason in broken(sys).items() if key not in ("a", "d")}
     reason = check_unmapped_while_cached(sys, tlb=False)
-    if reason is None and result in ("ok", "stale"):
+    if reason is None and result in (Access.OK, Access.STALE):
         for folio in _cached_folios(sys):
             if folio.pfn <= pfn < folio.pfn + folio.nr_pages:
                 reason = f"another CPU read {folio.name} through the direct map ({result}) while it was cached"

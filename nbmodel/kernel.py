@@ -10,7 +10,7 @@ import copy
 
 from .arm64 import Arm64LinearMap
 from .counters import Counters
-from .errors import Errno, ModelInputError
+from .errors import Access, Errno, ModelInputError, errno_name
 from .folio import Folio
 from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID, translate_table
 from .physmem import MemoryMap, PageAllocator
@@ -21,6 +21,7 @@ from .x86 import X86DirectMap
 
 ARCHES = ("x86", "arm64")
 _RESTORE, _ZAP = translate_table(VALID | RW, 0), translate_table(0, VALID | RW)  # set/clear VALID|RW
+_OK, _STALE, _OOPS = Access.OK, Access.STALE, Access.OOPS  # module globals: the access path is hot
 
 
 class Touched:
@@ -161,11 +162,11 @@ class Kernel:
         """``pagetable_alloc(GFP_KERNEL, 0)`` for a split; a PFN or ``-ENOMEM``."""
         if self.fail_pgtable_allocs:
             self.fail_pgtable_allocs -= 1
-            self.emit("error", what="pagetable_alloc", ret="ENOMEM")
+            self.emit("error", what="pagetable_alloc", ret=Errno.ENOMEM.name)
             return -Errno.ENOMEM
         pfn = self.alloc.alloc(0)
         if pfn < 0:
-            self.emit("error", what="pagetable_alloc", ret="ENOMEM")
+            self.emit("error", what="pagetable_alloc", ret=Errno.ENOMEM.name)
             return pfn
         self.pgtable_pfns.append(pfn)
         self.counters["pgtable_pages"] += 1
@@ -256,11 +257,11 @@ class Kernel:
         if valid:
             ret = self._apply(pfn, npages, VALID | RW, 0)
             if self.trace_enabled:
-                self.emit("restore", pfn=pfn, pages=npages, ret=_ret(ret))
+                self.emit("restore", pfn=pfn, pages=npages, ret=errno_name(ret))
         else:
             ret = self._apply(pfn, npages, 0, VALID | RW)
             if self.trace_enabled:
-                self.emit("zap", pfn=pfn, pages=npages, ret=_ret(ret))
+                self.emit("zap", pfn=pfn, pages=npages, ret=errno_name(ret))
         return ret
 
     def set_direct_map_invalid_noflush(self, addr: int) -> int:
@@ -292,7 +293,7 @@ class Kernel:
         ``set_direct_map_valid_noflush(addr, nr, false)`` and then, whatever it returned,
         ``flush_tlb_kernel_range()`` over the folio. Returns the set call's result."""
         if folio.order and not self.allow_large_zap:
-            self.emit("error", what="folio_zap_direct_map", ret="EINVAL")
+            self.emit("error", what="folio_zap_direct_map", ret=Errno.EINVAL.name)
             return -Errno.EINVAL
         self._check_pfn(folio.pfn, folio.nr_pages)
         ret = self._set_valid(folio.pfn, folio.nr_pages, False)
@@ -385,16 +386,17 @@ class Kernel:
                 self.emit("ipi", cpus=self.ncpus - 1, reason=reason)
 
     # -- kernel accesses through the direct map ---------------------------------------------------------------
-    def kernel_access(self, pfn: int, cpu: int | None = None, write: bool = False, what: str = "read") -> str:
-        """The kernel touches ``pfn`` through the direct map on ``cpu``: ``"ok"``, ``"stale"`` (served by a TLB
-        entry whose page-table entry is no longer valid) or ``"oops"`` (not present: a kernel page fault)."""
+    def kernel_access(self, pfn: int, cpu: int | None = None, write: bool = False, what: str = "read") -> Access:
+        """The kernel touches ``pfn`` through the direct map on ``cpu``: :class:`~nbmodel.errors.Access` ``OK``,
+        ``STALE`` (served by a TLB entry whose page-table entry is no longer valid) or ``OOPS`` (not present: a
+        kernel page fault)."""
         self._check_pfn(pfn)
         cpu = self.current_cpu if cpu is None else cpu
         if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
             raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
         return self._access(pfn, cpu, what)
 
-    def _access(self, pfn: int, cpu: int, what: str, quiet: bool = False) -> str:
+    def _access(self, pfn: int, cpu: int, what: str, quiet: bool = False) -> Access:
         """One access; ``quiet`` leaves a successful access out of the trace (a "zero" event summarises)."""
         tlb = self.tlbs[cpu]
         level, first, prot = self.dmap.pt.leaf(pfn)
@@ -403,14 +405,14 @@ class Kernel:
             if valid:
                 if not quiet:
                     self.emit("access", cpu=cpu, pfn=pfn, what=what)
-                return "ok"
+                return _OK
             self.counters["stale_reads"] += 1
             self.emit("stale", cpu=cpu, pfn=pfn, what=what)
-            return "stale"
+            return _STALE
         if not valid:
             self.counters["oops"] += 1
             self.emit("oops", cpu=cpu, pfn=pfn, what=what)
-            return "oops"
+            return _OOPS
         span = level * 16 if prot & CONT else level  # DirectMap.tlb_span() without a second walk
         start = pfn - pfn % span
         touched = self.touched
@@ -422,11 +424,11 @@ class Kernel:
         tlb.fill(start, span)
         if not quiet:
             self.emit("access", cpu=cpu, pfn=pfn, what=what)
-        return "ok"
+        return _OK
 
-    def folio_zero(self, folio: Folio, cpu: int | None = None) -> str:
+    def folio_zero(self, folio: Folio, cpu: int | None = None) -> Access:
         """``clear_highpage()`` / ``folio_zero_segment()``: the kernel writes zeroes through the direct map.
-        Returns the worst access result over the folio's pages."""
+        Returns the worst :class:`~nbmodel.errors.Access` over the folio's pages (``OOPS`` if any page oopsed)."""
         pfn, nr = folio.pfn, folio.nr_pages
         self._check_pfn(pfn, nr)
         if cpu is None:
@@ -437,16 +439,16 @@ class Kernel:
         if nr == 1:
             worst = access(pfn, cpu, "zero", True)
         else:
-            worst = "ok"
+            worst = _OK
             for p in range(pfn, pfn + nr):
                 got = access(p, cpu, "zero", True)
-                if got != "ok" and worst != "oops":
+                if got is not _OK and worst is not _OOPS:
                     worst = got
-        if worst != "oops":
+        if worst is not _OOPS:
             folio.content = "zero"
         self.counters["zeroings"] += 1
         if self.trace_enabled:
-            self.emit("zero", pfn=pfn, pages=nr, result=worst)
+            self.emit("zero", pfn=pfn, pages=nr, result=worst.value)
         return worst
 
     def tlb_holders(self, pfn: int, npages: int = 1) -> list[int]:
@@ -468,10 +470,6 @@ class Kernel:
     def leaf_counts(self) -> dict:
         """``direct_pages_count[]`` as ``{"4K": n, "2M": n, "1G": n}``."""
         return {"4K": self.dmap.count[1], "2M": self.dmap.count[512], "1G": self.dmap.count[512 * 512]}
-
-
-def _ret(ret: int) -> str:
-    return "0" if ret == 0 else Errno(-ret).name
 
 
 __all__ = ["Kernel", "Touched", "ARCHES", "DEFAULT"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import Errno, ModelInputError
+from .errors import OOPS, Access, Errno, ModelInputError
 from .folio import Folio
 from .units import PAGE_SHIFT, PAGE_SIZE
 
@@ -147,7 +147,7 @@ def filemap_add_folio(k, mapping: AddressSpace, folio: Folio, index: int) -> int
 def __filemap_add_folio(k, mapping: AddressSpace, folio: Folio, index: int) -> int:
     """``__filemap_add_folio()``: take ``nr`` references, store in the xarray or fail with -EEXIST."""
     if _conflict(mapping, folio, index):
-        k.emit("error", what="__filemap_add_folio", index=index, ret="EEXIST")
+        k.emit("error", what="__filemap_add_folio", index=index, ret=Errno.EEXIST.name)
         return -Errno.EEXIST
     folio.refcount += folio.nr_pages
     folio.mapping, folio.index = mapping, index
@@ -351,10 +351,10 @@ def filemap_migrate_folio(k, mapping: AddressSpace, dst: Folio, src: Folio) -> i
     (``folio_mc_copy()``), move the xarray entry (``__folio_migrate_mapping()``), carry ``private`` over."""
     hooks = _hooks(k, mapping)
     hooked = hooks is not None and hooks.hook_migrate
-    src_read = k.kernel_access(src.pfn, what="migrate-copy") if not hooked else "ok"
+    src_read = k.kernel_access(src.pfn, what="migrate-copy") if not hooked else Access.OK
     if not hooked:
         k.kernel_access(dst.pfn, write=True, what="migrate-copy")
-    dst.content = src.content if src_read != "oops" else "garbage"
+    dst.content = src.content if src_read is not OOPS else "garbage"
     if hooked:
         ret = hooks.prep_add_unmapped_folio(k, mapping, dst, zero=False)
         if ret:

@@ -13,7 +13,7 @@ guest_memfd; ``ftruncate()`` sets i_size once, while it is 0 (``secretmem_setatt
 
 from __future__ import annotations
 
-from .errors import Errno
+from .errors import Errno, VmFault, vmf_error
 from .guest_memfd import vfs_io_errno
 from .pagecache import AddressSpace, AddressSpaceOps, truncate_inode_pages_range
 from .units import PAGE_SHIFT
@@ -47,15 +47,15 @@ def memfd_secret(k, name: str, size: int) -> SecretFile | int:
     past ``MAX_LFS_FILESIZE``. Size 0 and unaligned sizes are fine (``secretmem_setattr()`` only refuses a size
     change once i_size is non-zero: see :func:`secretmem_ftruncate`)."""
     if not k.can_set_direct_map():
-        k.emit("error", what="memfd_secret", ret="ENOSYS")
-        return -Errno.ENOSYS
-    if size < 0:
-        k.emit("error", what="ftruncate", ret="EINVAL")
-        return -Errno.EINVAL
-    if size > MAX_LFS_FILESIZE:
-        k.emit("error", what="ftruncate", ret="EFBIG")
-        return -Errno.EFBIG
-    return SecretFile(name, size)
+        err, what = Errno.ENOSYS, "memfd_secret"
+    elif size < 0:
+        err, what = Errno.EINVAL, "ftruncate"
+    elif size > MAX_LFS_FILESIZE:
+        err, what = Errno.EFBIG, "ftruncate"
+    else:
+        return SecretFile(name, size)
+    k.emit("error", what=what, ret=err.name)
+    return -err
 
 
 def secretmem_read(k, f: SecretFile, off: int, ln: int, positional: bool) -> int:
@@ -92,30 +92,34 @@ def secretmem_ftruncate(k, f: SecretFile, length: int) -> int:
     return -err
 
 
-def secretmem_fault(k, f: SecretFile, off: int, data: str = "secret", race: bool = False) -> str:
-    """``secretmem_fault()`` and a userspace store of ``data``: ``"0"``, ``"SIGBUS"`` or ``"OOM"``. With
-    ``race`` another task faults the same page in between this one's lookup and its add (-EEXIST, retry)."""
+def secretmem_fault(k, f: SecretFile, off: int, data: str = "secret", race: bool = False) -> VmFault:
+    """``secretmem_fault()`` and the userspace store of ``data`` it lets complete. Returns the handler's
+    ``vm_fault_t``: ``VM_FAULT_LOCKED``, ``vmf_error(-EINVAL)`` (``VM_FAULT_SIGBUS``) past i_size, or
+    ``vmf_error()`` of the design's error (``VM_FAULT_OOM`` for -ENOMEM: mainline returns ``VM_FAULT_OOM``
+    directly when ``folio_alloc()`` fails, the same value). With ``race`` another task faults the same page in
+    between this one's lookup and its add (-EEXIST, retry)."""
     index = off >> PAGE_SHIFT
     if index << PAGE_SHIFT >= f.size:  # (loff_t)vmf->pgoff << PAGE_SHIFT >= i_size_read(inode)
-        k.emit("error", what="secretmem_fault", ret="SIGBUS")
-        return "SIGBUS"
+        ret = vmf_error(-Errno.EINVAL)
+        k.emit("error", what="secretmem_fault", ret=ret.name)
+        return ret
     while True:  # retry:
         folio = f.mapping.lookup(index)
         if folio is not None:
             folio.content = data
-            return "0"
+            return VmFault.LOCKED
         racer = (lambda: _racing_fault(k, f, index)) if race else None
         folio = k.design.secretmem_get_folio(k, f, index, racer)
         if not isinstance(folio, int):
             break
         if folio != -Errno.EEXIST:
-            return "OOM" if folio == -Errno.ENOMEM else "SIGBUS"
+            return vmf_error(folio)
         race = False  # goto retry: the other task's folio is there now
     folio.flags.add("user_mapped")
     folio.content = data
     folio.flags.discard("locked")
     k.folio_put(folio)
-    return "0"
+    return VmFault.LOCKED
 
 
 def _racing_fault(k, f: SecretFile, index: int) -> None:

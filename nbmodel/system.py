@@ -3,6 +3,10 @@
 Every operation is a *step*: it returns the kernel's answer as a short string (``"0"``, ``"EEXIST"``,
 ``"SIGBUS"``, ``"stale"``...), appends its events, and is followed by a check of every invariant. The step
 record is what the command line, the scenarios, the explorer and the widgets all read.
+
+Inside the model the kernel paths answer as the kernel does (0 or a negative errno, a count, a ``vm_fault_t``,
+an access outcome, :data:`~nbmodel.errors.OOPS`); :func:`step_result` is the one place those become the step's
+string.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from . import guest_memfd as gm
 from . import pagecache as pc
 from . import secretmem as sm
-from .errors import ModelInputError, errno_name
+from .errors import VM_FAULT_ERROR, Access, Errno, ModelInputError, VmFault, errno_name
 from .invariants import INVARIANTS, IncrementalCheck, racing_read_breaks
 from .kernel import Kernel
 from .setup import Setup
@@ -193,7 +197,8 @@ class System:
             result, saw = getattr(self, OPS[op].func)(**clean)
         finally:
             self.k.interrupt = None
-        return result, saw, inside, (seen[0] if seen else "not reached") if at is not None else None
+        return step_result(result), saw, inside, \
+            (step_result(seen[0]) if seen else "not reached") if at is not None else None
 
     def run(self, steps) -> list[Step]:
         """Run a list of ``{"op": ..., **args}`` dicts."""
@@ -263,63 +268,62 @@ class System:
     def _folio_at(self, name: str, offset: int):
         return self.files[name].mapping.lookup(offset >> PAGE_SHIFT)
 
-    # -- operations ------------------------------------------------------------------------------------------
+    # -- operations: each returns (the kernel's answer as the kernel gives it, what was read) ------------------
     def _created(self, name: str, got) -> tuple:
         if isinstance(got, int):
-            return errno_name(got), None
+            return got, None
         self.files[name] = got
-        return "0", None
+        return 0, None
 
     def op_gmem_create(self, file, size, flags, vm_type):
         return self._created(file, gm.kvm_gmem_create(self.k, file, size, flags, vm_type))
 
     def op_mmap(self, file):
         f = self.files[file]
-        return errno_name(gm.kvm_gmem_mmap(self.k, f) if isinstance(f, gm.GmemFile) else 0), None
+        return (gm.kvm_gmem_mmap(self.k, f) if isinstance(f, gm.GmemFile) else 0), None
 
     def op_fallocate(self, file, offset, len, keep_size):
-        return _result(gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, keep_size=keep_size)), None
+        return gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, keep_size=keep_size), None
 
     def op_punch_hole(self, file, offset, len):
-        return errno_name(gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, punch_hole=True)), None
+        return gm.kvm_gmem_fallocate(self.k, self.files[file], offset, len, punch_hole=True), None
 
     def op_user_fault(self, file, offset):
-        return gm.kvm_gmem_fault_user_mapping(self.k, self.files[file], offset), None
+        return gm.vmm_store(self.k, self.files[file], offset), None
 
     def op_guest_fault(self, file, offset):
-        ret = gm.kvm_gmem_get_pfn(self.k, self.files[file], offset)
-        return (ret if isinstance(ret, str) else errno_name(ret)), None
+        return gm.kvm_gmem_get_pfn(self.k, self.files[file], offset), None
 
     def op_write(self, file, offset, len):
-        return _result(gm.kvm_gmem_write(self.k, self.files[file], offset, len)), None
+        return gm.kvm_gmem_write(self.k, self.files[file], offset, len), None
 
     def op_read(self, file, len):
         f = self.files[file]
         read = gm.kvm_gmem_read if isinstance(f, gm.GmemFile) else sm.secretmem_read
-        return errno_name(read(self.k, f, 0, len, positional=False)), None
+        return read(self.k, f, 0, len, positional=False), None
 
     def op_pread(self, file, offset, len):
         f = self.files[file]
         read = gm.kvm_gmem_read if isinstance(f, gm.GmemFile) else sm.secretmem_read
-        return errno_name(read(self.k, f, offset, len, positional=True)), None
+        return read(self.k, f, offset, len, positional=True), None
 
     def op_pwrite(self, file, offset, len):
         f = self.files[file]
         pwrite = gm.kvm_gmem_pwrite if isinstance(f, gm.GmemFile) else sm.secretmem_pwrite
-        return errno_name(pwrite(self.k, f, offset, len)), None
+        return pwrite(self.k, f, offset, len), None
 
     def op_ftruncate(self, file, size):
         f = self.files[file]
         trunc = gm.kvm_gmem_ftruncate if isinstance(f, gm.GmemFile) else sm.secretmem_ftruncate
-        return errno_name(trunc(self.k, f, size)), None
+        return trunc(self.k, f, size), None
 
     def op_populate(self, file, offset):
-        return _result(gm.kvm_gmem_populate(self.k, self.files[file], offset)), None
+        return gm.kvm_gmem_populate(self.k, self.files[file], offset), None
 
     def op_close(self, file):
         f = self.files.pop(file)
         ret = gm.kvm_gmem_release(self.k, f) if isinstance(f, gm.GmemFile) else sm.secretmem_release(self.k, f)
-        return errno_name(ret), None
+        return ret, None
 
     def op_secret_create(self, file, size):
         return self._created(file, sm.memfd_secret(self.k, file, size))
@@ -330,10 +334,10 @@ class System:
     def op_kernel_read(self, file, offset, cpu, what="read"):
         folio = self._folio_at(file, offset)
         if folio is None:
-            return "ENOENT", None
+            return -Errno.ENOENT, None  # nothing cached at that index: the model's answer, no kernel path
         pfn = folio.pfn + ((offset >> PAGE_SHIFT) - folio.index)
         result = self.k.kernel_access(pfn, cpu=cpu, what=what)
-        return result, (folio.content if result != "oops" else None)
+        return result, (folio.content if result is not Access.OOPS else None)
 
     def op_cpu_touch(self, cpu, file, offset):
         return self.op_kernel_read(file, offset, cpu, what="touch")
@@ -341,20 +345,20 @@ class System:
     def op_migrate(self, file, offset):
         folio = self._folio_at(file, offset)
         if folio is None:
-            return "ENOENT", None
+            return -Errno.ENOENT, None
         got = pc.migrate_folio(self.k, folio)
-        return (errno_name(got) if isinstance(got, int) else "0"), None
+        return (got if isinstance(got, int) else 0), None
 
     def op_replace(self, file, offset):
         old = self._folio_at(file, offset)
         if old is None:
-            return "ENOENT", None
+            return -Errno.ENOENT, None
         if old.order:  # checked before anything is allocated: bad input leaves the state as it was
             raise ModelInputError("replace takes small folios only: replace_page_cache_folio() moves one "
                                   "page-cache reference (its one caller, FUSE, passes small folios)")
         new = self.k.folio_alloc(old.order, name=old.name)
         if isinstance(new, int):
-            return errno_name(new), None
+            return new, None
         new.content = old.content
         new.flags |= old.flags - {"locked"}  # the caller hands over an uptodate copy
         old.flags.add("locked")
@@ -365,35 +369,50 @@ class System:
         new.flags.discard("locked")
         self.k.folio_put(old)
         self.k.folio_put(new)
-        return "0", None
+        return 0, None
 
     def op_race_add(self, file, offset):
         f = self.files[file]
         folio = self.k.folio_alloc(0, name=f"{file}:race")
         if isinstance(folio, int):
-            return errno_name(folio), None
+            return folio, None
         ret = pc.filemap_add_folio(self.k, f.mapping, folio, offset >> PAGE_SHIFT)
         if ret == 0:
             folio.flags.discard("locked")
         self.k.folio_put(folio)
-        return errno_name(ret), None
+        return ret, None
 
     def op_fail_alloc(self, count):
         if count < 0:
             raise ModelInputError("fail_alloc count must not be negative")
         self.k.fail_pgtable_allocs = count
-        return "0", None
+        return 0, None
 
     def op_set_cpu(self, cpu):
         if not 0 <= cpu < self.k.ncpus:
             raise ModelInputError(f"no CPU {cpu} (this machine has {self.k.ncpus})")
         self.k.current_cpu = cpu
-        return "0", None
+        return 0, None
 
 
-def _result(ret) -> str:
-    """A kernel path's answer as a step result: an errno name, a count, or ``"oops"`` (the path faulted)."""
-    return ret if isinstance(ret, str) else errno_name(ret)
+def step_result(ret) -> str:
+    """The edge: a kernel answer as the step result users, scenarios, notebooks and the explorer read.
+
+    - a :class:`~nbmodel.errors.VmFault` (a fault handler's ``vm_fault_t``): the name of its error bit
+      (``"SIGBUS"``, ``"OOM"``...), or ``"0"`` when it has none (``VM_FAULT_LOCKED``: the store went through);
+    - an :class:`~nbmodel.errors.Access` (a kernel access, or :data:`~nbmodel.errors.OOPS` from a path that
+      oopsed): ``"ok"``, ``"stale"`` or ``"oops"``;
+    - an ``int``: ``"0"``, the errno's name for a negative value (``"EINVAL"``), the count for a positive one.
+
+    Nothing else is a kernel answer: anything else raises TypeError (a model bug, not bad input)."""
+    if isinstance(ret, VmFault):
+        err = ret & VM_FAULT_ERROR
+        return err.name if err else "0"
+    if isinstance(ret, Access):
+        return ret.value
+    if type(ret) is int:
+        return errno_name(ret)
+    raise TypeError(f"not a kernel answer: {ret!r}")
 
 
 def validate_args(op: str, args: dict) -> dict:
@@ -432,4 +451,4 @@ def validate_args(op: str, args: dict) -> dict:
     return out
 
 
-__all__ = ["System", "Step", "OPS", "INTERRUPT_POINTS", "validate_args"]
+__all__ = ["System", "Step", "OPS", "INTERRUPT_POINTS", "validate_args", "step_result"]

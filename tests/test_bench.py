@@ -21,15 +21,15 @@ from nbmodel.physmem import MAX_MEMORY, MemoryMap, PageAllocator
 from nbmodel.system import System
 from nbmodel.units import PAGE_SIZE, parse_size
 
-FAULTS = {"user_fault": "op_user_fault", "guest_fault": "op_guest_fault", "secret_fault": "op_secret_fault"}
+FAULTS = ("user_fault", "guest_fault", "secret_fault")
 ARCH_MODES = [("x86", None), ("x86", "nogbpages"), ("arm64", "rodata-full"), ("arm64", "bbml2")]
 DESIGNS = ("per-folio", "filemap", "secretmem")
 
 
 # -- running the same ops both ways ----------------------------------------------------------------------------
 def run_traced(cfg: dict, ops: list, large_zap: bool) -> tuple[System, list]:
-    """The traced System; a fault op with ``len`` is one fault per page (called like System.step does, without
-    the per-step invariant pass, which would make this quadratic)."""
+    """The traced System; a fault op with ``len`` is one fault per page (System.run_validated, the core of
+    System.step, without the per-step invariant pass, which would make this quadratic)."""
     s = System(trace=False, **cfg)
     s.k.allow_large_zap = large_zap  # same as System(large_zap=...)
     results = []
@@ -41,7 +41,7 @@ def run_traced(cfg: dict, ops: list, large_zap: bool) -> tuple[System, list]:
             extra = {"race": False} if name == "secret_fault" else {}
             got = "0"
             for o in range(off, off + ln, PAGE_SIZE):
-                r, _ = getattr(s, FAULTS[name])(file=op["file"], offset=o, **extra)
+                r = s.run_validated(name, {"file": op["file"], "offset": o, **extra})[0]
                 got = r if got == "0" else got
             results.append(got)
         else:

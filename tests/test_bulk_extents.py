@@ -140,7 +140,7 @@ def test_fragmenting_workload_with_tiny_chunks_matches_the_traced_system(design,
         if name == "guest_fault":
             want = "0"
             for off in range(0, op["len"], PAGE_SIZE):
-                r, _ = s.op_guest_fault(file="g", offset=off)
+                r = s.run_validated("guest_fault", {"file": "g", "offset": off})[0]
                 want = r if want == "0" else want
         else:
             want = s.step(name, **op).result
