@@ -252,7 +252,6 @@ class Engine:
         self.tids: dict = {}
         self.table = {name: self._table(name) for name, _ in space.files()}
         self.memo = {name: {} for name, _ in space.files()}
-        self.memos_by_pos = [None] + [self.memo[name] for name in self.files]
         self.vmemo: tuple = ({}, {})   # per view level: (tid, rid, view) -> Outcome, NEEDS_MORE or None
         self.inv_g: dict = {}
         self.inv_rec: dict = {}
