@@ -842,7 +842,9 @@ SWITCH_SPACE = {"put_before_restore": {"offsets": 1, "secret": 1}, "restore_4k":
 #: too and their spaces grow fast with the pages (per-folio on x86: 1,645 states at 1 page, 1,206,537 at 2, past
 #: 16 million at 3 and still growing at depth 8; filemap's direct map follows page-cache membership, 11,831
 #: states at 3 pages). Measured with ``nbmodel explore --offsets N --max-states 0``.
-DESIGN_PAGES = {("per-folio", None): 1, ("secretmem", None): 1, ("filemap", "unhooked_migration"): 2}
+#: A ``(design, switch)`` entry wins over the ``(design, None)`` one.
+DESIGN_PAGES = {("per-folio", None): 1, ("secretmem", None): 1, ("filemap", "unhooked_migration"): 2,
+                ("per-folio", "arm64_no_bbml2"): 3, ("secretmem", "arm64_no_bbml2"): 3}
 ARCHES = (("x86", None), ("arm64", "bbml2"), ("arm64", "rodata-full"))
 
 
@@ -856,7 +858,9 @@ def default_spaces(designs=DESIGNS, arches=ARCHES, switch_sets=None, **kw) -> li
     for design in designs:
         for switches in switch_sets:
             extra = {k: v for sw in switches for k, v in SWITCH_SPACE.get(sw, {}).items() if k not in kw}
-            pages = [DESIGN_PAGES[design, sw] for sw in (None, *switches) if (design, sw) in DESIGN_PAGES]
+            pages = [DESIGN_PAGES[design, sw] for sw in switches if (design, sw) in DESIGN_PAGES]
+            if not pages and (design, None) in DESIGN_PAGES:
+                pages = [DESIGN_PAGES[design, None]]
             if pages and "offsets" not in kw and "offsets" not in extra:
                 extra["offsets"] = min(pages)
             for arch, mode in arches:

@@ -164,6 +164,7 @@ def test_default_sweep_sizes_follow_the_table():
     pages = {(sp.design, sp.switches): sp.offsets for sp in spaces}
     assert pages["per-folio", ()] == pages["secretmem", ()] == 1 and pages["filemap", ()] == 3
     assert pages["filemap", ("unhooked_migration",)] == 2 and pages["per-folio", ("unhooked_migration",)] == 1
+    assert pages["per-folio", ("arm64_no_bbml2",)] == pages["secretmem", ("arm64_no_bbml2",)] == 3
     assert all(sp.offsets == 4 for sp in ex.default_spaces(offsets=4))  # --offsets wins over the table
 
 
