@@ -473,7 +473,7 @@ class Search:
         self.e = Engine(space)
         self.n = len(self.e.positions)
         self.diffs = [None] + [{} for _ in range(self.n)]   # per position: (rid << 32 | gid) -> entry
-        self.whole_needed: dict = {}                          # gid -> are the whole moves taken there?
+        self._whole: dict = {}                                 # gid -> are the whole moves taken there?
 
     def pack(self, state: tuple) -> int:
         out = 0
@@ -538,10 +538,11 @@ class Search:
         got = self.diffs[pos][(rid << 32) | gid] = (diffs, slow, props, len(trans))
         return got
 
-    def _whole_needed(self, gid: int) -> bool:
-        got = self.whole_needed.get(gid)
+    def whole_needed(self, gid: int) -> bool:
+        """Are the moves on every record (:meth:`Engine.whole`) taken in states with this ``G``?"""
+        got = self._whole.get(gid)
         if got is None:
-            got = self.whole_needed[gid] = (self.e.full or closes(self.space)
+            got = self._whole[gid] = (self.e.full or closes(self.space)
                                             or not all(self.e.globals.value(gid)[0]))
         return got
 
@@ -553,7 +554,7 @@ class Search:
         budget = self.budget
         append = nxt.append
         slots = [(pos, self.diffs[pos]) for pos in range(1, self.n + 1)] if not e.full else []
-        entry_of, whole_needed = self._entry, self._whole_needed
+        entry_of, whole_needed = self._entry, self.whole_needed
         contains = parent.__contains__
         for s in frontier:
             q, gid = divmod(s, RADIX)
@@ -610,11 +611,11 @@ class Search:
         if not e.full:
             for pos in range(1, self.n + 1):
                 trans, _ = e.local(pos, state[pos], gid)
-                for tid, rid2, gid2, fa in trans:
+                for tid, rid2, gid2, fa in sorted(trans, key=lambda t: t[3]):  # as _level: plain, then flushing
                     ns = self.flushed(state, pos, rid2, gid2) if fa else (
                         (gid2,) + state[1:pos] + (rid2,) + state[pos + 1:])
                     yield e.move(pos, tid), self.pack(ns)
-        if self._whole_needed(gid):
+        if self.whole_needed(gid):
             for tid, ns in e.whole(state)[0]:
                 yield e.move(None, tid), self.pack(ns)
 

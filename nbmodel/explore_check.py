@@ -23,7 +23,7 @@ import copy
 import random
 
 from .errors import ModelInputError
-from .explore import Search, _plain_moves, _variants, _whole_moves, closes, setup_of
+from .explore import Search, _plain_moves, _variants, _whole_moves, setup_of
 from .explore_state import Space, observed
 from .invariants import broken
 from .system import System
@@ -168,20 +168,14 @@ def _points(space: Space, path, move) -> list[str]:
 
 def _memoized(search: Search, s: tuple) -> tuple[set, set]:
     """The explorer's successors of ``s`` (as plain tuples) and the properties its memo recorded."""
-    e = search.e
-    gid = s[0]
-    nxt, props = set(), set()
+    e, gid = search.e, s[0]
+    nxt = {e.u.expand(search.unpack(ns)) for _, ns in search.successors(search.pack(s))}
+    props = set()
     if not e.full:
         for pos in range(1, len(s)):
-            trans, found = e.local(pos, s[pos], gid)
-            props.update(k for k, _ in found)
-            for _, rid2, gid2, fa in trans:
-                ns = search.flushed(s, pos, rid2, gid2) if fa else (gid2,) + s[1:pos] + (rid2,) + s[pos + 1:]
-                nxt.add(e.u.expand(ns))
-    if e.full or not all(e.globals.value(gid)[0]) or closes(search.space):
-        trans, found = e.whole(s)
-        props.update(k for k, _ in found)
-        nxt.update(e.u.expand(ns) for _, ns in trans)
+            props.update(k for k, _ in e.local(pos, s[pos], gid)[1])
+    if search.whole_needed(gid):
+        props.update(k for k, _ in e.whole(s)[1])
     return nxt, props
 
 

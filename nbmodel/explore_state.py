@@ -19,10 +19,11 @@ changes another index raises :class:`LocalityError`), and :mod:`nbmodel.explore_
 Free pages carry their own bits too. The allocator's per-CPU list is part of ``G`` as ``(pfn, bits, TLB
 holders)`` entries, so most steps read only a *view* of ``G``: a step that allocates nothing reads no part of
 the list (:func:`view0_of`), one that takes one page reads its top entry (:func:`view_of`). Neither view holds
-the invariants' two counters, which no step reads. A step run on a view returns a delta that
-:func:`apply_delta0` / :func:`apply_delta` applies to any ``G`` with that view; a step that reaches below the
-view (a second allocation, a range flush over a page it does not know) raises :class:`NeedDeeper` and runs on
-the whole ``G``.
+the invariants' two counters: no kernel path decides anything on them, only invariants (b) and (c) read them,
+and once set they stay set, so a state that has them already breaks (b) or (c) itself. A step run on a view
+returns a delta that :func:`apply_delta0` / :func:`apply_delta` applies to any ``G`` with that view; a step
+that reaches below the view (a second allocation, a range flush over a page it does not know) raises
+:class:`NeedDeeper` and runs on the whole ``G``.
 
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
@@ -605,8 +606,8 @@ class Universe:
 
 def view_of(g: tuple) -> tuple:
     """``G`` with the per-CPU list cut to its top entry, and whether more lie below: what most steps read. The
-    invariants' two counters (the last part of ``G``) are left out too: no step reads them, so a step runs with
-    them at zero and its delta's counters are or-ed into ``G``'s."""
+    invariants' two counters (the last part of ``G``) are left out too: no kernel path decides on them, so a step
+    runs with them at zero and its delta's counters are or-ed into ``G``'s."""
     free = g[3]
     return g[:3] + (free[-1:], len(free) > 1) + g[4:6]
 
@@ -621,10 +622,7 @@ def apply_delta0(g: tuple, delta: tuple) -> tuple:
     """``G`` after a step whose outcome on ``view0_of(g)`` was ``delta``: the whole per-CPU list stays below what
     the step pushed (TLB bits cleared if it flushed everything), the carve position is unchanged."""
     pushed, rest, flushed = delta
-    keep = g[3]
-    if flushed and keep:
-        keep = tuple((p, b, 0) for p, b, _ in keep)
-    return rest[:3] + (keep + pushed, g[4], rest[3], _or(g[6], rest[4]))
+    return rest[:3] + (_kept(g[3], flushed) + pushed, g[4], rest[3], _or(g[6], rest[4]))
 
 
 def apply_delta(g: tuple, delta: tuple) -> tuple:
@@ -633,9 +631,12 @@ def apply_delta(g: tuple, delta: tuple) -> tuple:
     popped, pushed, rest, flushed = delta
     free = g[3]
     keep = free[:len(free) - popped] if popped else free
-    if flushed and keep:
-        keep = tuple((p, b, 0) for p, b, _ in keep)
-    return rest[:3] + (keep + pushed, rest[3], rest[4], _or(g[6], rest[5]))
+    return rest[:3] + (_kept(keep, flushed) + pushed, rest[3], rest[4], _or(g[6], rest[5]))
+
+
+def _kept(free: tuple, flushed: bool) -> tuple:
+    """The per-CPU list entries a step left alone, their TLB holders gone if it flushed everything."""
+    return tuple((p, b, 0) for p, b, _ in free) if flushed and free else free
 
 
 def _or(a: tuple, b: tuple) -> tuple:
