@@ -22,13 +22,12 @@ memory, and zapping large folios without ``large_zap`` (v12's ``folio_zap_direct
 from __future__ import annotations
 
 import bisect
-import random
 
 from .counters import Counters
 from .designs import MERMAP_WINDOW_PAGES, Config
 from .errors import Errno, ModelInputError, VmFault
 from .guest_memfd import fallocate_errno
-from .physmem import _FREE, _USED, MemoryMap, pageblocks, take_block
+from .physmem import _FREE, _USED, MemoryMap, PageblockOrder, pageblocks
 from .policy import Policy
 from .secretmem import KIND as SECRETMEM_FILE
 from .system import step_result
@@ -52,8 +51,8 @@ class RunAllocator:
     per-CPU list is a stack of runs whose concatenation is PageAllocator's ``_pcp`` list."""
 
     def __init__(self, memmap: MemoryMap, seed: int = 0, reserved: int = 0):
-        self._rng = random.Random(seed)
-        self.state, self.block_free, self.whole, self.partial = pageblocks(memmap)
+        self.state, self.block_free, whole, partial = pageblocks(memmap)
+        self.blocks = PageblockOrder(whole, partial, seed)
         self.carve: list[list[int]] = []   # [start, end) free ranges of the pageblock being carved, ascending
         self.pcp: list[list[int]] = []     # [first, n, step] runs; the next page handed out is the last run's last
         self.order9: set[int] = set()
@@ -164,10 +163,10 @@ class RunAllocator:
         self.state[base:base + PAGES_2M] = bytes([_FREE]) * PAGES_2M
         self.block_free[block] += PAGES_2M
         self.free_pages += PAGES_2M
-        self.whole.append(block)
+        self.blocks.give_back(block)
 
     def _take_block(self, allow_partial: bool):
-        return take_block(self._rng, self.whole, self.partial, allow_partial)
+        return self.blocks.take(allow_partial)
 
     def _reclaim_whole_block(self):
         blocks = sorted({r[0] // PAGES_2M for r in self.pcp if self.block_free[r[0] // PAGES_2M] == PAGES_2M})

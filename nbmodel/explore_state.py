@@ -27,12 +27,12 @@ that reaches below the view (a second allocation, a range flush over a page it d
 
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
-order 9 (a seeded draw from the whole free pageblocks) with a state small enough to hash.
+order 9 (the allocator's own :class:`~nbmodel.physmem.PageblockOrder`, loaded for each draw) with a state small
+enough to hash: the per-CPU list, how far the pageblock has been carved, and which whole pageblocks are free.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field, replace
 
 from .counters import Counters
@@ -134,10 +134,11 @@ class ExploreAllocator:
 
     def __init__(self, real, universe):
         self.universe = universe
-        carve, pcp, whole, rng = real.choices()
+        carve, pcp, _ = real.choices()
         self.carve = list(carve)  # next PFN first
+        self.blocks = real.blocks.copy()   # order 9: the allocator's own pageblock order, loaded per draw
         self.pools = Interner()
-        self.boot_pool = self.pools.id((whole, rng))
+        self.boot_pool = self.pools.id(self.blocks.ranks())
         self.pcp, self.carved, self.pool = [], 0, self.boot_pool
         self.hidden, self.low = False, 0
         self.boot_state = (pcp, 0, self.boot_pool)
@@ -171,15 +172,12 @@ class ExploreAllocator:
         return self.carve[self.carved - 1]
 
     def _alloc9(self) -> int:
-        whole, rng_state = self.pools.value(self.pool)
-        if not whole:
+        blocks = self.blocks
+        blocks.load(self.pools.value(self.pool))
+        block = blocks.take(allow_partial=False)
+        if block is None:
             raise ExploreLimit("no whole free pageblock left for a 2M folio")
-        pool, rng = list(whole), random.Random()
-        rng.setstate(rng_state)
-        i = rng.randrange(len(pool))
-        pool[i], pool[-1] = pool[-1], pool[i]
-        block = pool.pop()
-        self.pool = self.pools.id((tuple(pool), rng.getstate()))
+        self.pool = self.pools.id(blocks.ranks())
         return block << 9
 
     def free(self, pfn: int, order: int) -> None:
@@ -187,8 +185,10 @@ class ExploreAllocator:
         if order == 0:
             self.pcp.append(pfn)
             return
-        whole, rng_state = self.pools.value(self.pool)
-        self.pool = self.pools.id((whole + (pfn >> 9,), rng_state))
+        blocks = self.blocks
+        blocks.load(self.pools.value(self.pool))
+        blocks.give_back(pfn >> 9)
+        self.pool = self.pools.id(blocks.ranks())
 
     def snapshot(self) -> tuple:
         return self.state()
@@ -196,8 +196,8 @@ class ExploreAllocator:
 
 def project_allocator(real, allocator: ExploreAllocator) -> tuple:
     """A real PageAllocator's state in :class:`ExploreAllocator` terms (for conformance checks)."""
-    carve, pcp, whole, rng = real.choices()
-    return pcp, len(allocator.carve) - len(carve), allocator.pools.id((whole, rng))
+    carve, pcp, _ = real.choices()
+    return pcp, len(allocator.carve) - len(carve), allocator.pools.id(real.blocks.ranks())
 
 
 class Watched(frozenset):
@@ -283,8 +283,10 @@ class Universe:
         self.pos_index = {p: n + 1 for n, p in enumerate(self.positions)}
         self.arm64 = self.k.arch == "arm64"
         self.touched: dict[int, set] = {}      # 1G slot -> touched 2M blocks in it
-        self.boot = {s: _copy_slot(e) for s, e in self.k.dmap.pt.top.items()}
-        self.k.dmap.pt.top = {s: _copy_slot(e) for s, e in self.boot.items()}
+        self.pt = pt = self.k.dmap.pt
+        self.boot = pt.copy_slots()
+        for s, e in pt.copy_slots().items():
+            pt.set_slot(s, e)
         self.fresh: set = set()     # PFNs allocated or freed by the step being run
         self.loaded: set = set()    # PFNs of the records loaded for it
         self.alloc = ExploreAllocator(self.k.alloc, self)
@@ -298,7 +300,7 @@ class Universe:
     # -- instrumentation of the scratch kernel (instance attributes only) ------------------------------------
     def _instrument(self) -> None:
         k = self.k
-        point, access, flush = k.point, k.kernel_access, k._flush_range
+        point, access, flush = k.point, k.kernel_access, k.flush_pfn_range
 
         def recorded_point(name, pfn):
             self._points.append(name)
@@ -318,7 +320,7 @@ class Universe:
                 if any(p not in known for p in range(pfn, pfn + npages)):
                     raise NeedDeeper("a range flush reaches pages the view does not show")
 
-        k.point, k.kernel_access, k._flush_range = recorded_point, recorded_access, guarded_flush
+        k.point, k.kernel_access, k.flush_pfn_range = recorded_point, recorded_access, guarded_flush
 
     # -- blocks of interest --------------------------------------------------------------------------------------
     def touch(self, pfn: int, npages: int) -> None:
@@ -338,9 +340,7 @@ class Universe:
         if b in blocks:
             return
         blocks.add(b)
-        cur = self.k.dmap.pt.top[slot]
-        if type(cur) is list and type(cur[b & 511]) is bytearray:
-            cur[b & 511] = bytearray(cur[b & 511])
+        self.pt.own_pte_table(b)
 
     # -- encoding ------------------------------------------------------------------------------------------------
     def encode_full(self) -> tuple:
@@ -403,16 +403,13 @@ class Universe:
         return (c["freed_unmapped"] > 0, c["restore_splits"] > 0)
 
     def _encode_tlbs(self, masked) -> tuple:
-        out = []
-        for t in self.k.tlbs:
-            out.append(tuple(sorted((s, n) for s, n in t.entries.items() if not (n == 1 and s in masked))))
-        return tuple(out)
+        return tuple(_tlb_runs(t.entries, masked) for t in self.k.tlbs)
 
     def _encode_pt(self, masked) -> tuple:
-        top = self.k.dmap.pt.top
+        pt = self.pt
         out = []
         for slot in sorted(self.touched):
-            enc = self._encode_slot(slot, top[slot], self.boot[slot], masked)
+            enc = self._encode_slot(slot, pt.slot(slot), self.boot[slot], masked)
             if enc is not None:
                 out.append((slot, enc))
         return tuple(out)
@@ -462,7 +459,7 @@ class Universe:
         sys.steps, sys.first_broken = [], {}
         self._decode_pt(dict(pt))
         for t, entries in zip(k.tlbs, tlbs, strict=False):
-            t.entries = dict(entries)
+            t.entries = _tlb_entries(entries)
         self.alloc.set_state((tuple(p for p, _, _ in free), carved, pool), hidden)
         for pfn, bits, tlb in free:
             self._load_page(pfn, bits, tlb)
@@ -477,21 +474,21 @@ class Universe:
                 self._load(pos, rec)
 
     def _decode_pt(self, target: dict) -> None:
-        top = self.k.dmap.pt.top
+        set_slot = self.pt.set_slot
         for slot, blocks in self.touched.items():
             enc, base = target.get(slot), self.boot[slot]
             if enc is None:
-                top[slot] = base if type(base) is int else _fresh_table(base, blocks)
+                set_slot(slot, base if type(base) is int else _fresh_table(base, blocks))
             elif enc[0] == "L":
-                top[slot] = enc[1]
+                set_slot(slot, enc[1])
             elif enc[0] == "T":
                 table = [enc[1]] * 512
                 _apply_items(table, enc[2])
-                top[slot] = table
+                set_slot(slot, table)
             else:
                 table = _fresh_table(base, blocks)
                 _apply_items(table, enc[1])
-                top[slot] = table
+                set_slot(slot, table)
 
     def _load(self, pos, rec) -> None:
         pfn, order, flags, private, refcount, content, name, bits, tlb = rec
@@ -512,9 +509,8 @@ class Universe:
                 t.entries[pfn] = 1
 
     def _set_page(self, pfn: int, bits: int) -> None:
-        pmd = self.k.dmap.pt.top[pfn >> 18]
-        table = pmd[(pfn >> 9) & 511] if type(pmd) is list else None
-        if type(table) is not bytearray:
+        table = self.pt.pte_table(pfn)
+        if table is None:
             if bits != PAGE_BITS:
                 raise LocalityError(f"pfn {pfn:#x} has no 4K entry but its record says bits {bits}")
             return
@@ -667,12 +663,6 @@ def observed(op: str, result: str, saw, interrupt, counters: dict, pre: dict, ra
     return frozenset(out)
 
 
-def _copy_slot(e):
-    if type(e) is int:
-        return e
-    return [x if type(x) is int else bytearray(x) for x in e]
-
-
 def _fresh_table(base: list, blocks) -> list:
     table = list(base)
     for b in blocks:
@@ -680,6 +670,37 @@ def _fresh_table(base: list, blocks) -> list:
         if type(e) is bytearray:
             table[b & 511] = bytearray(e)
     return table
+
+
+def _tlb_runs(entries: dict, masked) -> tuple:
+    """One CPU's TLB entries ``{first pfn: pages}``, sorted, as ``(first, pages)`` for a large entry and
+    ``(first, 1, k)`` for ``k`` 4 KiB entries on consecutive pages (a 2M folio touched through a split leaf leaves
+    512 of them). The 4 KiB entries of ``masked`` pages are left out: their records hold them."""
+    out: list = []
+    end = -1
+    for s, n in sorted(entries.items()):
+        if n != 1:
+            out.append((s, n))
+            end = -1
+        elif s not in masked:
+            if s == end:
+                f, _, k = out[-1]
+                out[-1] = (f, 1, k + 1)
+            else:
+                out.append((s, 1, 1))
+            end = s + 1
+    return tuple(out)
+
+
+def _tlb_entries(runs: tuple) -> dict:
+    """:func:`_tlb_runs`' encoding back to the TLB's ``{first pfn: pages}``."""
+    out = {}
+    for e in runs:
+        if len(e) == 2:
+            out[e[0]] = e[1]
+        else:
+            out.update(dict.fromkeys(range(e[0], e[0] + e[2]), 1))
+    return out
 
 
 def _apply_items(table: list, items) -> None:

@@ -285,7 +285,7 @@ class Kernel:
     def _set_valid(self, pfn: int, numpages: int, valid: bool) -> int:
         ret = self._change(pfn, numpages, valid)
         if not valid and self.arch == "arm64" and self._can_set:
-            self._flush_range(pfn, numpages, reason="set_memory_valid")
+            self.flush_pfn_range(pfn, numpages, reason="set_memory_valid")
         return ret
 
     def folio_zap_direct_map(self, folio: Folio) -> int:
@@ -300,7 +300,7 @@ class Kernel:
         if ret == 0:
             self.counters["zaps"] += 1
         self.point("after_zap", folio.pfn)
-        self._flush_range(folio.pfn, folio.nr_pages, reason="flush_tlb_kernel_range")
+        self.flush_pfn_range(folio.pfn, folio.nr_pages, reason="flush_tlb_kernel_range")
         return ret
 
     def folio_restore_direct_map(self, folio: Folio, granule_pages: int | None = None) -> None:
@@ -340,9 +340,11 @@ class Kernel:
             raise ModelInputError(f"bad flush range {start:#x}..{end!r}")
         npages = (end - start) >> PAGE_SHIFT
         self._check_pfn(pfn, npages)
-        self._flush_range(pfn, npages, reason="flush_tlb_kernel_range")
+        self.flush_pfn_range(pfn, npages, reason="flush_tlb_kernel_range")
 
-    def _flush_range(self, pfn: int, npages: int, reason: str) -> None:
+    def flush_pfn_range(self, pfn: int, npages: int, reason: str) -> None:
+        """:meth:`flush_tlb_kernel_range` on PFNs, unchecked: the body every range flush of the model runs (and
+        the one an observer wraps, as the explorer does)."""
         if self.skip_flush:
             self.emit("flush", pfn=pfn, pages=npages, skipped=True)
             return

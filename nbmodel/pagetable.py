@@ -74,8 +74,34 @@ class PageTable:
         else:
             self.top[pfn >> 18][(pfn >> 9) & 511][pfn & 511] = prot
 
-    def pte_table(self, pfn: int) -> bytearray:
-        return self.top[pfn >> 18][(pfn >> 9) & 511]
+    def pte_table(self, pfn: int) -> bytearray | None:
+        """The PTE table mapping ``pfn``, or None when a 1G or 2M leaf maps it."""
+        pmd = self.top.get(pfn >> 18)
+        if type(pmd) is not list:
+            return None
+        e = pmd[(pfn >> 9) & 511]
+        return e if type(e) is bytearray else None
+
+    # -- the table as data (for a model that saves and restores it: nbmodel.explore_state) --------------------
+    def slot(self, slot: int) -> int | list:
+        """One 1 GiB slot's entry as stored (see the module docstring); the caller must not change it."""
+        return self.top[slot]
+
+    def set_slot(self, slot: int, entry: int | list) -> None:
+        """Replace one 1 GiB slot's entry; the table keeps ``entry`` itself, not a copy."""
+        self.top[slot] = entry
+
+    def copy_slots(self) -> dict[int, int | list]:
+        """Every slot's entry, copied down to the PTE tables."""
+        return {s: e if type(e) is int else [x if type(x) is int else bytearray(x) for x in e]
+                for s, e in self.top.items()}
+
+    def own_pte_table(self, block: int) -> None:
+        """Give 2 MiB block ``block``'s PTE table, if it has one, a private copy: a table shared with a saved
+        state is changed only through its copy."""
+        pmd = self.top.get(block >> 9)
+        if type(pmd) is list and type(pmd[block & 511]) is bytearray:
+            pmd[block & 511] = bytearray(pmd[block & 511])
 
     # -- walks ----------------------------------------------------------------------------------------------
     def leaves(self, start: int = 0, end: int | None = None):

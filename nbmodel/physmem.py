@@ -1,9 +1,10 @@
 """Physical memory: RAM ranges with holes, and a deterministic page allocator.
 
 The allocator stands for the buddy allocator plus its per-CPU lists, reduced to what the direct map cares
-about: *which* PFNs a folio gets. Order-0 pages are carved from a randomly chosen free 2 MiB pageblock
-(seeded), and freed order-0 pages are reused last-in first-out, as the per-CPU lists do; order-9 folios take a
-whole free pageblock. So guest memory lands at realistic, scattered PFNs, and the same seed gives the same PFNs.
+about: *which* PFNs a folio gets. Order-0 pages are carved from a free 2 MiB pageblock, and freed order-0 pages
+are reused last-in first-out, as the per-CPU lists do; order-9 folios take a whole free pageblock. Pageblocks
+are taken in a seeded random order fixed at boot (:class:`PageblockOrder`), so guest memory lands at realistic,
+scattered PFNs, the same seed gives the same PFNs, and the next choice depends only on which pageblocks are free.
 Modelling choice: freed order-0 pages are not merged back into order-9 blocks until a 2M allocation needs them.
 
 The allocator also holds an *unmapped source*, the pool of Brendan Jackman's ``ALLOC_UNMAPPED`` series (RFC
@@ -16,6 +17,8 @@ pageblock stays in the pool once taken (the series can give pageblocks back; the
 
 from __future__ import annotations
 
+import copy
+import heapq
 import random
 from dataclasses import dataclass
 
@@ -116,15 +119,65 @@ def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list
     return state, block_free, whole, partial
 
 
-def take_block(rng: random.Random, whole: list[int], partial: list[int], allow_partial: bool) -> int | None:
-    """Take a random pageblock out of ``whole`` (or, if it is empty and that is allowed, out of ``partial``).
-    Internal, like ``pageblocks()``: trusts its caller's lists."""
-    pool = whole if whole or not allow_partial else partial
-    if not pool:
-        return None
-    i = rng.randrange(len(pool))
-    pool[i], pool[-1] = pool[-1], pool[i]
-    return pool.pop()
+class PageblockOrder:
+    """The free pageblocks an allocation may take whole, in one seeded random order fixed at boot.
+
+    The order is the sequence of draws a ``random.Random(seed)`` makes from the boot list of whole free
+    pageblocks (each draw swaps a random entry to the end and pops it), then from the partly free ones. Until a
+    pageblock comes back whole, the allocator hands them out in exactly that sequence. A pageblock that comes back
+    (a freed 2M folio) takes its old place in the order, so the next draw depends only on *which* pageblocks are
+    free, not on how many draws came before: a machine's allocator state is finite, which the explorer needs for
+    its searches to end. Modelling choice: the buddy allocator's choice is deterministic too, from its free lists;
+    the model keeps the random order so guest memory lands at scattered PFNs. Internal (for
+    :class:`PageAllocator` and ``nbmodel.bulk``): trusts its caller."""
+
+    def __init__(self, whole: list[int], partial: list[int], seed: int):
+        rng = random.Random(seed)
+        order: list[int] = []
+        for boot in (list(whole), list(partial)):
+            while boot:
+                i = rng.randrange(len(boot))
+                boot[i], boot[-1] = boot[-1], boot[i]
+                order.append(boot.pop())
+        self.order = order
+        self.rank = {b: r for r, b in enumerate(order)}
+        self.nwhole = len(whole)
+        self._whole = list(range(len(whole)))                 # heaps of ranks; sorted lists are heaps
+        self._partial = list(range(len(whole), len(order)))
+
+    def take(self, allow_partial: bool) -> int | None:
+        """The first free pageblock in the order: a whole one, or (if none is left and ``allow_partial``) a
+        partly free one; None when there is none."""
+        pool = self._whole if self._whole or not allow_partial else self._partial
+        if not pool:
+            return None
+        return self.order[heapq.heappop(pool)]
+
+    def give_back(self, block: int) -> None:
+        """A whole free pageblock returns to its place in the order."""
+        heapq.heappush(self._whole, self.rank[block])
+
+    def ranks(self) -> tuple[int, ...]:
+        """The whole free pageblocks as their places in the order, ascending: the state the next draws depend on."""
+        return tuple(sorted(self._whole))
+
+    def load(self, ranks: tuple[int, ...]) -> None:
+        """Make the whole free pageblocks those at ``ranks`` (ascending, as :meth:`ranks` returns them)."""
+        self._whole = list(ranks)
+
+    def copy(self) -> PageblockOrder:
+        """An independent copy (the order itself is fixed at boot, so it is shared)."""
+        new = copy.copy(self)
+        new._whole, new._partial = list(self._whole), list(self._partial)
+        return new
+
+    def free_whole(self) -> tuple[int, ...]:
+        """The whole free pageblocks, next one first."""
+        return tuple(self.order[r] for r in sorted(self._whole))
+
+    def state(self) -> tuple:
+        """``(whole free pageblocks, partly free ones)``, each next one first."""
+        return self.free_whole(), tuple(self.order[r] for r in sorted(self._partial))
 
 
 class PageAllocator:
@@ -140,8 +193,8 @@ class PageAllocator:
             raise ModelInputError(f"seed and reserved must be integers (reserved >= 0), not {seed!r}, {reserved!r}")
         self.memmap = memmap
         self.seed = seed
-        self._rng = random.Random(seed)
-        self._state, self._block_free, self._whole, self._partial = pageblocks(memmap)
+        self._state, self._block_free, whole, partial = pageblocks(memmap)
+        self.blocks = PageblockOrder(whole, partial, seed)
         self._carve: list[int] = []   # PFNs left in the pageblock being carved, next one last
         self._pcp: list[int] = []     # freed order-0 PFNs, reused LIFO
         self._orders: dict[int, int] = {}
@@ -169,12 +222,13 @@ class PageAllocator:
     def choices(self) -> tuple:
         """What decides the next allocations, for a model that replays them (the explorer's allocator):
         ``(PFNs left in the pageblock being carved, next first; the per-CPU list, top last; the whole free
-        pageblocks; the random generator's state)``."""
-        return tuple(reversed(self._carve)), tuple(self._pcp), tuple(self._whole), self._rng.getstate()
+        pageblocks, next first)``. A pageblock freed whole goes back to its place in the order of
+        :class:`PageblockOrder`."""
+        return tuple(reversed(self._carve)), tuple(self._pcp), self.blocks.free_whole()
 
     def snapshot(self) -> tuple:
-        base = (bytes(self._state), tuple(self._whole), tuple(self._partial), tuple(self._carve),
-                tuple(self._pcp), tuple(sorted(self._orders.items())), self._rng.getstate())
+        base = (bytes(self._state), self.blocks.state(), tuple(self._carve), tuple(self._pcp),
+                tuple(sorted(self._orders.items())))
         if self._pool_blocks:
             return (*base, tuple(sorted(self._pool_blocks)), tuple(self._pool_free))
         return base
@@ -217,7 +271,7 @@ class PageAllocator:
         return block * PAGES_2M
 
     def _take_block(self, allow_partial: bool):
-        return take_block(self._rng, self._whole, self._partial, allow_partial)
+        return self.blocks.take(allow_partial)
 
     def _reclaim_whole_block(self):
         """Merge freed order-0 pages back into a whole free pageblock (the buddy allocator's coalescing)."""
@@ -270,7 +324,7 @@ class PageAllocator:
         self._state[base:base + PAGES_2M] = bytes([_FREE]) * PAGES_2M
         self._block_free[block] += PAGES_2M
         self.free_pages += PAGES_2M
-        self._whole.append(block)
+        self.blocks.give_back(block)
 
     def free(self, pfn: int, order: int) -> None:
         """Return a block to the allocator (``__free_pages``). Freeing what is not allocated is bad input. A
@@ -295,4 +349,4 @@ class PageAllocator:
         if order == 0:
             self._pcp.append(pfn)
         else:
-            self._whole.append(pfn // PAGES_2M)
+            self.blocks.give_back(pfn // PAGES_2M)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import heapq
 import http.server
 import os
 import pathlib
@@ -124,3 +125,11 @@ def book_server(book_html):
 def screenshots_dir() -> pathlib.Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+def give_back_last(self, block):
+    """A planted allocator bug (monkeypatched over ``PageblockOrder.give_back``): a freed pageblock goes to the end
+    of the order with a fresh place, as a list append would, instead of taking its old place."""
+    self.rank[block] = len(self.order)
+    self.order.append(block)
+    heapq.heappush(self._whole, self.rank[block])
