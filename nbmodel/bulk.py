@@ -27,7 +27,7 @@ from .counters import Counters
 from .designs import MERMAP_WINDOW_PAGES, Config
 from .errors import Errno, ModelInputError, VmFault
 from .guest_memfd import fallocate_errno
-from .physmem import _FREE, _USED, MemoryMap, PageblockOrder, pageblocks
+from .physmem import _FREE, _USED, MAX_BULK_MEMORY, MemoryMap, PageblockOrder, pageblocks
 from .policy import Policy
 from .secretmem import KIND as SECRETMEM_FILE
 from .system import step_result
@@ -549,7 +549,7 @@ class BulkSystem:
             raise ModelInputError(f"unknown arch {arch!r}")
         if arch == "x86" and set(self.mode.replace(",", " ").split()) - {"4-level", "5-level", "nogbpages"}:
             raise ModelInputError(f"unknown x86 mode {self.mode!r}; use 4-level, 5-level, nogbpages")
-        self.memmap = memory if isinstance(memory, MemoryMap) else MemoryMap.pc(memory)
+        self.memmap = memory if isinstance(memory, MemoryMap) else MemoryMap.pc(memory, MAX_BULK_MEMORY)
         self.ncpus = cpus
         self.tlbirange = (arch == "arm64") if tlbirange is None else tlbirange  # as Kernel(tlbirange=...)
         self.large_zap = large_zap

@@ -39,6 +39,7 @@ from .errors import ModelInputError
 from .explore_state import (
     GMEM,
     ExploreLimit,
+    Interner,
     NeedDeeper,
     RefusedMove,
     Space,
@@ -252,7 +253,8 @@ class Engine:
         self.tids: dict = {}
         self.table = {name: self._table(name) for name, _ in space.files()}
         self.memo = {name: {} for name, _ in space.files()}
-        self.vmemo: tuple = ({}, {})   # per view level: (tid, rid, view) -> Outcome, NEEDS_MORE or None
+        self.vmemo: tuple = ({}, {})   # per view level: (tid, rid, view id) -> Outcome, NEEDS_MORE or None
+        self.view_ids = (Interner(), Interner())   # per view level; a view is hashed once per record and G
         self.inv_g: dict = {}
         self.inv_rec: dict = {}
         self.inv_cover: dict = {}
@@ -296,7 +298,8 @@ class Engine:
         g = self.globals.value(gid)
         if not g[0][_file_number(self.space, name)]:
             return (), ()
-        views = (view0_of(g), view_of(g))
+        v0, v1 = view0_of(g), view_of(g)
+        views = ((v0, self.view_ids[0].id(v0)), (v1, self.view_ids[1].id(v1)))
         trans, props, seen = [], {}, set()
         for move, tid, variants in self.table[name]:
             got = self._outcome(tid, move, rid, gid, g, views)
@@ -322,8 +325,8 @@ class Engine:
         or None (refused). Run first on the view without the per-CPU list (:func:`view0_of`: most moves allocate
         nothing), then on the view with its top entry (:func:`view_of`), then on the whole ``G``; each view's
         result is memoized per ``(move, record, view)`` as a delta that applies to every ``G`` with that view."""
-        for level, view in enumerate(views):
-            key = (tid, rid, view)
+        for level, (view, vid) in enumerate(views):
+            key = (tid, rid, vid)
             memo = self.vmemo[level]
             got = memo.get(key, _MISSING)
             if got is _MISSING:

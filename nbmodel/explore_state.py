@@ -283,7 +283,7 @@ class Universe:
         self.pos_index = {p: n + 1 for n, p in enumerate(self.positions)}
         self.arm64 = self.k.arch == "arm64"
         self.touched: dict[int, set] = {}      # 1G slot -> touched 2M blocks in it
-        self.pt = pt = self.k.dmap.pt
+        pt = self.pt
         self.boot = pt.copy_slots()
         for s, e in pt.copy_slots().items():
             pt.set_slot(s, e)
@@ -296,6 +296,12 @@ class Universe:
         self._racing: list = []
         self._instrument()
         self.root = self.encode_full()
+
+    @property
+    def pt(self):
+        """The page table of the System being encoded: the scratch one, or a real one while :meth:`project`
+        encodes it."""
+        return self.k.dmap.pt
 
     # -- instrumentation of the scratch kernel (instance attributes only) ------------------------------------
     def _instrument(self) -> None:

@@ -23,13 +23,16 @@ import random
 from dataclasses import dataclass
 
 from .errors import Errno, ModelInputError
-from .units import PAGES_1G, PAGES_2M, pages, parse_size
+from .units import PAGES_1G, PAGES_2M, human, pages, parse_size
 
 _NOT_RAM, _FREE, _USED = 0, 1, 2
 
 #: The most RAM a modelled machine may have. The model keeps a byte per 4 KiB page and boots every leaf of the
 #: direct map, so 256G takes about 3 s and 360 MB to boot; larger machines are refused as bad input.
 MAX_MEMORY = 256 << 30
+#: The most RAM a machine of the range engine (:class:`nbmodel.bulk.BulkSystem`) may have. It boots no page
+#: table, only a byte per page and a few per 2 MiB region: 1T takes about 2 s and 1.1 GB to build.
+MAX_BULK_MEMORY = 1 << 40
 #: The highest end PFN a memory map may reach: MAX_MEMORY of RAM plus the PC map's 1G PCI hole.
 MAX_END_PFN = (MAX_MEMORY >> 12) + PAGES_1G
 
@@ -41,7 +44,9 @@ class MemoryMap:
     ranges: tuple
 
     @classmethod
-    def of(cls, ranges) -> MemoryMap:
+    def of(cls, ranges, limit: int = MAX_MEMORY) -> MemoryMap:
+        """The map of ``ranges``, checked: none may end above ``limit`` bytes of RAM plus the PC map's 1G hole."""
+        max_end = (limit >> 12) + PAGES_1G
         clean = []
         try:
             items = [tuple(r) for r in ranges]
@@ -50,8 +55,8 @@ class MemoryMap:
         for r in items:
             if len(r) != 2 or type(r[0]) is not int or type(r[1]) is not int or r[0] < 0 or r[1] <= r[0]:
                 raise ModelInputError(f"bad RAM range {r!r}"[:120])
-            if r[1] > MAX_END_PFN:
-                raise ModelInputError(f"RAM range {r!r} ends above PFN {MAX_END_PFN:#x} (the model's limit)")
+            if r[1] > max_end:
+                raise ModelInputError(f"RAM range {r!r} ends above PFN {max_end:#x} (the model's limit)")
             clean.append(r)
         if not clean:
             raise ModelInputError("a memory map needs at least one RAM range")
@@ -62,11 +67,11 @@ class MemoryMap:
         return cls(tuple(clean))
 
     @classmethod
-    def pc(cls, size) -> MemoryMap:
+    def pc(cls, size, limit: int = MAX_MEMORY) -> MemoryMap:
         """A PC-like map of ``size`` bytes of RAM: page 0 and the legacy 640K-1M hole reserved, and for more
         than 3 GiB the PCI hole from 3 GiB to 4 GiB with the rest of RAM above 4 GiB. ``size`` is from 4M to
-        :data:`MAX_MEMORY` (256G)."""
-        total = pages(_memory_size(size))
+        ``limit`` (:data:`MAX_MEMORY`, 256G; the range engine's is :data:`MAX_BULK_MEMORY`)."""
+        total = pages(_memory_size(size, limit))
         if total < 2 * PAGES_2M:
             raise ModelInputError("a PC memory map needs at least 4M of RAM")
         low_end = min(total, 3 * PAGES_1G)
@@ -74,7 +79,7 @@ class MemoryMap:
         rest = total - low_end
         if rest:
             ranges.append((4 * PAGES_1G, 4 * PAGES_1G + rest))
-        return cls.of(ranges)
+        return cls.of(ranges, limit)
 
     @classmethod
     def flat(cls, size, start=0) -> MemoryMap:
@@ -98,10 +103,10 @@ class MemoryMap:
         return any(s <= pfn < e for s, e in self.ranges)
 
 
-def _memory_size(size) -> int:
+def _memory_size(size, limit: int = MAX_MEMORY) -> int:
     nbytes = parse_size(size)
-    if nbytes > MAX_MEMORY:
-        raise ModelInputError(f"{size!r} is more RAM than the model's limit of 256G"[:120])
+    if nbytes > limit:
+        raise ModelInputError(f"{size!r} is more RAM than the model's limit of {human(limit)}"[:120])
     return nbytes
 
 
@@ -140,7 +145,9 @@ class PageblockOrder:
                 boot[i], boot[-1] = boot[-1], boot[i]
                 order.append(boot.pop())
         self.order = order
-        self.rank = {b: r for r, b in enumerate(order)}
+        self.rank = rank = [0] * (max(order) + 1 if order else 0)   # pageblock -> its place in the order
+        for r, b in enumerate(order):
+            rank[b] = r
         self.nwhole = len(whole)
         self._whole = list(range(len(whole)))                 # heaps of ranks; sorted lists are heaps
         self._partial = list(range(len(whole), len(order)))

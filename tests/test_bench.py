@@ -16,8 +16,9 @@ import pytest
 
 from nbmodel import bench
 from nbmodel.bulk import BulkSystem, BulkUnsupported, RunAllocator
+from nbmodel.errors import ModelInputError
 from nbmodel.pagetable import MAPPED, VALID
-from nbmodel.physmem import MAX_MEMORY, MemoryMap, PageAllocator
+from nbmodel.physmem import MAX_BULK_MEMORY, MemoryMap, PageAllocator
 from nbmodel.system import System
 from nbmodel.units import PAGE_SIZE, parse_size
 
@@ -321,12 +322,22 @@ def test_scaling_rows_count_the_machine_and_say_how_they_were_measured():
     row = bench._scale_point("64M", "1G")
     assert row["folio_ops"] == 2 * (64 << 20) // PAGE_SIZE   # each folio added once and removed once
     assert row["peak_bytes"] > 0 and row["cpu_seconds"] >= row["build_cpu_seconds"] >= 0
-    table = {"workload": "w", "time": "t", "memory": "tracemalloc", "max_host_memory": 256 << 30,
+    table = {"workload": "w", "time": "t", "memory": "tracemalloc", "max_host_memory": MAX_BULK_MEMORY,
              "by_guest": [row], "by_host": [row]}
     text = bench.format_scaling(table)
-    assert "64M" in text and "1G" in text and "256G" in text and "MAX_MEMORY" in text
+    assert "64M" in text and "1G" in text and "1T" in text and "MAX_BULK_MEMORY" in text
     assert bench.SCALE_GUESTS[0] == "256M" and bench.SCALE_GUESTS[-1] == "64G"
-    assert parse_size(bench.SCALE_HOSTS[-1]) == MAX_MEMORY
+    assert parse_size(bench.SCALE_HOSTS[-1]) == MAX_BULK_MEMORY == 1 << 40   # the host column: up to 1T
+
+
+def test_the_range_engine_boots_up_to_1t_the_traced_model_up_to_256g():
+    with pytest.raises(ModelInputError, match="limit of 1T"):
+        BulkSystem(memory="2T")
+    with pytest.raises(ModelInputError):
+        System(memory="512G")
+    assert MemoryMap.pc("1T", MAX_BULK_MEMORY).total_pages == (1 << 28) - 1 - (0x100 - 0x9F)   # page 0, 640K-1M
+    with pytest.raises(ModelInputError, match="limit of 256G"):
+        MemoryMap.pc("512G")
 
 
 def test_speed_report_prints_a_ratio_target_as_it_is():
@@ -334,3 +345,18 @@ def test_speed_report_prints_a_ratio_target_as_it_is():
         "folio_ops_per_s": 1e5, "size": 4 << 20, "runs": 1, "worst_folio_ops_per_s": 1e5},
         checks=[bench._check("traced steps/s flat", 0.9, bench.TARGETS["traced_steps_flat"])])
     assert "PASS  traced steps/s flat: 0.90 (target >= 0.8, 1.12x the target)" in bench.format_speed(rep)
+
+
+def test_the_clock_runs_with_the_collector_off_and_leaves_it_as_it_was():
+    import gc
+    assert gc.isenabled()
+    with bench._clock_quiet():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with bench._clock_quiet():
+            pass
+        assert not gc.isenabled()   # a caller that had it off keeps it off
+    finally:
+        gc.enable()
