@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from .bulk import BulkSystem
 from .cli import int_range, size_list
 from .costmodel import LABEL, CostModel, sig
+from .gcpause import gc_paused
 from .secretmem import KIND as SECRETMEM_FILE
 from .units import PAGE_SIZE, human, parse_size
 
@@ -192,13 +193,8 @@ def _clock_quiet():
     does not depend on how many other objects the process holds (a notebook kernel holds some 400k, which made
     the fragmenting figure 25% slower there than in a fresh process)."""
     gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def traced_rate(size="16M", repeats: int = 3) -> dict:
