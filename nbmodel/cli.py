@@ -32,7 +32,7 @@ SHOWN_COUNTERS = ("DirectMap4k", "DirectMap2M", "DirectMap1G", "direct_map_level
 
 #: Subcommands implemented elsewhere: name -> (module, one-line help).
 EXTERNAL = {
-    "explore": ("nbmodel.explore", "exhaustive search over small configurations; shortest counterexamples"),
+    "explore": ("nbmodel.explore_cli", "exhaustive search over small configurations; shortest counterexamples"),
     "bench": ("nbmodel.bench", "workloads and counters under each design; the cost model"),
     "probe": ("nbmodel.realkernel", "probe the running kernel (memfd_secret, guest_memfd, vmstat, meminfo)"),
 }

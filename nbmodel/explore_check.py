@@ -23,7 +23,9 @@ import copy
 import random
 
 from .errors import ModelInputError
-from .explore import Search, _plain_moves, _variants, _whole_moves, setup_of
+from .explore_moves import _plain_moves, _variants, _whole_moves
+from .explore_results import setup_of
+from .explore_search import Search
 from .explore_state import Space, observed
 from .invariants import broken
 from .system import System

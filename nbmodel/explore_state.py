@@ -646,7 +646,7 @@ def _or(a: tuple, b: tuple) -> tuple:
 
 
 def observe(step, pre: dict, racing: list) -> frozenset:
-    """Named observations of one :class:`~nbmodel.system.Step` (see :data:`nbmodel.explore.PROPERTIES`)."""
+    """Named observations of one :class:`~nbmodel.system.Step` (see :data:`nbmodel.explore_moves.PROPERTIES`)."""
     return observed(step.op, step.result, step.saw, step.interrupt, step.counters, pre, racing)
 
 

@@ -30,7 +30,7 @@ _NOT_RAM, _FREE, _USED = 0, 1, 2
 #: The most RAM a modelled machine may have. The model keeps a byte per 4 KiB page and boots every leaf of the
 #: direct map, so 256G takes about 3 s and 360 MB to boot; larger machines are refused as bad input.
 MAX_MEMORY = 256 << 30
-#: The most RAM a machine of the range engine (:class:`nbmodel.bulk.BulkSystem`) may have. It boots no page
+#: The most RAM a machine of the range engine (``nbmodel.bulk.BulkSystem``) may have. It boots no page
 #: table, only a byte per page and a few per 2 MiB region: 1T takes about 2 s and 1.1 GB to build.
 MAX_BULK_MEMORY = 1 << 40
 #: The highest end PFN a memory map may reach: MAX_MEMORY of RAM plus the PC map's 1G PCI hole.

@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT, give_back_last
 
 from nbmodel.designs import SWITCHES
-from nbmodel.explore import explore, scenario_toml
+from nbmodel.explore import explore
+from nbmodel.explore_results import scenario_toml
 from nbmodel.physmem import PageblockOrder
 
 FAILURES = ("a", "b", "c", "d", "oops", "warn", "leak")
@@ -74,6 +75,7 @@ def test_cli_bad_arguments_exit_2():
 
 # -- the memoized search against fresh Systems --------------------------------------------------------------
 from nbmodel import explore as ex  # noqa: E402
+from nbmodel import explore_cli, explore_engine, explore_moves, explore_results, explore_search  # noqa: E402
 from nbmodel import explore_state as es  # noqa: E402
 from nbmodel import scenario as sc  # noqa: E402
 from nbmodel.explore_check import check_conformance  # noqa: E402
@@ -103,7 +105,7 @@ def test_conformance_check_catches_a_wrong_delta(monkeypatch):
         popped, pushed, rest, flushed = delta
         return rest[:3] + (g[3] + pushed,) + rest[3:]
 
-    monkeypatch.setattr(ex, "apply_delta", forgetful)
+    monkeypatch.setattr(explore_engine, "apply_delta", forgetful)
     assert check_conformance(Space(design="filemap", offsets=2), depth=5, sample=40, seed=3, first=40)
 
 
@@ -128,7 +130,7 @@ def test_conformance_check_catches_a_view_without_the_list_that_drops_it(monkeyp
         pushed, rest, flushed = delta
         return rest[:3] + (pushed, g[4], rest[3], rest[4])
 
-    monkeypatch.setattr(ex, "apply_delta0", dropping)
+    monkeypatch.setattr(explore_engine, "apply_delta0", dropping)
     assert check_conformance(Space(design="filemap", offsets=2), depth=5, sample=40, seed=3, first=40)
 
 
@@ -141,14 +143,14 @@ def test_conformance_check_catches_counters_that_are_not_carried(monkeypatch):
         out = real(g, delta)
         return out[:6] + (delta[1][4],)
 
-    monkeypatch.setattr(ex, "apply_delta0", forgetting)
+    monkeypatch.setattr(explore_engine, "apply_delta0", forgetting)
     assert check_conformance(Space(design="per-folio", offsets=1), depth=6, sample=60, seed=3, first=60)
 
 
 def test_packed_states_add_one_difference_per_move():
     """A packed state is a number in base RADIX; changing one position's id is adding one difference, and
     unpacking gives the tuple back, for ids up to 2**32 - 1."""
-    search = ex.Search(Space(design="filemap", offsets=3))
+    search = explore_search.Search(Space(design="filemap", offsets=3))
     top = (1 << 32) - 1
     for state in [(0, 0, 0, 0), (top, top, top, top), (5, 0, top, 7), (8253, 371, 0, 12)]:
         s = search.pack(state)
@@ -156,8 +158,8 @@ def test_packed_states_add_one_difference_per_move():
         for pos in range(1, 4):
             for new in (0, 1, top):
                 moved = state[:pos] + (new,) + state[pos + 1:]
-                assert search.pack(moved) == s + (new - state[pos]) * ex.RADIX ** pos
-                assert search.unpack(s + (new - state[pos]) * ex.RADIX ** pos) == moved
+                assert search.pack(moved) == s + (new - state[pos]) * explore_search.RADIX ** pos
+                assert search.unpack(s + (new - state[pos]) * explore_search.RADIX ** pos) == moved
 
 
 def test_default_sweep_sizes_follow_the_table():
@@ -219,14 +221,14 @@ def test_memoized_search_equals_the_whole_state_search(monkeypatch):
     for design, depth in (("filemap", None), ("per-folio", 4), ("secretmem", 5)):
         memo = explore(design=design, offsets=2, max_depth=depth, max_states=None)
         with monkeypatch.context() as mp:
-            mp.setattr(ex.Engine, "__init__", _whole_state_init)
+            mp.setattr(explore_engine.Engine, "__init__", _whole_state_init)
             whole = explore(design=design, offsets=2, max_depth=depth, max_states=None)
         assert (memo.states, memo.complete) == (whole.states, whole.complete)
         lengths = {k: len(v.steps) for k, v in memo.per_invariant.items() if v}
         assert lengths == {k: len(v.steps) for k, v in whole.per_invariant.items() if v}
 
 
-_INIT = ex.Engine.__init__
+_INIT = explore_engine.Engine.__init__
 
 
 def _whole_state_init(self, space):
@@ -282,7 +284,7 @@ CAUSAL = {  # switch -> (explore kwargs, the property it breaks)
 
 
 def test_every_switch_is_covered():
-    assert set(CAUSAL) == set(SWITCHES) and ex.SWITCH_FINDS == {k: v[1] for k, v in CAUSAL.items()}
+    assert set(CAUSAL) == set(SWITCHES) and explore_moves.SWITCH_FINDS == {k: v[1] for k, v in CAUSAL.items()}
 
 
 @pytest.mark.parametrize("switch", sorted(CAUSAL))
@@ -325,7 +327,7 @@ def test_counterexample_as_json_toml_and_steps():
 
 def test_replay_reaches_the_same_invariant():
     ce = explore(design="filemap", switches=("unhooked_migration",)).per_invariant["b"]
-    sys_ = ex.replay(ce.steps, ex.setup_of(ce.space))
+    sys_ = explore_results.replay(ce.steps, explore_results.setup_of(ce.space))
     assert sys_.first_broken["b"] == len(ce.steps)
 
 
@@ -359,10 +361,10 @@ def _cli(*args):
     import contextlib
     import io
     parser = argparse.ArgumentParser()
-    ex.add_arguments(parser)
+    explore_cli.add_arguments(parser)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = ex.run(parser.parse_args(list(args)))
+        rc = explore_cli.run(parser.parse_args(list(args)))
     return rc, out.getvalue()
 
 

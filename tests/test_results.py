@@ -170,7 +170,7 @@ RESULT_NAMES = frozenset({e.name for e in Errno} | {v.name for v in VmFault} | {
 ERROR_NAMES = frozenset({e.name for e in Errno} | {v.name for v in VmFault})
 #: Modules that read step strings (the explorer's observations, its reports, the tables of alternatives.py) or a
 #: real kernel's errno: they compare against the edge's names, and may.
-FRONT_ENDS = {"explore.py", "explore_state.py", "explore_check.py", "alternatives.py", "realkernel.py"}
+FRONT_ENDS = {"explore_results.py", "explore_state.py", "explore_check.py", "alternatives.py", "realkernel.py"}
 
 
 def _strs(node) -> list[ast.Constant]:

@@ -1,0 +1,236 @@
+"""The explorer's transitions: :class:`Engine` runs each move through :meth:`System.run_validated` (the core
+of :meth:`System.step`) on the scratch System of :mod:`nbmodel.explore_state`, and memoizes the outcome per
+page record and per view of the shared state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .errors import ModelInputError
+from .explore_moves import Move, _file_number, _plain_moves, _variants, _whole_moves
+from .explore_state import (
+    Interner,
+    NeedDeeper,
+    RefusedMove,
+    Space,
+    Universe,
+    apply_delta,
+    apply_delta0,
+    view0_of,
+    view_of,
+)
+from .system import INTERRUPT_POINTS
+
+_MISSING = object()
+
+
+#: A move's memo entry on a view that hides what the move needs (it raised NeedDeeper there).
+NEEDS_MORE = "needs more than the view"
+
+
+class Engine:
+    """Transitions computed by :meth:`System.run_validated` (the core of :meth:`System.step`) on the
+    :class:`~nbmodel.explore_state.Universe`'s scratch System, memoized twice: per ``(file, record, G)`` (all the
+    moves of a record), and per ``(move, record, view of G)`` as a delta. A move runs on the smallest view it
+    needs: without the per-CPU list (:func:`~nbmodel.explore_state.view0_of`), with its top entry
+    (:func:`~nbmodel.explore_state.view_of`), or the whole ``G``; a move that needs what a view hides raises
+    NeedDeeper there. Records are run at index 0 and shared by every index of their file: an operation on one page
+    does not read its index."""
+
+    def __init__(self, space: Space):
+        self.space = space
+        self.u = Universe(space)
+        # A 2M folio spans indexes, so one index is no longer a unit of locality (unless a file has one page).
+        self.full = space.config().large_folios and any(n > 1 for _, n in space.files())
+        self.root = self.u.root
+        self.positions = self.u.positions
+        self.records, self.globals = self.u.records, self.u.globals
+        self.files = [name for name, _ in self.positions]
+        self.tlist: list = []
+        self.tids: dict = {}
+        self.table = {name: self._table(name) for name, _ in space.files()}
+        self.memo = {name: {} for name, _ in space.files()}
+        self.vmemo: tuple = ({}, {})   # per view level: (tid, rid, view id) -> Outcome, NEEDS_MORE or None
+        self.view_ids = (Interner(), Interner())   # per view level; a view is hashed once per record and G
+        self.inv_g: dict = {}
+        self.inv_rec: dict = {}
+        self.inv_cover: dict = {}
+        self.misses = self.view_misses = 0
+        self.refused: dict = {}
+        self.step_of: dict = {}   # move -> System.validate_step's tuple, or why the model refuses it
+
+    def _tid(self, move: Move) -> int:
+        got = self.tids.get(move)
+        if got is None:
+            got = self.tids[move] = len(self.tlist)
+            self.tlist.append(move)
+        return got
+
+    def _table(self, name: str) -> list:
+        """Per plain move: (move at index 0, tid, {point: [(variant at index 0, tid)]})."""
+        out = []
+        for move in _plain_moves(self.space, name, 0):
+            variants = {at: [(v, self._tid(replace(v, index=None))) for v in _variants(self.space, move, (at,))]
+                        for at in INTERRUPT_POINTS}
+            out.append((move, self._tid(replace(move, index=None)), variants))
+        return out
+
+    def move(self, pos, tid) -> Move:
+        move = self.tlist[tid]
+        return move if pos is None else replace(move, index=self.positions[pos - 1][1])
+
+    def local(self, pos: int, rid: int, gid: int) -> tuple:
+        name = self.files[pos - 1]
+        memo = self.memo[name]
+        key = (rid << 32) | gid
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = self._local(name, rid, gid)
+        return got
+
+    def _local(self, name: str, rid: int, gid: int) -> tuple:
+        """The transitions of one record under ``G``: ``((tid, rid2, gid2, flush_all), ...)`` and the properties
+        the moves showed, each move taken from the smallest view of ``G`` it ran on (:meth:`_outcome`)."""
+        self.misses += 1
+        g = self.globals.value(gid)
+        if not g[0][_file_number(self.space, name)]:
+            return (), ()
+        v0, v1 = view0_of(g), view_of(g)
+        views = ((v0, self.view_ids[0].id(v0)), (v1, self.view_ids[1].id(v1)))
+        trans, props, seen = [], {}, set()
+        for move, tid, variants in self.table[name]:
+            got = self._outcome(tid, move, rid, gid, g, views)
+            if got is None:
+                continue
+            todo = [(tid, got)] + [(vtid, self._outcome(vtid, var, rid, gid, g, views))
+                                   for at in got[4] for var, vtid in variants[at]]
+            for t, out in todo:
+                if out is None:
+                    continue
+                rid2, gid2, flush_all, found, _ = out
+                for p in found:
+                    props.setdefault(p, t)
+                key = (rid2, gid2, flush_all)
+                if (rid2 == rid and gid2 == gid and not flush_all) or key in seen:
+                    continue
+                seen.add(key)
+                trans.append((t, rid2, gid2, flush_all))
+        return tuple(trans), tuple(props.items())
+
+    def _outcome(self, tid: int, move: Move, rid: int, gid: int, g: tuple, views: tuple):
+        """One move of one record under ``G``: ``(rid2, gid2, flush_all, properties, interrupt points reached)``
+        or None (refused). Run first on the view without the per-CPU list (:func:`view0_of`: most moves allocate
+        nothing), then on the view with its top entry (:func:`view_of`), then on the whole ``G``; each view's
+        result is memoized per ``(move, record, view)`` as a delta that applies to every ``G`` with that view."""
+        for level, (view, vid) in enumerate(views):
+            key = (tid, rid, vid)
+            memo = self.vmemo[level]
+            got = memo.get(key, _MISSING)
+            if got is _MISSING:
+                self.view_misses += 1
+                got = memo[key] = self._try(lambda step, lv=level, v=view: self.u.run_view(v, self.rec(move, rid),
+                                                                                          step, lv), move)
+            if got is NEEDS_MORE:
+                continue
+            if got is None:
+                return None
+            apply = apply_delta0 if level == 0 else apply_delta
+            return got.records[(move.file, 0)], self.globals.id(apply(g, got.delta)), got.flush_all, \
+                got.props, got.reached
+        got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
+        if got is None or got is NEEDS_MORE:
+            return None
+        return got.records[(move.file, 0)], got.gid, got.flush_all, got.props, got.reached
+
+    @staticmethod
+    def rec(move: Move, rid: int) -> dict:
+        return {(move.file, 0): rid}
+
+    def _try(self, run, move: Move):
+        step = self.step_of.get(move)
+        if step is None:
+            args = move.step(self.space)
+            try:
+                step = self.u.sys.validate_step(args.pop("op"), args)
+            except ModelInputError as e:
+                step = str(e)
+            self.step_of[move] = step
+        if type(step) is str:
+            self.refused.setdefault(move.op, step)
+            return None
+        try:
+            return run(step)
+        except RefusedMove as e:
+            self.refused.setdefault(move.op, str(e))
+            return None
+        except NeedDeeper:
+            return NEEDS_MORE
+
+    def whole(self, state: tuple) -> tuple:
+        """Moves that need every record: create and close, and every move when folios may span indexes."""
+        self.misses += 1
+        gid = state[0]
+        recs = dict(zip(self.positions, state[1:], strict=False))
+        trans, props, seen = [], {}, set()
+        for move in _whole_moves(self.space, self.globals.value(gid)[0], self.full):
+            got = self._try(lambda step: self.u.run(gid, recs, step), move)
+            if got is None:
+                continue
+            variants = [(move, got)] + [(v, self._try(lambda step: self.u.run(gid, recs, step), v))
+                                        for v in _variants(self.space, move, got.reached)]
+            for mv, out in variants:
+                if out is None:
+                    continue
+                tid = self._tid(mv)
+                for p in out.props:
+                    props.setdefault(p, tid)
+                ns = (out.gid,) + tuple(out.records[p] for p in self.positions)
+                if ns != state and ns not in seen:
+                    seen.add(ns)
+                    trans.append((tid, ns))
+        return tuple(trans), tuple(props.items())
+
+    def broken(self, state: tuple, pending=()) -> frozenset:
+        gid = state[0]
+        if self.full:
+            return self.u.broken_keys(gid, dict(zip(self.positions, state[1:], strict=False)))
+        out = self.inv_g.get(gid)
+        if out is None:
+            out = self.inv_g[gid] = self.u.broken_keys(gid, {})
+        cache = self.inv_rec
+        for pos in range(1, len(state)):
+            rid = state[pos]
+            if rid:
+                key = (pos, rid, gid)
+                got = cache.get(key)
+                if got is None:
+                    got = cache[key] = self._record_breaks(pos, rid, gid)
+                out = out | got
+        return out
+
+    def _record_breaks(self, pos: int, rid: int, gid: int) -> frozenset:
+        """What one record breaks under ``G``. Invariants (a) and (d) read a folio's own page (its valid bits
+        are in the record; its MAPPED bit is always set, as every page of the carved pageblock is in the direct
+        map) and the TLB entries that cover it; only entries larger than a page live in ``G``, so the answer is
+        shared by every ``G`` with the same covering entries. ``explore_check`` compares it with the full check."""
+        name = self.files[pos - 1]
+        pfn = self.records.value(rid)[0]
+        cover = tuple(tuple(e for e in entries if e[1] > 1 and e[0] <= pfn < e[0] + e[1])
+                      for entries in self.globals.value(gid)[2])
+        key = (name, rid, cover)
+        got = self.inv_cover.get(key)
+        if got is None:
+            got = self.inv_cover[key] = self.u.broken_keys(gid, {(name, 0): rid}) - self.inv_g[gid]
+        return got
+
+    def clear_tlb(self, rid: int) -> int:
+        return self.u.clear_tlb(rid)
+
+    @staticmethod
+    def view(rec: tuple) -> tuple:
+        """A record's direct-map view: (valid bits, private bit)."""
+        return bool(rec[7] if rec[7] is not None else 3), rec[3] & 1
+
+
+__all__ = ["Engine", "NEEDS_MORE"]

@@ -1,0 +1,131 @@
+"""What the explorer looks for and the moves it makes: the properties (the invariants and the observations
+a step can show), the operations per file, and a move (one operation on one page, optionally with a racing
+read at an interrupt point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .designs import DESIGNS
+from .explore_state import (
+    GMEM,
+    Space,
+)
+from .invariants import INVARIANTS
+from .system import INTERRUPT_POINTS
+from .units import PAGE_SHIFT, human
+
+
+@dataclass(frozen=True)
+class Property:
+    """Something the search checks: a model invariant (a state predicate) or an observation of one step."""
+
+    key: str
+    name: str
+    kind: str            # "invariant": checked on states; "observation": on steps; "goal": wanted reachable
+    text: str
+    designs: tuple = DESIGNS
+
+
+def _invariant_properties() -> dict:
+    return {k: Property(k, inv.name, "invariant", inv.why.split(". ")[0] + ".", inv.designs)
+            for k, inv in INVARIANTS.items()}
+
+
+PROPERTIES = {
+    **_invariant_properties(),
+    "leak": Property("leak", "guest_data_read_through_direct_map", "observation",
+                     "A CPU reads guest data through the direct map (a read or a racing read returns ok or "
+                     "stale on a page holding guest-secret, guest-image or secret)."),
+    "oops": Property("oops", "kernel_path_oops", "observation",
+                     "A kernel path of the model itself (zeroing, write(), a migration copy) faults on a "
+                     "direct-map hole; reads the search makes on purpose do not count."),
+    "warn": Property("warn", "warn_on", "observation", "A WARN_ON_ONCE fires (a set_direct_map_* call failed)."),
+    "eperm": Property("eperm", "write_refused_after_zap", "goal",
+                      "write() returns EPERM: per-folio's 'userspace can write() exactly once'."),
+}
+
+
+#: Which break-it switch is expected to show itself as which property (used by the tests and the book).
+SWITCH_FINDS = {"skip_flush": "a", "zero_after_insert": "oops", "restore_4k": "c", "arm64_no_bbml2": "warn",
+                "unhooked_migration": "a", "put_before_restore": "b"}
+
+
+GMEM_OPS = ("fallocate", "punch_hole", "user_fault", "guest_fault", "write", "migrate", "replace", "race_add")
+
+
+SECRET_OPS = ("secret_fault", "secret_fault+race", "migrate", "replace")
+
+
+SIZED_OPS = ("fallocate", "punch_hole", "write")
+
+
+@dataclass(frozen=True)
+class Move:
+    """One operation the search can take: an op on a file index, maybe with a racing read by another CPU."""
+
+    op: str
+    file: str
+    index: int | None = None
+    cpu: int | None = None
+    at: str | None = None
+    icpu: int | None = None
+
+    def step(self, space: Space) -> dict:
+        """The ``System.step`` arguments (sizes as strings) for this move."""
+        if self.op in ("gmem_create", "secret_create"):
+            return space.create_step(self.file)
+        out = {"op": "secret_fault" if self.op == "secret_fault+race" else self.op, "file": self.file}
+        if self.index is not None:
+            out["offset"] = human(self.index << PAGE_SHIFT)
+        if self.op in SIZED_OPS:
+            out["len"] = "4K"
+        if self.op == "secret_fault+race":
+            out["race"] = True
+        if self.cpu is not None:
+            out["cpu"] = self.cpu
+        if self.at is not None:
+            out.update(interrupt_at=self.at, interrupt_cpu=self.icpu)
+        return out
+
+
+def _plain_moves(space: Space, name: str, index: int) -> list[Move]:
+    ops = GMEM_OPS if name == GMEM else SECRET_OPS
+    ops = tuple(op for op in ops if op not in space.skip)
+    reads = [Move("kernel_read", name, index, cpu=c) for c in range(space.cpus) if "kernel_read" not in space.skip]
+    return [Move(op, name, index) for op in ops] + reads
+
+
+def _variants(space: Space, move: Move, reached) -> list[Move]:
+    if not space.interleave or move.op == "kernel_read":
+        return []
+    return [replace(move, at=at, icpu=c) for at in INTERRUPT_POINTS if at in reached
+            for c in range(1, space.cpus)]
+
+
+def closes(space: Space) -> bool:
+    return space.close or space.config().large_folios
+
+
+def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
+    """Create for a file that does not exist; close when the space closes files or has 2M folios (whose only
+    way back to the allocator is a truncation of the whole folio); with ``full``, every plain move too."""
+    out = []
+    for (name, n), there in zip(space.files(), exists, strict=False):
+        if not there:
+            out.append(Move("gmem_create" if name == GMEM else "secret_create", name))
+            continue
+        if full:
+            for i in range(n):
+                out.extend(_plain_moves(space, name, i))
+        if closes(space):
+            out.append(Move("close", name))
+    return out
+
+
+def _file_number(space: Space, name: str) -> int:
+    return [n for n, _ in space.files()].index(name)
+
+
+__all__ = ["Property", "PROPERTIES", "SWITCH_FINDS", "GMEM_OPS", "SECRET_OPS", "Move"]

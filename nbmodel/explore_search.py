@@ -1,0 +1,200 @@
+"""The breadth-first search: states packed into one int (:data:`RADIX`), moves as added differences, and the
+paths back to the root that counterexamples are made of (:class:`Search`).
+"""
+
+from __future__ import annotations
+
+from itertools import filterfalse
+
+from .explore_engine import Engine
+from .explore_moves import Move, closes
+from .explore_results import Counterexample, verify
+from .explore_state import (
+    Space,
+)
+from .invariants import INVARIANTS
+
+#: The radix of a packed state: ``G``'s id is its lowest digit, then one digit per file index. Ids stay below
+#: 2**32 < RADIX. Not a power of two: Python hashes an int by its value modulo 2**61 - 1, so 32-bit fields would
+#: alias (``2**64`` is 8 there) and crowd the dict's low hash bits; an odd radix with mixed bits spreads them.
+RADIX = 0x19E3779B9
+
+
+class Search:
+    """Breadth-first search over one :class:`Space`; its :class:`Engine` computes (and memoizes) the transitions.
+
+    A state is packed into one int, in base :data:`RADIX`: ``G``'s id, then each file index's record id
+    (:meth:`pack`). A move on index ``i`` that changes only its record and ``G`` is then the addition of one
+    precomputed difference, ``(gid2 - gid) + (rid2 - rid) * RADIX**i``, the same for every state with that
+    record and ``G``: the inner loop adds and looks up ints, and ``parent`` maps a state to the state it was first
+    reached from (the move is found again for the few paths printed, :meth:`path`)."""
+
+    def __init__(self, space: Space):
+        self.space = space
+        self.e = Engine(space)
+        self.n = len(self.e.positions)
+        self.diffs = [None] + [{} for _ in range(self.n)]   # per position: (rid << 32 | gid) -> entry
+        self._whole: dict = {}                                 # gid -> are the whole moves taken there?
+
+    def pack(self, state: tuple) -> int:
+        out = 0
+        for x in reversed(state):
+            out = out * RADIX + x
+        return out
+
+    def unpack(self, s: int) -> tuple:
+        out = []
+        for _ in range(self.n + 1):
+            s, x = divmod(s, RADIX)
+            out.append(x)
+        return tuple(out)
+
+    def run(self, max_depth: int | None = None, max_states: int | None = None):
+        """BFS to a fixpoint, ``max_depth`` steps, or ``max_states`` states (checked as states are added, so a
+        budget stops mid-level; every counterexample found is still a shortest one). Returns ``parent`` (packed
+        state -> packed state it was first reached from, None for the root), the first breaking state or step per
+        property, the transitions taken, the depth and whether the search is complete."""
+        e = self.e
+        root = self.pack(e.root)
+        parent = {root: None}
+        found: dict = {}
+        self.pending = {k for k, inv in INVARIANTS.items() if self.space.design in inv.designs}
+        self._note([root], found)
+        self.budget = max_states
+        frontier, depth, transitions, cut = [root], 0, 0, False
+        while frontier and (max_depth is None or depth < max_depth):
+            steps: dict = {}
+            frontier, count, cut = self._level(frontier, parent, steps)
+            transitions += count
+            depth += 1
+            self._note(frontier, found)  # a state found by a plain move reads better than a racing step
+            for key, how in steps.items():
+                if key not in found:
+                    found[key] = how
+                    self.pending.discard(key)
+            if cut:
+                break
+        complete = not frontier and not cut
+        return parent, found, transitions, (depth if frontier or cut else depth - 1), complete
+
+    def _note(self, states: list, found: dict) -> None:
+        """Record the first state (in BFS order) breaking each invariant not yet broken."""
+        if not self.pending:
+            return
+        broken, unpack = self.e.broken, self.unpack
+        for s in states:
+            for key in broken(unpack(s), self.pending):
+                if key in self.pending:
+                    self.pending.discard(key)
+                    found.setdefault(key, ("state", s, None))
+            if not self.pending:
+                return
+
+    def _entry(self, pos: int, rid: int, gid: int) -> tuple:
+        """``(differences, flushing transitions, properties, count)`` of the moves on position ``pos``."""
+        trans, props = self.e.local(pos, rid, gid)
+        weight = RADIX ** pos
+        diffs = tuple((gid2 - gid) + (rid2 - rid) * weight for _, rid2, gid2, fa in trans if not fa)
+        slow = tuple((rid2, gid2) for _, rid2, gid2, fa in trans if fa)
+        got = self.diffs[pos][(rid << 32) | gid] = (diffs, slow, props, len(trans))
+        return got
+
+    def whole_needed(self, gid: int) -> bool:
+        """Are the moves on every record (:meth:`Engine.whole`) taken in states with this ``G``?"""
+        got = self._whole.get(gid)
+        if got is None:
+            got = self._whole[gid] = (self.e.full or closes(self.space)
+                                            or not all(self.e.globals.value(gid)[0]))
+        return got
+
+    def _level(self, frontier: list, parent: dict, found: dict) -> tuple[list, int, bool]:
+        """Expand one BFS level: the next frontier, how many transitions were taken, whether the budget cut
+        the level short."""
+        e = self.e
+        nxt, count = [], 0
+        budget = self.budget
+        append = nxt.append
+        slots = [(pos, self.diffs[pos]) for pos in range(1, self.n + 1)] if not e.full else []
+        entry_of, whole_needed = self._entry, self.whole_needed
+        contains = parent.__contains__
+        for s in frontier:
+            q, gid = divmod(s, RADIX)
+            for pos, cache in slots:
+                q, rid = divmod(q, RADIX)
+                entry = cache.get((rid << 32) | gid)
+                if entry is None:
+                    entry = entry_of(pos, rid, gid)
+                diffs, slow, props, n = entry
+                count += n
+                # Only the new states reach Python code: the sums and the lookups run inside filterfalse/map.
+                for ns in filterfalse(contains, map(s.__add__, diffs)):
+                    parent[ns] = s
+                    append(ns)
+                if slow or props:
+                    self._take(s, pos, [self._flushed(s, pos, rid2, gid2) for rid2, gid2 in slow], props, parent,
+                               nxt, found)
+            if whole_needed(gid):
+                trans, props = e.whole(self.unpack(s))
+                count += len(trans)
+                self._take(s, None, [self.pack(ns) for _, ns in trans], props, parent, nxt, found)
+            if budget is not None and len(parent) >= budget:
+                return nxt, count, True
+        return nxt, count, False
+
+    @staticmethod
+    def _take(s: int, pos, states: list, props: tuple, parent: dict, nxt: list, found: dict) -> None:
+        """Add the states not seen yet (reached from ``s`` by moves on ``pos``) and the properties not found yet."""
+        for ns in states:
+            if ns not in parent:
+                parent[ns] = s
+                nxt.append(ns)
+        for key, tid in props:
+            if key not in found:
+                found[key] = ("step", s, (pos, tid))
+
+    def _flushed(self, s: int, pos: int, rid2: int, gid2: int) -> int:
+        """The packed state after a move on ``pos`` that ended in ``flush_tlb_all()``."""
+        state = self.unpack(s)
+        return self.pack(self.flushed(state, pos, rid2, gid2))
+
+    def flushed(self, state: tuple, pos: int, rid2: int, gid2: int) -> tuple:
+        clear = self.e.clear_tlb
+        rest = [clear(r) for r in state[1:]]
+        rest[pos - 1] = rid2
+        return (gid2,) + tuple(rest)
+
+    # -- counterexamples ---------------------------------------------------------------------------------------
+    def successors(self, s: int):
+        """``(move, next state)`` for every transition out of packed state ``s``, in the order the search takes
+        them (so the first one reaching a state is the move its ``parent`` entry stands for)."""
+        e, state = self.e, self.unpack(s)
+        gid = state[0]
+        if not e.full:
+            for pos in range(1, self.n + 1):
+                trans, _ = e.local(pos, state[pos], gid)
+                for tid, rid2, gid2, fa in sorted(trans, key=lambda t: t[3]):  # as _level: plain, then flushing
+                    ns = self.flushed(state, pos, rid2, gid2) if fa else (
+                        (gid2,) + state[1:pos] + (rid2,) + state[pos + 1:])
+                    yield e.move(pos, tid), self.pack(ns)
+        if self.whole_needed(gid):
+            for tid, ns in e.whole(state)[0]:
+                yield e.move(None, tid), self.pack(ns)
+
+    def path(self, parent: dict, state: int) -> list[Move]:
+        """The moves from the root to packed ``state`` along ``parent``: for each edge, the first move (in search
+        order) from the parent that reaches the child."""
+        out = []
+        while parent[state] is not None:
+            prev = parent[state]
+            out.append(next(m for m, ns in self.successors(prev) if ns == state))
+            state = prev
+        return out[::-1]
+
+    def counterexample(self, parent: dict, key: str, how) -> Counterexample:
+        kind, s, last = how
+        moves = self.path(parent, s) + ([self.e.move(*last)] if kind == "step" else [])
+        steps = self.space.setup_steps() + [m.step(self.space) for m in moves]
+        return verify(Counterexample(key, steps, "", self.space))
+
+
+__all__ = ["Search", "RADIX"]
