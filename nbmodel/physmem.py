@@ -33,8 +33,6 @@ MAX_MEMORY = 256 << 30
 #: The most RAM a machine of the range engine (``nbmodel.bulk.BulkSystem``) may have. It boots no page
 #: table, only a byte per page and a few per 2 MiB region: 1T takes about 2 s and 1.1 GB to build.
 MAX_BULK_MEMORY = 1 << 40
-#: The highest end PFN a memory map may reach: MAX_MEMORY of RAM plus the PC map's 1G PCI hole.
-MAX_END_PFN = (MAX_MEMORY >> 12) + PAGES_1G
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,16 @@ class PageblockOrder:
     pageblock comes back whole, the allocator hands them out in exactly that sequence. A pageblock that comes back
     (a freed 2M folio) takes its old place in the order, so the next draw depends only on *which* pageblocks are
     free, not on how many draws came before: a machine's allocator state is finite, which the explorer needs for
-    its searches to end. Modelling choice: the buddy allocator's choice is deterministic too, from its free lists;
-    the model keeps the random order so guest memory lands at scattered PFNs. Internal (for
+    its searches to end.
+
+    Modelling choices. The buddy allocator itself takes the head of its free lists, deterministically; the nearest
+    kernel counterpart of a random order is the boot-time shuffle of those lists, ``__shuffle_zone()`` in
+    mm/shuffle.c (blocks of ``SHUFFLE_ORDER``, the largest buddy order: 4 MiB on x86, where the model shuffles
+    2 MiB pageblocks; ``CONFIG_SHUFFLE_PAGE_ALLOCATOR``, ``page_alloc.shuffle=1``; Dan Williams, "mm: Shuffle
+    initial free memory to improve memory-side-cache utilization", Message-ID
+    ``154767946196.1983228.8172988837680181734.stgit@dwillia2-desk3.amr.corp.intel.com``). The model keeps the
+    random order so guest memory lands at scattered PFNs. A freed pageblock going back to its old place, rather
+    than to the head of a list, is the model's own rule. Internal (for
     :class:`PageAllocator` and ``nbmodel.bulk``): trusts its caller."""
 
     def __init__(self, whole: list[int], partial: list[int], seed: int):
@@ -148,7 +154,6 @@ class PageblockOrder:
         self.rank = rank = [0] * (max(order) + 1 if order else 0)   # pageblock -> its place in the order
         for r, b in enumerate(order):
             rank[b] = r
-        self.nwhole = len(whole)
         self._whole = list(range(len(whole)))                 # heaps of ranks; sorted lists are heaps
         self._partial = list(range(len(whole), len(order)))
 
