@@ -166,7 +166,9 @@ def _print_results(args, spaces, results, wall: float) -> None:
         rates = _rates(real)
         line += (f"\n  complete searches: {rates['complete']} configurations, {rates['complete_states']} states in "
                  f"{rates['complete_cpu_seconds']:.1f} CPU-s ({rates['complete_states_per_cpu_second']:,} states per "
-                 f"CPU-second); bounded: {rates['bounded']} configurations in {rates['bounded_cpu_seconds']:.1f} CPU-s")
+                 f"CPU-second; with 4K folios {rates['complete_4k_states_per_cpu_second']:,}, with 2M folios "
+                 f"{rates['complete_2m_states_per_cpu_second']:,}); bounded: {rates['bounded']} configurations in "
+                 f"{rates['bounded_cpu_seconds']:.1f} CPU-s")
     print(line)
 
 
@@ -175,10 +177,16 @@ def _rates(results: list) -> dict:
     done = [r for r in results if r.complete]
     cpu = sum(r.cpu_seconds for r in done)
     states = sum(r.states for r in done)
-    return {"complete": len(done), "complete_states": states, "complete_cpu_seconds": round(cpu, 2),
-            "complete_states_per_cpu_second": round(states / cpu) if cpu else 0,
-            "bounded": len(results) - len(done),
-            "bounded_cpu_seconds": round(sum(r.cpu_seconds for r in results if not r.complete), 2)}
+    out = {"complete": len(done), "complete_states": states, "complete_cpu_seconds": round(cpu, 2),
+           "complete_states_per_cpu_second": round(states / cpu) if cpu else 0,
+           "bounded": len(results) - len(done),
+           "bounded_cpu_seconds": round(sum(r.cpu_seconds for r in results if not r.complete), 2)}
+    # A 2M state costs tens of 4K ones (512 pages per step), so the mixed rate alone would hide either.
+    for size, large in (("4k", False), ("2m", True)):
+        part = [r for r in done if r.space.large_folios == large]
+        cpu_part = sum(r.cpu_seconds for r in part)
+        out[f"complete_{size}_states_per_cpu_second"] = round(sum(r.states for r in part) / cpu_part) if cpu_part else 0
+    return out
 
 
 def _run_check(spaces: list, args) -> int:

@@ -392,3 +392,16 @@ def test_cli_check_and_sizes():
     assert rc == 0 and "OK" in text
     rc, text = _cli("--design", "filemap", "--sizes", "2")
     assert rc == 0 and "memberships" in text
+
+
+def test_the_sweep_rates_keep_4k_and_2m_searches_apart():
+    from nbmodel.explore_results import ExploreResult
+
+    def result(large, states, cpu, complete=True):
+        sp = Space(design="filemap", offsets=1, large_folios=large)
+        return ExploreResult(sp, states, 0, 1, complete, cpu, {}, cpu_seconds=cpu)
+    rates = explore_cli._rates([result(False, 40_000, 2.0), result(True, 1_000, 2.0), result(False, 9, 9.0, False)])
+    assert rates["complete_states_per_cpu_second"] == 41_000 // 4
+    assert rates["complete_4k_states_per_cpu_second"] == 20_000
+    assert rates["complete_2m_states_per_cpu_second"] == 500
+    assert (rates["bounded"], rates["bounded_cpu_seconds"]) == (1, 9.0)
