@@ -405,3 +405,12 @@ def test_the_sweep_rates_keep_4k_and_2m_searches_apart():
     assert rates["complete_4k_states_per_cpu_second"] == 20_000
     assert rates["complete_2m_states_per_cpu_second"] == 500
     assert (rates["bounded"], rates["bounded_cpu_seconds"]) == (1, 9.0)
+
+
+def test_tlb_entries_round_trip_as_runs():
+    entries = {10: 1, 11: 1, 12: 1, 14: 1, 16: 16, 17: 1, 18: 1, 512: 512, 1024: 1, 1025: 1}
+    runs = es._tlb_runs(entries, masked={11})
+    assert runs == ((10, 1, 1), (12, 1, 1), (14, 1, 1), (16, 16), (17, 1, 2), (512, 512), (1024, 1, 2))
+    back = es._tlb_entries(runs)
+    assert back == {k: v for k, v in entries.items() if k != 11}
+    assert list(back) == sorted(back)   # the decoded TLB keeps its entries in PFN order, as before
