@@ -183,7 +183,7 @@ def _rates(results: list) -> dict:
            "bounded_cpu_seconds": round(sum(r.cpu_seconds for r in results if not r.complete), 2)}
     # A 2M state costs tens of 4K ones (512 pages per step), so the mixed rate alone would hide either.
     for size, large in (("4k", False), ("2m", True)):
-        part = [r for r in done if r.space.large_folios == large]
+        part = [r for r in done if r.space.config().large_folios == large]
         cpu_part = sum(r.cpu_seconds for r in part)
         out[f"complete_{size}_states_per_cpu_second"] = round(sum(r.states for r in part) / cpu_part) if cpu_part else 0
     return out

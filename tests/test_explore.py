@@ -398,7 +398,9 @@ def test_the_sweep_rates_keep_4k_and_2m_searches_apart():
     from nbmodel.explore_results import ExploreResult
 
     def result(large, states, cpu, complete=True):
-        sp = Space(design="filemap", offsets=1, large_folios=large)
+        # 2M folios as the sweep gets them: through the restore_4k switch, not the space's own flag
+        sp = Space(design="filemap", offsets=1, switches=("restore_4k",) if large else ())
+        assert sp.config().large_folios == large
         return ExploreResult(sp, states, 0, 1, complete, cpu, {}, cpu_seconds=cpu)
     rates = explore_cli._rates([result(False, 40_000, 2.0), result(True, 1_000, 2.0), result(False, 9, 9.0, False)])
     assert rates["complete_states_per_cpu_second"] == 41_000 // 4
