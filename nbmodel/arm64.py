@@ -72,6 +72,20 @@ class Arm64LinearMap(DirectMap):
                     return ret
         return self.apply_range(start, npages, set_mask, clear_mask)
 
+    def in_place_run(self, pfn: int, npages: int, table: bytearray) -> int:
+        """With BBML2, :meth:`update_range_prot` splits at ``pfn`` and ``pfn + 1`` first: nothing to split when
+        neither is inside a contiguous run (or each starts one). Decided within one PTE table; a change never
+        alters a CONT bit, so the run holds while its pages change one by one."""
+        if self.mode != "bbml2":
+            return super().in_place_run(pfn, npages, table)
+        i = pfn & 511
+        stop = min(511, i + npages)  # the last entry's end boundary is in the next 2M block: the walk decides
+        j = i
+        while j < stop and (not table[j] & CONT or not j % CONT_PTES) and (
+                not table[j + 1] & CONT or not (j + 1) % CONT_PTES):
+            j += 1
+        return j - i
+
     def split_for_change(self, level: int, first: int, prot: int) -> int:
         # Reached only when a block is partly covered and nobody split it: pageattr_p{u,m}d_entry().
         self.kernel.warn("pageattr: partial block change without BBML2 split")

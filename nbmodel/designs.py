@@ -58,7 +58,7 @@ from functools import partial
 from .errors import OOPS, Access, Errno, ModelInputError
 from .folio import Folio
 from .pagecache import filemap_add_folio, filemap_grab_folio
-from .pagetable import VALID
+from .pagetable import VALID, prot_match
 from .units import PAGE_SIZE, PAGES_2M
 
 DESIGNS = ("per-folio", "filemap", "secretmem")
@@ -143,8 +143,7 @@ def unmapped_returned(k, pfn: int, order: int) -> None:
     the folio still unmapped: ``unmapped_pool_frees`` counts those; a folio that comes back with a valid
     direct-map entry (a remove path restored it) counts in ``freed_mapped_to_unmapped_pool``, which invariant
     (b) reports."""
-    leaf = k.dmap.pt.leaf
-    if any(leaf(p)[2] & VALID for p in range(pfn, pfn + (1 << order))):
+    if k.dmap.pt.first_where(pfn, 1 << order, prot_match(VALID, VALID)) is not None:
         k.counters["freed_mapped_to_unmapped_pool"] += 1
     else:
         k.counters["unmapped_pool_frees"] += 1
@@ -243,8 +242,7 @@ class Design:
 
     def gmem_copy_in(self, k, f, folio) -> None:
         """``write()`` copies the user's data into the folio: through the direct map, as mainline does."""
-        for p in range(folio.pfn, folio.pfn + folio.nr_pages):
-            k.kernel_access(p, write=True, what="write")
+        k.kernel_access_range(folio.pfn, folio.nr_pages, write=True, what="write")
 
     # -- mm/secretmem.c ----------------------------------------------------------------------------------------
     def secretmem_get_folio(self, k, f, index: int, race=None):

@@ -151,6 +151,12 @@ class DirectMap:
                 return ret
         return 0
 
+    def in_place_run(self, pfn: int, npages: int, table: bytearray) -> int:
+        """How many pages from ``pfn`` (up to ``npages``, within ``table``, the PTE table mapping ``pfn``) a change
+        of one page at a time changes each in its own PTE, with no split. :meth:`apply_range` changes a PTE in
+        place; an arch that splits around a change says more."""
+        return min(npages, 512 - (pfn & 511))
+
     def split_for_change(self, level: int, first: int, prot: int) -> int:
         """Make the large leaf at ``first`` smaller so part of it can change; 0 or a negative errno."""
         return -Errno.EINVAL

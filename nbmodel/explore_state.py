@@ -294,6 +294,7 @@ class Universe:
         self.records.id(None)  # record id 0: nothing at this index
         self._points: list = []
         self._racing: list = []
+        self._tlb_decoded: dict = {}  # id(runs) -> (runs, entries): the runs live in interned G values
         self._instrument()
         self.root = self.encode_full()
 
@@ -323,7 +324,7 @@ class Universe:
             flush(pfn, npages, reason)
             if self.alloc.hidden and k.counters["tlb_full_flushes"] == full:
                 known = self.loaded | self.fresh
-                if any(p not in known for p in range(pfn, pfn + npages)):
+                if not known.issuperset(range(pfn, pfn + npages)):
                     raise NeedDeeper("a range flush reaches pages the view does not show")
 
         k.point, k.kernel_access, k.flush_pfn_range = recorded_point, recorded_access, guarded_flush
@@ -465,7 +466,7 @@ class Universe:
         sys.steps, sys.first_broken = [], {}
         self._decode_pt(dict(pt))
         for t, entries in zip(k.tlbs, tlbs, strict=False):
-            t.entries = _tlb_entries(entries)
+            t.entries = self._tlb_dict(entries)
         self.alloc.set_state((tuple(p for p, _, _ in free), carved, pool), hidden)
         for pfn, bits, tlb in free:
             self._load_page(pfn, bits, tlb)
@@ -478,6 +479,16 @@ class Universe:
             rec = self.records.value(rid)
             if rec is not None:
                 self._load(pos, rec)
+
+    def _tlb_dict(self, runs: tuple) -> dict:
+        """A fresh TLB dict for ``runs`` (:func:`_tlb_entries`), copied from the one decoded before for the same
+        runs object: G's values are interned, so the same runs come back for every state with that G."""
+        got = self._tlb_decoded.get(id(runs))
+        if got is None or got[0] is not runs:
+            if len(self._tlb_decoded) >= 1024:  # a bound on the memory: each dict may hold a few thousand entries
+                self._tlb_decoded.clear()
+            got = self._tlb_decoded[id(runs)] = (runs, _tlb_entries(runs))
+        return dict(got[1])
 
     def _decode_pt(self, target: dict) -> None:
         set_slot = self.pt.set_slot
@@ -682,20 +693,31 @@ def _tlb_runs(entries: dict, masked) -> tuple:
     """One CPU's TLB entries ``{first pfn: pages}``, sorted, as ``(first, pages)`` for a large entry and
     ``(first, 1, k)`` for ``k`` 4 KiB entries on consecutive pages (a 2M folio touched through a split leaf leaves
     512 of them). The 4 KiB entries of ``masked`` pages are left out: their records hold them."""
-    out: list = []
-    end = -1
-    for s, n in sorted(entries.items()):
-        if n != 1:
-            out.append((s, n))
-            end = -1
-        elif s not in masked:
-            if s == end:
-                f, _, k = out[-1]
-                out[-1] = (f, 1, k + 1)
-            else:
-                out.append((s, 1, 1))
-            end = s + 1
+    ones = [s for s, n in entries.items() if n == 1]
+    out = [(s, n) for s, n in entries.items() if n != 1] if len(ones) < len(entries) else []
+    if masked and ones:
+        ones = [s for s in ones if s not in masked]
+    if ones:
+        ones.sort()
+        runs: list = []
+        _runs(ones, 0, len(ones), runs)
+        out += runs
+    out.sort()
     return tuple(out)
+
+
+def _runs(ones: list, lo: int, hi: int, out: list) -> None:
+    """Append ``(first, 1, k)`` for each run of consecutive PFNs in sorted ``ones[lo:hi]``: a slice whose ends
+    are as far apart as its length is one run, so 512 consecutive pages take one comparison."""
+    if ones[hi - 1] - ones[lo] == hi - 1 - lo:
+        if out and out[-1][0] + out[-1][2] == ones[lo]:  # a run the halving cut in two
+            out[-1] = (out[-1][0], 1, out[-1][2] + hi - lo)
+        else:
+            out.append((ones[lo], 1, hi - lo))
+        return
+    mid = (lo + hi) // 2
+    _runs(ones, lo, mid, out)
+    _runs(ones, mid, hi, out)
 
 
 def _tlb_entries(runs: tuple) -> dict:

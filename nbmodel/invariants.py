@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .designs import DESIGN_CLASSES, DESIGNS, PRIVATE_NO_DIRECT_MAP
 from .errors import Access
 from .kernel import Touched
-from .pagetable import MAPPED, VALID
+from .pagetable import MAPPED, VALID, prot_match
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,19 @@ def _cached_folios(sys, kind: str | None = None):
             yield from f.mapping.folios()
 
 
-def _valid_pages(k, folio) -> list[int]:
-    leaf = k.dmap.pt.leaf
-    return [p for p in range(folio.pfn, folio.pfn + folio.nr_pages) if leaf(p)[2] & (MAPPED | VALID) != MAPPED]
+_NOT_ZAPPED = prot_match(MAPPED | VALID, MAPPED, equal=False)
+
+
+def _first_valid(k, folio) -> int | None:
+    """The folio's first page whose direct-map entry is not zapped (mapped and not valid), or None."""
+    return k.dmap.pt.first_where(folio.pfn, folio.nr_pages, _NOT_ZAPPED)
 
 
 def folio_unmapped_while_cached(k, folio, tlb: bool = True) -> str | None:
     """Invariant (a) for one cached folio: why it breaks it, or None."""
-    valid = _valid_pages(k, folio)
-    if valid:
-        return f"{folio.name} is cached with a valid direct-map entry (pfn {valid[0]:#x})"
+    valid = _first_valid(k, folio)
+    if valid is not None:
+        return f"{folio.name} is cached with a valid direct-map entry (pfn {valid:#x})"
     holders = k.tlb_holders(folio.pfn, folio.nr_pages) if tlb else []
     if holders:
         return f"{folio.name} is cached but CPU {holders[0]} still holds a TLB entry for it"
@@ -103,7 +106,7 @@ def check_restore_without_split(sys) -> str | None:
 def folio_private_bit_iff_zapped(k, folio) -> str | None:
     """Invariant (d) for one cached guest_memfd folio: why it breaks it, or None."""
     bit = bool(folio.private & PRIVATE_NO_DIRECT_MAP)
-    zapped = not _valid_pages(k, folio)
+    zapped = _first_valid(k, folio) is None
     if bit != zapped:
         state = "set" if bit else "clear"
         return f"{folio.name}: private bit {state} but direct map {'invalid' if zapped else 'valid'}"
@@ -315,7 +318,7 @@ class IncrementalCheck:
         if self.check_a:
             reason = folio_unmapped_while_cached(k, folio)
             self._mark("a", folio, reason, num, index)
-            if reason is not None and not _valid_pages(k, folio):  # broken through a TLB entry
+            if reason is not None and _first_valid(k, folio) is None:  # broken through a TLB entry
                 self._tlb_bad[folio] = None
             else:
                 self._tlb_bad.pop(folio, None)

@@ -12,7 +12,7 @@ from .arm64 import Arm64LinearMap
 from .counters import Counters
 from .errors import Access, Errno, ModelInputError, errno_name
 from .folio import Folio
-from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID, translate_table
+from .pagetable import CONT, DEFAULT, MAPPED, RW, VALID, prot_match, translate_table
 from .physmem import MemoryMap, PageAllocator
 from .tlb import SPANS_BY_ARCH, TLB, arm64_flush_limit_excess, arm64_tlbi_ops
 from .trace import Trace
@@ -22,6 +22,9 @@ from .x86 import X86DirectMap
 ARCHES = ("x86", "arm64")
 _RESTORE, _ZAP = translate_table(VALID | RW, 0), translate_table(0, VALID | RW)  # set/clear VALID|RW
 _OK, _STALE, _OOPS = Access.OK, Access.STALE, Access.OOPS  # module globals: the access path is hot
+_ZAPPED = prot_match(MAPPED | VALID, MAPPED)        # mapped, not valid
+_VALID, _NOT_VALID = prot_match(VALID, VALID), prot_match(VALID, 0)
+_NOT_PLAIN = prot_match(VALID | CONT, VALID, equal=False)  # not (valid and outside a contiguous run)
 
 
 class Touched:
@@ -228,28 +231,24 @@ class Kernel:
 
     def first_invalid(self, pfn: int, npages: int) -> int | None:
         """First PFN in the range whose direct-map entry is mapped but not valid, or None."""
-        leaf = self.dmap.pt.leaf
         if npages == 1:
-            prot = leaf(pfn)[2]
+            prot = self.dmap.pt.leaf(pfn)[2]
             return pfn if prot & MAPPED and not prot & VALID else None
-        for p in range(pfn, pfn + npages):
-            prot = leaf(p)[2]
-            if prot & MAPPED and not prot & VALID:
-                return p
-        return None
+        return self.dmap.pt.first_where(pfn, npages, _ZAPPED)
 
     def _change(self, pfn: int, npages: int, valid: bool) -> int:
         if self.touched is not None:
             self.touched.pages.append((pfn, npages))
         if not self._can_set:
             return 0  # arm64 set_direct_map_*: "if (!can_set_direct_map()) return 0;"
-        if npages == 1 and self.arch == "x86":
-            # One page already mapped by a 4K PTE (a 4K folio, after its region's first split): the change in
-            # place, as DirectMap.apply_range() would make it, without its argument checks (the callers
-            # checked the PFN: _check_pfn / virt_to_pfn) or its range walk.
+        if npages == 1:
+            # One page already mapped by a 4K PTE (a 4K folio, after its region's first split) that no split
+            # touches (DirectMap.in_place_run): the change in place, as DirectMap.apply_range() would make it,
+            # without its argument checks (the callers checked the PFN: _check_pfn / virt_to_pfn) or its range
+            # walk.
             pmd = self.dmap.pt.top.get(pfn >> 18)
             table = pmd[(pfn >> 9) & 511] if type(pmd) is list else None
-            if type(table) is bytearray:
+            if type(table) is bytearray and self.dmap.in_place_run(pfn, 1, table):
                 table[pfn & 511] = (_RESTORE if valid else _ZAP)[table[pfn & 511]]
                 if self.trace_enabled:
                     self.emit("restore" if valid else "zap", pfn=pfn, pages=1, ret="0")
@@ -263,6 +262,32 @@ class Kernel:
             if self.trace_enabled:
                 self.emit("zap", pfn=pfn, pages=npages, ret=errno_name(ret))
         return ret
+
+    def _change_each(self, pfn: int, nr: int, valid: bool) -> bool:
+        """:meth:`_change` on each page of ``[pfn, pfn + nr)`` in turn, one page per call; whether any call
+        failed. A run of pages whose calls would each change only its own PTE (:meth:`DirectMap.in_place_run`)
+        is changed a slice at a time, with the same entries, events and notes as the calls."""
+        end, top, failed = pfn + nr, self.dmap.pt.top, False
+        while pfn < end:
+            run = 0
+            if self._can_set:
+                pmd = top.get(pfn >> 18)
+                table = pmd[(pfn >> 9) & 511] if type(pmd) is list else None
+                if type(table) is bytearray:
+                    run = self.dmap.in_place_run(pfn, end - pfn, table)
+            if not run:
+                failed |= bool(self._change(pfn, 1, valid))
+                pfn += 1
+                continue
+            i = pfn & 511
+            table[i:i + run] = table[i:i + run].translate(_RESTORE if valid else _ZAP)
+            if self.touched is not None:
+                self.touched.pages.extend((p, 1) for p in range(pfn, pfn + run))
+            if self.trace_enabled:
+                for p in range(pfn, pfn + run):
+                    self.emit("restore" if valid else "zap", pfn=p, pages=1, ret="0")
+            pfn += run
+        return failed
 
     def set_direct_map_invalid_noflush(self, addr: int) -> int:
         """``set_direct_map_invalid_noflush()``: one page not present; no TLB flush on any arch."""
@@ -313,6 +338,8 @@ class Kernel:
         self._check_pfn(folio.pfn, nr)
         if step == nr:
             failed = bool(self._change(folio.pfn, nr, True))  # valid=true: no flush on either arch
+        elif step == 1:
+            failed = self._change_each(folio.pfn, nr, True)
         else:
             failed = False
             for off in range(0, nr, step):
@@ -398,6 +425,17 @@ class Kernel:
             raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
         return self._access(pfn, cpu, what)
 
+    def kernel_access_range(self, pfn: int, npages: int, cpu: int | None = None, write: bool = False,
+                            what: str = "read") -> Access:
+        """The kernel touches every page of the range through the direct map, in order, as a copy into a folio
+        does (``copy_page_from_iter()`` page by page): :meth:`kernel_access` on each page; returns the worst
+        result (``OOPS`` over ``STALE`` over ``OK``)."""
+        self._check_pfn(pfn, npages)
+        cpu = self.current_cpu if cpu is None else cpu
+        if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
+            raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
+        return self._access_run(pfn, npages, cpu, what, False)
+
     def _access(self, pfn: int, cpu: int, what: str, quiet: bool = False) -> Access:
         """One access; ``quiet`` leaves a successful access out of the trace (a "zero" event summarises)."""
         tlb = self.tlbs[cpu]
@@ -437,21 +475,81 @@ class Kernel:
             cpu = self.current_cpu
         elif type(cpu) is not int or not 0 <= cpu < self.ncpus:
             raise ModelInputError(f"no CPU {cpu!r} (this machine has {self.ncpus})")
-        access = self._access
-        if nr == 1:
-            worst = access(pfn, cpu, "zero", True)
-        else:
-            worst = _OK
-            for p in range(pfn, pfn + nr):
-                got = access(p, cpu, "zero", True)
-                if got is not _OK and worst is not _OOPS:
-                    worst = got
+        worst = self._access(pfn, cpu, "zero", True) if nr == 1 else self._access_run(pfn, nr, cpu, "zero", True)
         if worst is not _OOPS:
             folio.content = "zero"
         self.counters["zeroings"] += 1
         if self.trace_enabled:
             self.emit("zero", pfn=pfn, pages=nr, result=worst.value)
         return worst
+
+    def _access_run(self, pfn: int, nr: int, cpu: int, what: str, quiet: bool) -> Access:
+        """:meth:`_access` on every page of ``[pfn, pfn + nr)`` in order; the worst result (``OOPS`` over ``STALE``
+        over ``OK``). The same results, counters, events and TLB entries as that loop, taken a run of pages at a
+        time. Why runs are exact: a page's access hits when some entry covers it, and a fill only adds cover
+        for pages at or after the one filled (it replaces an entry only at a start that did not cover that
+        page). So the cover the TLB had on entry, plus each fill, tells every later page whether it hits."""
+        if not quiet and self.trace_enabled:  # an "access" event for every page, in page order
+            worst = _OK
+            for p in range(pfn, pfn + nr):
+                got = self._access(p, cpu, what)
+                if got is not _OK and worst is not _OOPS:
+                    worst = got
+            return worst
+        tlb, pt, end = self.tlbs[cpu], self.dmap.pt, pfn + nr
+        entries, first_where = tlb.entries, pt.first_where
+        covers = _merged(sorted((f, f + s) for f, s in entries.items() if f < end and pfn < f + s))
+        covers.append((end, end))
+        stale = oops = c = 0
+        p = pfn
+        while p < end:
+            if covers[c][1] <= p:
+                c += 1
+                continue
+            if covers[c][0] <= p:  # hits: stale where the entry is not valid
+                stop = min(end, covers[c][1])
+                stale += self._stale_pages(p, stop, cpu, what)
+                p = stop
+                continue
+            gap = covers[c][0]
+            level, first, prot = pt.leaf(p)
+            if not prot & VALID:  # misses on invalid entries: each oopses, nothing is filled
+                q = first_where(p, gap - p, _VALID)
+                stop = gap if q is None else q
+                self.counters["oops"] += stop - p
+                oops += stop - p
+                if self.trace_enabled:
+                    for q in range(p, stop):
+                        self.emit("oops", cpu=cpu, pfn=q, what=what)
+                p = stop
+                continue
+            if level == 1 and not prot & CONT:  # valid PTEs outside a contiguous run: a 4K entry each
+                q = first_where(p, min(gap, (p | 511) + 1) - p, _NOT_PLAIN)
+                stop = min(gap, (p | 511) + 1) if q is None else q
+                entries.update(dict.fromkeys(range(p, stop), 1))
+                p = stop
+                continue
+            self._access(p, cpu, what, True)  # one fill, whose entry covers the pages after p too
+            start = tlb.lookup(p)
+            stop = min(end, start + entries[start])
+            stale += self._stale_pages(p + 1, stop, cpu, what)
+            p = stop
+        return _OOPS if oops else _STALE if stale else _OK
+
+    def _stale_pages(self, p: int, stop: int, cpu: int, what: str) -> int:
+        """Pages of ``[p, stop)``, all served by a TLB entry, whose page-table entry is not valid: each is a stale
+        access (:meth:`_access`). Returns how many."""
+        n = 0
+        first_where = self.dmap.pt.first_where
+        while p < stop:
+            q = first_where(p, stop - p, _NOT_VALID)
+            if q is None:
+                break
+            n += 1
+            self.emit("stale", cpu=cpu, pfn=q, what=what)
+            p = q + 1
+        self.counters["stale_reads"] += n
+        return n
 
     def tlb_holders(self, pfn: int, npages: int = 1) -> list[int]:
         """CPUs whose TLB holds an entry overlapping the range."""
@@ -472,6 +570,18 @@ class Kernel:
     def leaf_counts(self) -> dict:
         """``direct_pages_count[]`` as ``{"4K": n, "2M": n, "1G": n}``."""
         return {"4K": self.dmap.count[1], "2M": self.dmap.count[512], "1G": self.dmap.count[512 * 512]}
+
+
+def _merged(spans: list) -> list:
+    """Sorted ``(start, end)`` spans with overlapping and touching ones joined."""
+    out: list = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 __all__ = ["Kernel", "Touched", "ARCHES", "DEFAULT"]

@@ -114,7 +114,7 @@ def _touch_slot(k, mapping: AddressSpace, index: int) -> None:
 def _conflict(mapping: AddressSpace, folio: Folio, index: int) -> bool:
     if folio.order == 0:
         return mapping.lookup(index) is not None
-    return any(mapping.lookup(i) is not None for i in range(index, index + folio.nr_pages))
+    return bool(mapping.folios_in(index, index + folio.nr_pages))
 
 
 def filemap_add_folio(k, mapping: AddressSpace, folio: Folio, index: int) -> int:

@@ -34,6 +34,12 @@ def translate_table(set_mask: int, clear_mask: int) -> bytes:
     return bytes(((v & ~clear_mask) | set_mask) if v & MAPPED else v for v in range(256))
 
 
+@cache
+def prot_match(mask: int, want: int, equal: bool = True) -> bytes:
+    """The 256-byte table :meth:`PageTable.first_where` reads: 1 where ``(v & mask == want) == equal``."""
+    return bytes(int((v & mask == want) == equal) for v in range(256))
+
+
 class PageTable:
     """Leaves over PFN space; callers decide what a split or a protection change means on their arch."""
 
@@ -56,6 +62,33 @@ class PageTable:
 
     def is_valid(self, pfn: int) -> bool:
         return bool(self.leaf(pfn)[2] & VALID)
+
+    def first_where(self, pfn: int, npages: int, match: bytes) -> int | None:
+        """First PFN of ``[pfn, pfn + npages)`` whose leaf's protection ``v`` has ``match[v]`` true (a
+        :func:`prot_match` table), or None: :meth:`leaf` on each page in turn, with a large leaf read once and a
+        run of PTEs in one pass."""
+        end = pfn + npages
+        top = self.top
+        while pfn < end:
+            e = top.get(pfn >> 18, 0)
+            if type(e) is int:
+                if match[e]:
+                    return pfn
+                pfn = (pfn | (PAGES_1G - 1)) + 1
+                continue
+            e = e[(pfn >> 9) & 511]
+            if type(e) is int:
+                if match[e]:
+                    return pfn
+                pfn = (pfn | (PAGES_2M - 1)) + 1
+                continue
+            i = pfn & 511
+            j = min(512, i + end - pfn)
+            k = e[i:j].translate(match).find(1)
+            if k >= 0:
+                return pfn + k
+            pfn += j - i
+        return None
 
     # -- structure changes --------------------------------------------------------------------------------
     def split_1g(self, pfn: int, child_prot: int) -> None:

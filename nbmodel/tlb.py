@@ -60,7 +60,7 @@ class TLB:
         end = start + npages
         if not self.entries:
             return
-        if npages > 4 * len(self.entries):
+        if len(self.entries) < npages * len(self.spans):  # fewer entries to test than per-page lookups
             for first, span in list(self.entries.items()):
                 if first < end and start < first + span:
                     del self.entries[first]
