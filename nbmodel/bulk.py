@@ -48,7 +48,7 @@ class RunAllocator:
     """:class:`~nbmodel.physmem.PageAllocator`'s PFN choices, handed out as runs ``(first, n, step)``.
 
     A run covers ``first, first+step, ...`` (``n`` pages, step +1 or -1) and never crosses a 2M pageblock. The
-    per-CPU list is a stack of runs whose concatenation is PageAllocator's ``_pcp`` list."""
+    per-CPU list is a stack of runs whose concatenation is PageAllocator's per-CPU list (``choices()``, top last)."""
 
     def __init__(self, memmap: MemoryMap, seed: int = 0, reserved: int = 0):
         self.state, self.block_free, whole, partial = pageblocks(memmap)
@@ -180,7 +180,7 @@ class RunAllocator:
         return [f + i * s for f, n, s in self.pcp for i in range(n)]
 
     def carve_pages(self) -> list[int]:
-        """The remaining carve, next page last, as PageAllocator's ``_carve`` holds it."""
+        """The remaining carve, next page last (PageAllocator's ``choices()`` lists it next page first)."""
         return [p for s, e in reversed(self.carve) for p in range(e - 1, s - 1, -1)]
 
 

@@ -246,9 +246,8 @@ class Kernel:
             # touches (DirectMap.in_place_run): the change in place, as DirectMap.apply_range() would make it,
             # without its argument checks (the callers checked the PFN: _check_pfn / virt_to_pfn) or its range
             # walk.
-            pmd = self.dmap.pt.top.get(pfn >> 18)
-            table = pmd[(pfn >> 9) & 511] if type(pmd) is list else None
-            if type(table) is bytearray and self.dmap.in_place_run(pfn, 1, table):
+            table = self.dmap.pt.pte_table(pfn)
+            if table is not None and self.dmap.in_place_run(pfn, 1, table):
                 table[pfn & 511] = (_RESTORE if valid else _ZAP)[table[pfn & 511]]
                 if self.trace_enabled:
                     self.emit("restore" if valid else "zap", pfn=pfn, pages=1, ret="0")
@@ -267,13 +266,12 @@ class Kernel:
         """:meth:`_change` on each page of ``[pfn, pfn + nr)`` in turn, one page per call; whether any call
         failed. A run of pages whose calls would each change only its own PTE (:meth:`DirectMap.in_place_run`)
         is changed a slice at a time, with the same entries, events and notes as the calls."""
-        end, top, failed = pfn + nr, self.dmap.pt.top, False
+        end, pte_table, failed = pfn + nr, self.dmap.pt.pte_table, False
         while pfn < end:
             run = 0
             if self._can_set:
-                pmd = top.get(pfn >> 18)
-                table = pmd[(pfn >> 9) & 511] if type(pmd) is list else None
-                if type(table) is bytearray:
+                table = pte_table(pfn)
+                if table is not None:
                     run = self.dmap.in_place_run(pfn, end - pfn, table)
             if not run:
                 failed |= bool(self._change(pfn, 1, valid))

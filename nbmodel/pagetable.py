@@ -124,6 +124,10 @@ class PageTable:
         """Replace one 1 GiB slot's entry; the table keeps ``entry`` itself, not a copy."""
         self.top[slot] = entry
 
+    def items(self) -> list[tuple[int, int | list]]:
+        """``(slot, entry)`` for every 1 GiB slot that has an entry, in slot order; the caller must not change them."""
+        return sorted(self.top.items())
+
     def copy_slots(self) -> dict[int, int | list]:
         """Every slot's entry, copied down to the PTE tables."""
         return {s: e if type(e) is int else [x if type(x) is int else bytearray(x) for x in e]

@@ -28,6 +28,17 @@ DESIGNS = ("per-folio", "filemap", "secretmem")
 
 
 # -- running the same ops both ways ----------------------------------------------------------------------------
+
+def _allocator(a) -> tuple:
+    """What decides PageAllocator's next allocations, through its public queries."""
+    return a.free_pages, a.choices(), a.blocks.state()
+
+
+def _run_allocator(ra) -> tuple:
+    """The same for bulk's RunAllocator (its carve is kept next page last, the per-CPU list top last)."""
+    return ra.free_pages, (tuple(reversed(ra.carve_pages())), tuple(ra.pcp_pages()), ra.blocks.free_whole()), \
+        ra.blocks.state()
+
 def run_traced(cfg: dict, ops: list, large_zap: bool) -> tuple[System, list]:
     """The traced System; a fault op with ``len`` is one fault per page (System.run_validated, the core of
     System.step, without the per-step invariant pass, which would make this quadratic)."""
@@ -78,10 +89,10 @@ def differences(cfg: dict, ops: list, large_zap: bool = False) -> list:
         if pfns != b.files[name].pfn_map():
             out.append(("pfns", name))
     a, ra = s.k.alloc, b.alloc
-    if (a.free_pages, list(a._pcp), list(a._carve), a.blocks.state()) != \
-            (ra.free_pages, ra.pcp_pages(), ra.carve_pages(), ra.blocks.state()):
+    if _allocator(a) != _run_allocator(ra):
         out.append(("allocator",))
-    if bytes(a._state) != bytes(ra.state[:len(a._state)]):
+    page_states = a.snapshot()[0]
+    if page_states != bytes(ra.state[:len(page_states)]):
         out.append(("allocator state",))
     inval, lvl = traced_dmap(s, len(b.dmap.lvl))
     if inval != b.dmap.inval or lvl != b.dmap.lvl:
@@ -199,9 +210,8 @@ def test_run_allocator_matches_page_allocator():
                 base = held9.pop(rng.randrange(len(held9)))
                 ra.free9(base)
                 pa.free(base, 9)
-            assert (pa.free_pages, pa._pcp, pa._carve, pa.blocks.state()) == \
-                (ra.free_pages, ra.pcp_pages(), ra.carve_pages(), ra.blocks.state())
-        assert bytes(pa._state) == bytes(ra.state)
+            assert _allocator(pa) == _run_allocator(ra)
+        assert pa.snapshot()[0] == bytes(ra.state)
 
 
 def test_bulk_refuses_what_it_does_not_model():

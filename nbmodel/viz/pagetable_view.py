@@ -177,7 +177,7 @@ class _Builder:
 
     def build(self):
         top = self.root()
-        self.entries(top, LEVEL_1G, [(slot << 18, self.pt.top[slot]) for slot in sorted(self.pt.top)])
+        self.entries(top, LEVEL_1G, [(slot << 18, e) for slot, e in self.pt.items()])
         return self.g
 
     def entries(self, parent: str, level: int, items: list) -> None:

@@ -138,7 +138,7 @@ def leaf_counts(k) -> dict[tuple[str, str], int]:
         if prot & MAPPED:
             add((word, "valid" if prot & VALID else "invalid"), n)
 
-    for e in k.dmap.pt.top.values():
+    for _, e in k.dmap.pt.items():
         if type(e) is int:
             leaf("1G", e)
             continue
