@@ -189,7 +189,7 @@ def bulk_target(size="16G", measure_memory: bool = False) -> dict:
 
 @contextlib.contextmanager
 def _clock_quiet():
-    """As ``timeit`` times: a garbage collection first, then the collector off while the clock runs, so a figure
+    """The collector off while the clock runs, as ``timeit`` has it (and one collection before, here), so a figure
     does not depend on how many other objects the process holds (a notebook kernel holds some 400k, which made
     the fragmenting figure 25% slower there than in a fresh process)."""
     gc.collect()
