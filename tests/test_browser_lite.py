@@ -63,16 +63,22 @@ CLICK_AND_TIME_JS = """async ([label]) => {
     const [banner, picture, tables] = [htmls[i - 1], htmls[i], htmls[i + 1]];
     const before = [banner.innerHTML, picture.innerHTML, tables.innerHTML];
     const t0 = performance.now();
-    await new Promise((resolve, reject) => {
+    // The button's disabled state is its own widget message and can land after the last move's pictures: a
+    // click at the end is then taken by a stepper that has nowhere to go. Once the button shows disabled with
+    // nothing moved, that was the end; anything else that does not move in 30 s fails.
+    const moved = await new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('the stepper did not move in 30 s')), 30000);
+        const done = (how) => { obs.disconnect(); clearTimeout(timer); clearInterval(poll); resolve(how); };
         const obs = new MutationObserver(() => {
-            if (banner.innerHTML !== before[0] && tables.innerHTML !== before[2]) {
-                obs.disconnect(); clearTimeout(timer); resolve();
-            }
+            if (banner.innerHTML !== before[0] && tables.innerHTML !== before[2]) done(true);
         });
+        const poll = setInterval(() => {
+            if (button.disabled && banner.innerHTML === before[0]) done(false);
+        }, 200);
         obs.observe(out, {subtree: true, childList: true, characterData: true});
         button.click();
     });
+    if (!moved) return null;
     return {ms: performance.now() - t0, picture_changed: picture.innerHTML !== before[1]};
 }"""
 
