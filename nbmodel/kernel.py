@@ -248,9 +248,7 @@ class Kernel:
             # walk.
             table = self.dmap.pt.pte_table(pfn)
             if table is not None and self.dmap.in_place_run(pfn, 1, table):
-                table[pfn & 511] = (_RESTORE if valid else _ZAP)[table[pfn & 511]]
-                if self.trace_enabled:
-                    self.emit("restore" if valid else "zap", pfn=pfn, pages=1, ret="0")
+                self._in_place(pfn, 1, table, valid)
                 return 0
         if valid:
             ret = self._apply(pfn, npages, VALID | RW, 0)
@@ -277,15 +275,20 @@ class Kernel:
                 failed |= bool(self._change(pfn, 1, valid))
                 pfn += 1
                 continue
-            i = pfn & 511
-            table[i:i + run] = table[i:i + run].translate(_RESTORE if valid else _ZAP)
             if self.touched is not None:
                 self.touched.pages.extend((p, 1) for p in range(pfn, pfn + run))
-            if self.trace_enabled:
-                for p in range(pfn, pfn + run):
-                    self.emit("restore" if valid else "zap", pfn=p, pages=1, ret="0")
+            self._in_place(pfn, run, table, valid)
             pfn += run
         return failed
+
+    def _in_place(self, pfn: int, run: int, table: bytearray, valid: bool) -> None:
+        """``run`` one-page changes from ``pfn``, each in its own PTE of ``table``, as ``DirectMap.apply_range()``
+        makes them, without its argument checks or its walk; an event per page, as each call emits one."""
+        i = pfn & 511
+        table[i:i + run] = table[i:i + run].translate(_RESTORE if valid else _ZAP)
+        if self.trace_enabled:
+            for p in range(pfn, pfn + run):
+                self.emit("restore" if valid else "zap", pfn=p, pages=1, ret="0")
 
     def set_direct_map_invalid_noflush(self, addr: int) -> int:
         """``set_direct_map_invalid_noflush()``: one page not present; no TLB flush on any arch."""
