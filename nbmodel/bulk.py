@@ -27,14 +27,14 @@ from .counters import Counters
 from .designs import MERMAP_WINDOW_PAGES, Config
 from .errors import Errno, ModelInputError, VmFault
 from .guest_memfd import fallocate_errno
-from .physmem import _FREE, _USED, MAX_BULK_MEMORY, MemoryMap, PageblockOrder, pageblocks
+from .physmem import MAX_BULK_MEMORY, PAGE_FREE, PAGE_USED, MemoryMap, PageblockOrder, pageblocks
 from .policy import Policy
 from .secretmem import KIND as SECRETMEM_FILE
 from .system import step_result
 from .tlb import arm64_flush_limit_excess, arm64_tlbi_ops
 from .units import PAGE_SHIFT, PAGE_SIZE, PAGES_1G, PAGES_2M, parse_signed_size, parse_size
 
-_FREE_BYTE, _USED_BYTE = bytes([_FREE]), bytes([_USED])
+_FREE_BYTE, _USED_BYTE = bytes([PAGE_FREE]), bytes([PAGE_USED])
 X86_CEILING = 33  # tlb_single_page_flush_ceiling; arm64: nbmodel.tlb.arm64_flush_limit_excess()
 CONT_PTES, CONT_PMDS = 16, 16
 
@@ -73,9 +73,9 @@ class RunAllocator:
             self.carve = [[base, base + PAGES_2M]]
         else:
             seg, runs, i = self.state[base:base + PAGES_2M], [], 0
-            while (i := seg.find(_FREE, i)) >= 0:
+            while (i := seg.find(PAGE_FREE, i)) >= 0:
                 j = i
-                while j < PAGES_2M and seg[j] == _FREE:
+                while j < PAGES_2M and seg[j] == PAGE_FREE:
                     j += 1
                 runs.append([base + i, base + j])
                 i = j
@@ -127,7 +127,7 @@ class RunAllocator:
         """Free order-0 pages ``first, first+step, ...`` in that order (each goes on the per-CPU list)."""
         if n == 1:
             lo = first
-            self.state[first] = _FREE
+            self.state[first] = PAGE_FREE
         else:
             lo = min(first, first + (n - 1) * step)
             self.state[lo:lo + n] = _FREE_BYTE * n
@@ -151,7 +151,7 @@ class RunAllocator:
             if block is None:
                 return -Errno.ENOMEM
         base = block * PAGES_2M
-        self.state[base:base + PAGES_2M] = bytes([_USED]) * PAGES_2M
+        self.state[base:base + PAGES_2M] = bytes([PAGE_USED]) * PAGES_2M
         self.block_free[block] -= PAGES_2M
         self.order9.add(block)
         self.free_pages -= PAGES_2M
@@ -160,7 +160,7 @@ class RunAllocator:
     def free9(self, base: int) -> None:
         block = base // PAGES_2M
         self.order9.remove(block)
-        self.state[base:base + PAGES_2M] = bytes([_FREE]) * PAGES_2M
+        self.state[base:base + PAGES_2M] = bytes([PAGE_FREE]) * PAGES_2M
         self.block_free[block] += PAGES_2M
         self.free_pages += PAGES_2M
         self.blocks.give_back(block)

@@ -52,7 +52,7 @@ class DirectMap:
             if not chunk.count(1):
                 continue
             if use_1g and chunk.count(1) == PAGES_1G:
-                self.pt.top[slot] = leaf
+                self.pt.set_slot(slot, leaf)
                 self.count[LEVEL_1G] += 1
                 continue
             pmd = [0] * 512
@@ -80,7 +80,7 @@ class DirectMap:
                         pte[j] = leaf | (CONT if in_cont else 0)
                         self.count[LEVEL_4K] += 1
                 pmd[i] = pte
-            self.pt.top[slot] = pmd
+            self.pt.set_slot(slot, pmd)
 
     # -- what the rest of the model asks --------------------------------------------------------------------
     def can_set_direct_map(self) -> bool:
@@ -117,12 +117,10 @@ class DirectMap:
         tr = translate_table(set_mask, clear_mask)
         pt = self.pt
         if npages == 1:  # one 4K page already mapped by a PTE: the common case of a 4K folio, done in place
-            pmd = pt.top.get(start >> 18)
-            if type(pmd) is list:
-                table = pmd[(start >> 9) & 511]
-                if type(table) is not int:
-                    table[start & 511] = tr[table[start & 511]]
-                    return 0
+            table = pt.pte_table(start)
+            if table is not None:
+                table[start & 511] = tr[table[start & 511]]
+                return 0
         pfn, end = start, start + npages
         while pfn < end:
             level, first, prot = pt.leaf(pfn)

@@ -85,7 +85,7 @@ def explore(design: str = "filemap", arch: str = "x86", mode: str | None = None,
 
 
 def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False) -> ExploreResult:
-    _check_space(space)
+    check_space(space)
     start, cpu = time.perf_counter(), time.process_time()
     search = Search(space)
     budget = (BUDGET_2M if space.config().large_folios else BUDGET) if max_states == AUTO else max_states
@@ -100,7 +100,8 @@ def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False) ->
     return res
 
 
-def _check_space(space: Space) -> None:
+def check_space(space: Space) -> None:
+    """ModelInputError unless ``space`` names a known design and switches, 0..16 pages per file and 1..8 CPUs."""
     if space.design not in DESIGNS:
         raise ModelInputError(f"unknown design {space.design!r}; choose one of {', '.join(DESIGNS)}")
     unknown = set(space.switches) - set(SWITCHES)

@@ -23,7 +23,7 @@ import copy
 import random
 
 from .errors import ModelInputError
-from .explore_moves import _plain_moves, _variants, _whole_moves
+from .explore_moves import move_variants, plain_moves, whole_moves
 from .explore_results import setup_of
 from .explore_search import Search
 from .explore_state import Space, observed
@@ -118,13 +118,13 @@ def _check_state(search: Search, parent: dict, packed: int) -> list[str]:
 def _moves(space: Space, e, s: tuple):
     exists = e.globals.value(s[0])[0]
     if e.full:
-        yield from _whole_moves(space, exists, True)
+        yield from whole_moves(space, exists, True)
         return
     names = [n for n, _ in space.files()]
     for name, i in e.positions:
         if exists[names.index(name)]:
-            yield from _plain_moves(space, name, i)
-    yield from _whole_moves(space, exists, False)
+            yield from plain_moves(space, name, i)
+    yield from whole_moves(space, exists, False)
 
 
 def _step_fresh(search: Search, path, s: tuple, move, where: str, nxt: set, props: set) -> list[str]:
@@ -146,7 +146,7 @@ def _step_fresh(search: Search, path, s: tuple, move, where: str, nxt: set, prop
             out.append(f"{space.label()}: {mv} after [{where}] refused by System: {err}")
             continue
         if first:
-            todo += _variants(space, mv, tuple(dict.fromkeys(p for p in _points(space, path, mv))))
+            todo += move_variants(space, mv, tuple(dict.fromkeys(p for p in _points(space, path, mv))))
             first = False
         nxt.add(e.u.project(real))
         props.update(observed(op, result, saw, interrupt, real.k.counters.delta(before), pre, racing) | set(inside))

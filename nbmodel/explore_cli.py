@@ -11,7 +11,7 @@ import time
 
 from .designs import DESIGNS, SWITCHES
 from .errors import ModelInputError
-from .explore import ARCHES, AUTO, BUDGET, BUDGET_2M, _check_space, default_spaces, state_space_sizes, sweep
+from .explore import ARCHES, AUTO, BUDGET, BUDGET_2M, check_space, default_spaces, state_space_sizes, sweep
 from .explore_moves import GMEM_OPS, SECRET_OPS
 from .explore_report import LEGEND, format_result, format_table
 from .explore_results import scenario_name
@@ -102,7 +102,7 @@ def run(args) -> int:
             return _run_sizes(args)
         spaces = spaces_from_args(args)
         for sp in spaces:
-            _check_space(sp)
+            check_space(sp)
         if args.check is not None:
             return _run_check(spaces, args)
         budget = AUTO if args.max_states is None else (args.max_states or None)

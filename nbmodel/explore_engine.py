@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .errors import ModelInputError
-from .explore_moves import Move, _file_number, _plain_moves, _variants, _whole_moves
+from .explore_moves import Move, file_number, move_variants, plain_moves, whole_moves
 from .explore_state import (
     Interner,
     NeedDeeper,
@@ -70,8 +70,8 @@ class Engine:
     def _table(self, name: str) -> list:
         """Per plain move: (move at index 0, tid, {point: [(variant at index 0, tid)]})."""
         out = []
-        for move in _plain_moves(self.space, name, 0):
-            variants = {at: [(v, self._tid(replace(v, index=None))) for v in _variants(self.space, move, (at,))]
+        for move in plain_moves(self.space, name, 0):
+            variants = {at: [(v, self._tid(replace(v, index=None))) for v in move_variants(self.space, move, (at,))]
                         for at in INTERRUPT_POINTS}
             out.append((move, self._tid(replace(move, index=None)), variants))
         return out
@@ -94,7 +94,7 @@ class Engine:
         the moves showed, each move taken from the smallest view of ``G`` it ran on (:meth:`_outcome`)."""
         self.misses += 1
         g = self.globals.value(gid)
-        if not g[0][_file_number(self.space, name)]:
+        if not g[0][file_number(self.space, name)]:
             return (), ()
         v0, v1 = view0_of(g), view_of(g)
         views = ((v0, self.view_ids[0].id(v0)), (v1, self.view_ids[1].id(v1)))
@@ -173,12 +173,12 @@ class Engine:
         gid = state[0]
         recs = dict(zip(self.positions, state[1:], strict=False))
         trans, props, seen = [], {}, set()
-        for move in _whole_moves(self.space, self.globals.value(gid)[0], self.full):
+        for move in whole_moves(self.space, self.globals.value(gid)[0], self.full):
             got = self._try(lambda step: self.u.run(gid, recs, step), move)
             if got is None:
                 continue
             variants = [(move, got)] + [(v, self._try(lambda step: self.u.run(gid, recs, step), v))
-                                        for v in _variants(self.space, move, got.reached)]
+                                        for v in move_variants(self.space, move, got.reached)]
             for mv, out in variants:
                 if out is None:
                     continue

@@ -90,14 +90,17 @@ class Move:
         return out
 
 
-def _plain_moves(space: Space, name: str, index: int) -> list[Move]:
+def plain_moves(space: Space, name: str, index: int) -> list[Move]:
+    """The moves on one page of one file: each op of its kind (not skipped), and a kernel read by each CPU."""
     ops = GMEM_OPS if name == GMEM else SECRET_OPS
     ops = tuple(op for op in ops if op not in space.skip)
     reads = [Move("kernel_read", name, index, cpu=c) for c in range(space.cpus) if "kernel_read" not in space.skip]
     return [Move(op, name, index) for op in ops] + reads
 
 
-def _variants(space: Space, move: Move, reached) -> list[Move]:
+def move_variants(space: Space, move: Move, reached) -> list[Move]:
+    """``move`` with a racing read by each other CPU at each interrupt point in ``reached`` (none without
+    interleaving, nor for a kernel read)."""
     if not space.interleave or move.op == "kernel_read":
         return []
     return [replace(move, at=at, icpu=c) for at in INTERRUPT_POINTS if at in reached
@@ -108,7 +111,7 @@ def closes(space: Space) -> bool:
     return space.close or space.config().large_folios
 
 
-def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
+def whole_moves(space: Space, exists, full: bool) -> list[Move]:
     """Create for a file that does not exist; close when the space closes files or has 2M folios (whose only
     way back to the allocator is a truncation of the whole folio); with ``full``, every plain move too."""
     out = []
@@ -118,14 +121,16 @@ def _whole_moves(space: Space, exists, full: bool) -> list[Move]:
             continue
         if full:
             for i in range(n):
-                out.extend(_plain_moves(space, name, i))
+                out.extend(plain_moves(space, name, i))
         if closes(space):
             out.append(Move("close", name))
     return out
 
 
-def _file_number(space: Space, name: str) -> int:
+def file_number(space: Space, name: str) -> int:
+    """The index of file ``name`` in ``space.files()`` (and in the ``exists`` part of ``G``)."""
     return [n for n, _ in space.files()].index(name)
 
 
-__all__ = ["Property", "PROPERTIES", "SWITCH_FINDS", "GMEM_OPS", "SECRET_OPS", "Move"]
+__all__ = ["Property", "PROPERTIES", "SWITCH_FINDS", "GMEM_OPS", "SECRET_OPS", "Move", "plain_moves", "move_variants",
+           "whole_moves", "closes", "file_number"]

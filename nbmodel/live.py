@@ -225,7 +225,7 @@ class _Files:
         return self.vm
 
     def secret_create(self, file, size):
-        fd = rk._libc().syscall(rk.SYS_MEMFD_SECRET[platform.machine()], os.O_CLOEXEC)
+        fd = rk.libc().syscall(rk.SYS_MEMFD_SECRET[platform.machine()], os.O_CLOEXEC)
         if fd < 0:
             return _errname(ctypes.get_errno())
         try:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from .errors import Errno, ModelInputError
 from .units import PAGES_1G, PAGES_2M, human, pages, parse_size
 
-_NOT_RAM, _FREE, _USED = 0, 1, 2
+#: A page's byte in the allocators' maps (here and in ``nbmodel.bulk``): not RAM, free, allocated.
+PAGE_NOT_RAM, PAGE_FREE, PAGE_USED = 0, 1, 2
 
 #: The most RAM a modelled machine may have. The model keeps a byte per 4 KiB page and boots every leaf of the
 #: direct map, so 256G takes about 3 s and 360 MB to boot; larger machines are refused as bad input.
@@ -114,9 +115,9 @@ def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list
     :class:`PageAllocator` and ``nbmodel.bulk``): trusts that ``memmap`` is a validated MemoryMap."""
     state = bytearray(memmap.end_pfn)
     for s, e in memmap.ranges:
-        state[s:e] = bytes([_FREE]) * (e - s)
+        state[s:e] = bytes([PAGE_FREE]) * (e - s)
     nblocks = (memmap.end_pfn + PAGES_2M - 1) // PAGES_2M
-    block_free = [state[b * PAGES_2M:(b + 1) * PAGES_2M].count(_FREE) for b in range(nblocks)]
+    block_free = [state[b * PAGES_2M:(b + 1) * PAGES_2M].count(PAGE_FREE) for b in range(nblocks)]
     whole = [b for b in range(nblocks) if block_free[b] == PAGES_2M]
     partial = [b for b in range(nblocks) if 0 < block_free[b] < PAGES_2M]
     return state, block_free, whole, partial
@@ -255,9 +256,9 @@ class PageAllocator:
             return pfn
         n = 1 << order
         if n == 1:
-            self._state[pfn] = _USED
+            self._state[pfn] = PAGE_USED
         else:
-            self._state[pfn:pfn + n] = bytes([_USED]) * n
+            self._state[pfn:pfn + n] = bytes([PAGE_USED]) * n
         self._block_free[pfn // PAGES_2M] -= n
         self._orders[pfn] = order
         self.free_pages -= n
@@ -271,7 +272,7 @@ class PageAllocator:
             if block is None:
                 return -Errno.ENOMEM
             base = block * PAGES_2M
-            self._carve = [p for p in range(base + PAGES_2M - 1, base - 1, -1) if self._state[p] == _FREE]
+            self._carve = [p for p in range(base + PAGES_2M - 1, base - 1, -1) if self._state[p] == PAGE_FREE]
         return self._carve.pop()
 
     def _alloc_order9(self) -> int:
@@ -312,7 +313,7 @@ class PageAllocator:
                 if block is None:
                     return -Errno.ENOMEM, None
             base = block * PAGES_2M
-            self._state[base:base + PAGES_2M] = bytes([_USED]) * PAGES_2M
+            self._state[base:base + PAGES_2M] = bytes([PAGE_USED]) * PAGES_2M
             self._block_free[block] -= PAGES_2M
             self.free_pages -= PAGES_2M
             self._pool_blocks.add(block)
@@ -333,7 +334,7 @@ class PageAllocator:
         self._pool_free = [p for p in self._pool_free if p // PAGES_2M != block]
         for p in range(base, base + PAGES_2M):
             self._orders.pop(p, None)
-        self._state[base:base + PAGES_2M] = bytes([_FREE]) * PAGES_2M
+        self._state[base:base + PAGES_2M] = bytes([PAGE_FREE]) * PAGES_2M
         self._block_free[block] += PAGES_2M
         self.free_pages += PAGES_2M
         self.blocks.give_back(block)
@@ -353,9 +354,9 @@ class PageAllocator:
             return
         del self._orders[pfn]
         if n == 1:
-            self._state[pfn] = _FREE
+            self._state[pfn] = PAGE_FREE
         else:
-            self._state[pfn:pfn + n] = bytes([_FREE]) * n
+            self._state[pfn:pfn + n] = bytes([PAGE_FREE]) * n
         self._block_free[pfn // PAGES_2M] += n
         self.free_pages += n
         if order == 0:

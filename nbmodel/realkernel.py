@@ -221,10 +221,11 @@ def pagemap_pfns(addr: int, npages: int) -> list[int]:
 
 
 # -- the three files -------------------------------------------------------------------------------------------
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
+def libc():
+    """The C library, for the syscalls Python does not wrap (``memfd_secret(2)``)."""
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.syscall.restype = ctypes.c_long
+    return lib
 
 
 def open_secretmem(size: int) -> tuple[int, list]:
@@ -232,7 +233,7 @@ def open_secretmem(size: int) -> tuple[int, list]:
     nr = SYS_MEMFD_SECRET.get(platform.machine())
     if nr is None:
         raise Unavailable(f"no memfd_secret syscall number known for {platform.machine()}")
-    fd = _libc().syscall(nr, os.O_CLOEXEC)
+    fd = libc().syscall(nr, os.O_CLOEXEC)
     if fd < 0:
         err = ctypes.get_errno()
         why = {38: "ENOSYS: secretmem is disabled (secretmem.enable=0) or can_set_direct_map() is false",

@@ -44,7 +44,7 @@ class Event(NamedTuple):
         return {"kind": self.kind, **self.args}
 
     def __str__(self) -> str:
-        inner = " ".join(f"{k}={_show(k, v)}" for k, v in self.args.items())
+        inner = " ".join(f"{k}={show_value(k, v)}" for k, v in self.args.items())
         return f"{self.kind}({inner})" if inner else self.kind
 
 
@@ -93,7 +93,7 @@ class Trace:
 _PFN_KEYS = ("pfn", "src", "dst")
 
 
-def _show(key: str, value) -> str:
+def show_value(key: str, value) -> str:
     """PFNs print in hex, as the kernel prints them; everything else as is."""
     if key in _PFN_KEYS and isinstance(value, int) and not isinstance(value, bool):
         return f"{value:#x}"

@@ -64,7 +64,7 @@ class X86DirectMap(DirectMap):
         done = 0
         first_slot, last_slot = start >> 18, (start + npages - 1) >> 18
         for slot in range(first_slot, last_slot + 1):
-            pmd = self.pt.top.get(slot)
+            pmd = self.pt.slot(slot)
             if not isinstance(pmd, list):
                 continue
             for i, e in enumerate(pmd):
@@ -77,7 +77,7 @@ class X86DirectMap(DirectMap):
                     k.free_pgtable()
                     done += 1
             if self.gbpages and all(type(e) is int for e in pmd) and pmd[0] & 1 and pmd.count(pmd[0]) == 512:
-                self.pt.top[slot] = pmd[0]
+                self.pt.set_slot(slot, pmd[0])
                 self.count[LEVEL_1G] += 1
                 self.count[LEVEL_2M] -= 512
                 k.counters["direct_map_level3_collapses"] += 1

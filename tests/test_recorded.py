@@ -22,13 +22,13 @@ class Probed(AssertionError):
 @pytest.fixture
 def no_kernel(monkeypatch):
     """Every way this package reaches the kernel's probes raises :class:`Probed`: the probe functions, the
-    openers, the memfd_secret syscall (``_libc``), the cross-check's recording, and ``os.open("/dev/kvm")``."""
+    openers, the memfd_secret syscall (``libc``), the cross-check's recording, and ``os.open("/dev/kvm")``."""
     monkeypatch.delenv("NBMODEL_LIVE", raising=False)
 
     def refuse(*a, **k):
         raise Probed("the book probed the kernel")
 
-    for name in ("probe", "probe_all", "record_probes", "open_secretmem", "open_guest_memfd", "_libc", "mapped"):
+    for name in ("probe", "probe_all", "record_probes", "open_secretmem", "open_guest_memfd", "libc", "mapped"):
         monkeypatch.setattr(realkernel, name, refuse)
     monkeypatch.setattr(realkernel, "OPENERS", dict.fromkeys(realkernel.KINDS, refuse))
     for name in ("record", "crosscheck", "unavailable"):

@@ -148,7 +148,7 @@ def _all_steps(script, **config):
 def test_event_chips_never_hide_distinct_events(name, design):
     """Every merged chip stands for exactly the events it merged: identical events show their one text; runs
     that differ show each argument's range or values, and expanding the chip gives back every event's arguments."""
-    from nbmodel.trace import _show
+    from nbmodel.trace import show_value
 
     merged = 0
     for step in _all_steps(SCENARIOS[name], design=design):
@@ -163,7 +163,7 @@ def test_event_chips_never_hide_distinct_events(name, design):
                 continue
             merged += 1
             for key, span in _chip_spans(text, run[0].args).items():
-                actual = [_show(key, e.args[key]) for e in run]
+                actual = [show_value(key, e.args[key]) for e in run]
                 claimed = _expand(span, n)
                 if isinstance(claimed, set):  # a list: every value it names is there, nothing else
                     assert claimed <= set(actual) and (len(claimed) == len(set(actual)) or "..." in span)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from nbmodel.pagetable import CONT, LEVEL_1G, LEVEL_2M, LEVEL_4K, MAPPED, VALID
 from nbmodel.viz.dot import Diagram, Digraph, svg
-from nbmodel.viz.state_view import _kinds_and_args
+from nbmodel.viz.state_view import kinds_and_args
 
 # -- palette: fills light enough for dark text, borders and edges mid-grey (visible on white and on black) --
 FILL = {
@@ -72,7 +72,7 @@ def folio_marks(system, freed: bool = True) -> list[Mark]:
             cached.add(folio.pfn)
     if freed:
         seen = set()
-        for kind, args in _kinds_and_args(system.k.trace):
+        for kind, args in kinds_and_args(system.k.trace):
             if kind == "free":
                 pfn = args.get("pfn")
                 if pfn not in cached and pfn not in seen:

@@ -163,7 +163,7 @@ class LockStep:
             bg = sv.CURRENT if i == current else None
             label = f"<b>{i}</b>" + (' <span style="color:#b71c1c;font-weight:700">first divergence</span>'
                                      if mark else "")
-            cells = [sv._cell(label, "#ffe0e0" if mark else bg), sv._cell(html.escape(title), bg)]
+            cells = [sv.cell(label, "#ffe0e0" if mark else bg), sv.cell(html.escape(title), bg)]
             if i <= len(rows):
                 base = outcome(rows[i - 1][0])
                 for st in rows[i - 1]:
@@ -173,9 +173,9 @@ class LockStep:
                     text = html.escape(describe_outcome(st))
                     if mark and differs:
                         text = f"<b>{text}</b>"
-                    cells.append(sv._cell(text, colour))
+                    cells.append(sv.cell(text, colour))
             else:
-                cells += [sv._cell(f'<span style="color:{sv.MUTED}">not run</span>')] * len(self.systems)
+                cells += [sv.cell(f'<span style="color:{sv.MUTED}">not run</span>')] * len(self.systems)
             body.append("<tr>" + "".join(cells) + "</tr>")
         note = ("all columns agree on every step so far" if first is None else
                 f"first divergence at step {first}: {sv.script_title(self.script[first - 1])}")
@@ -207,7 +207,7 @@ class LockStep:
             cells = [name]
             for s in self.systems:
                 st = s.invariant_status()[name]
-                cells.append(sv._cell(html.escape(st), sv.GOOD if st == "held" else
+                cells.append(sv.cell(html.escape(st), sv.GOOD if st == "held" else
                                       (sv.BAD if st.startswith("broken") else None)))
             rows.append(cells)
         return sv.table("invariants per column", ["invariant"] + self.labels, rows)
@@ -345,8 +345,8 @@ class SideBySide:
 
 
 def _stable_box():
-    from nbmodel.viz.stepper import _stable_vbox_class
-    return _stable_vbox_class()
+    from nbmodel.viz.stepper import stable_vbox_class
+    return stable_vbox_class()
 
 
 def side_by_side(script=WALK, columns=None, start: int = 0, diagrams: bool = True, **common) -> SideBySide:
@@ -429,7 +429,7 @@ def switch_demos_table() -> str:
             continue
         a, b = ls.rows()[first - 1]
         rows.append([name, what, f"{first}: {sv.script_title(ls.script[first - 1])}",
-                     describe_outcome(a), sv._cell(html.escape(describe_outcome(b)), sv.BAD)])
+                     describe_outcome(a), sv.cell(html.escape(describe_outcome(b)), sv.BAD)])
     return sv.table("break-it switches: the first step each one changes", ["switch", "what it does",
                     "first divergence", "without", "with the switch"], rows)
 

@@ -15,7 +15,7 @@ from nbmodel.designs import PRIVATE_NO_DIRECT_MAP
 from nbmodel.invariants import INVARIANTS
 from nbmodel.pagetable import MAPPED, VALID
 from nbmodel.system import OPS, REQUIRED
-from nbmodel.trace import Event, _show
+from nbmodel.trace import Event, show_value
 from nbmodel.units import parse_size
 
 TEXT = "#1a1a1a"
@@ -47,7 +47,8 @@ def esc(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _cell(value, bg: str | None = None, title: str | None = None) -> str:
+def cell(value, bg: str | None = None, title: str | None = None) -> str:
+    """One ``<td>`` of the state tables: ``value`` as given (ready HTML), a background colour, a hover text."""
     style = "padding:2px 6px;border:1px solid #d8d8d8;vertical-align:top;text-align:left" + \
         (f";background:{bg}" if bg else "")
     tip = f' title="{esc(title)}"' if title else ""
@@ -89,7 +90,7 @@ def direct_map_state(k, pfn: int, npages: int) -> str:
 def _dm_cell(state: str, cached_no_dm: bool) -> str:
     # In an AS_NO_DIRECT_MAP mapping a valid entry is the problem; elsewhere it is normal.
     bg = (BAD if state != "invalid" else GOOD) if cached_no_dm else None
-    return _cell(esc(state), bg)
+    return cell(esc(state), bg)
 
 
 def pagecache_table(system) -> str:
@@ -129,9 +130,9 @@ def folio_table(system, limit: int = 64, tail: int = 0, caption: str = "folios i
         tlb = ", ".join(f"CPU {c}" for c in holders) + (" (stale)" if tlb_bg else "") if holders else "-"
         rows.append([f"{name}[{folio.index}]", folio.name, f"{folio.pfn:#x}", str(folio.order),
                      str(folio.refcount), ", ".join(sorted(folio.flags)) or "-",
-                     _cell(esc(private), "#e1d5f5" if bit else None,
+                     cell(esc(private), "#e1d5f5" if bit else None,
                            "KVM_GMEM_FOLIO_NO_DIRECT_MAP in folio->private (v12)"),
-                     _dm_cell(state, no_dm), _cell(esc(tlb), tlb_bg), folio.content])
+                     _dm_cell(state, no_dm), cell(esc(tlb), tlb_bg), folio.content])
     if total > limit + tail and not tail:
         rows.append(_more_row(total - limit))
     return table(caption, ["where", "folio", "pfn", "order", "ref", "flags", "private", "direct map", "TLB",
@@ -158,7 +159,7 @@ def _pick_folios(system, limit: int, tail: int) -> tuple[int, list]:
 
 
 def _more_row(n: int) -> list:
-    return [_cell(f'<span style="color:{MUTED}">... {n} more folios</span>')] + [""] * 9
+    return [cell(f'<span style="color:{MUTED}">... {n} more folios</span>')] + [""] * 9
 
 
 def tlb_table(system_or_kernel, marks=None, limit: int = 12) -> str:
@@ -182,7 +183,7 @@ def tlb_table(system_or_kernel, marks=None, limit: int = 12) -> str:
         if len(items) > limit:
             cells.append(f'<span style="color:{MUTED}">... {len(items) - limit} more</span>')
         rows.append([f"CPU {tlb.cpu}" + (" (current)" if tlb.cpu == k.current_cpu else ""),
-                     _cell(" ".join(cells) or f'<span style="color:{MUTED}">empty</span>')])
+                     cell(" ".join(cells) or f'<span style="color:{MUTED}">empty</span>')])
     return table("TLB entries per CPU (first pfn, span)", ["cpu", "cached kernel translations"], rows)
 
 
@@ -205,7 +206,7 @@ def invariant_table(system, current_step: int | None = None) -> str:
         now = ""
         if system.steps and key in system.steps[-1].broken:
             now = system.steps[-1].broken[key]
-        rows.append([f"({key})", _cell(esc(inv.name), None, inv.why), _cell(esc(st), bg), now or "-"])
+        rows.append([f"({key})", cell(esc(inv.name), None, inv.why), cell(esc(st), bg), now or "-"])
     return table("invariants (checked after every step; hover a name for why)", ["", "invariant", "status",
                                                                                   "broken now because"], rows)
 
@@ -221,10 +222,10 @@ def counters_table(system_or_kernel, names=DEFAULT_COUNTERS, delta: dict | None 
     k = getattr(system_or_kernel, "k", system_or_kernel)
     rows = []
     for name in names:
-        row = [_cell(esc(name), None, COUNTERS.get(name, "")), str(k.counters[name])]
+        row = [cell(esc(name), None, COUNTERS.get(name, "")), str(k.counters[name])]
         if delta is not None:
             change = delta.get(name, 0)
-            row.append(_cell(esc(f"{change:+d}" if change else ""), WARN if change else None))
+            row.append(cell(esc(f"{change:+d}" if change else ""), WARN if change else None))
         rows.append(row)
     headers = ["counter", "value"] + (["change"] if delta is not None else [])
     return table(caption, headers, rows)
@@ -242,7 +243,7 @@ def _is_int(v) -> bool:
 def _span(key: str, values: list) -> str:
     """The values one argument takes over a run of merged events, as text: the value if it never changes,
     ``first..last`` for consecutive integers (up or down), else the values themselves (at most three shown)."""
-    shown = [_show(key, v) for v in values]
+    shown = [show_value(key, v) for v in values]
     if all(v == values[0] for v in values):
         return shown[0]
     if all(_is_int(v) for v in values):
@@ -264,7 +265,7 @@ def _merged_text(run) -> str:
     return f"{first.kind}({inner})" if inner else first.kind
 
 
-def _kinds_and_args(events):
+def kinds_and_args(events):
     """``(kind, args)`` of each event, read from a :class:`~nbmodel.trace.Trace`'s parallel lists when it has
     them (no Event built per event: a large step has millions)."""
     kinds, args = getattr(events, "kinds", None), getattr(events, "args", None)
@@ -280,7 +281,7 @@ def compress_events(events, limit: int = 14) -> list[tuple[str, int, str]]:
     to the plain text. The list is cut to ``limit`` entries."""
     runs: list[list] = []
     last_kind = last_keys = None
-    for kind, args in _kinds_and_args(events):
+    for kind, args in kinds_and_args(events):
         if kind == last_kind and kind in MERGED_KINDS and args.keys() == last_keys:
             if len(runs) <= limit:
                 runs[-1].append(Event(kind, args))
@@ -349,12 +350,12 @@ def event_log(steps, current: int | None = None, pending=(), limit: int = 14) ->
         bg = CURRENT if st.index == current else None
         res_bg = BAD if st.result in ("oops", "stale") or st.interrupt == "stale" else None
         broken = ", ".join(f"({k})" for k in sorted(st.broken)) or "-"
-        rows.append([_cell(str(st.index), bg), _cell(esc(step_title(st)), bg or res_bg),
-                     _cell(esc(broken), BAD if st.broken else bg), _cell(timeline(st.events, limit), bg)])
+        rows.append([cell(str(st.index), bg), cell(esc(step_title(st)), bg or res_bg),
+                     cell(esc(broken), BAD if st.broken else bg), cell(timeline(st.events, limit), bg)])
     start = len(steps)
     for i, spec in enumerate(pending, start=start + 1):
-        rows.append([_cell(f'<span style="color:{MUTED}">{i}</span>'),
-                     _cell(f'<span style="color:{MUTED}">{esc(script_title(spec))}</span>'), "", ""])
+        rows.append([cell(f'<span style="color:{MUTED}">{i}</span>'),
+                     cell(f'<span style="color:{MUTED}">{esc(script_title(spec))}</span>'), "", ""])
     return table("event log (one row per step)", ["#", "step -> result", "broken", "events"], rows,
                  empty="no steps yet")
 
@@ -403,7 +404,7 @@ def delta_table(caption: str, rows: list[tuple[str, dict]], names) -> str:
     """Counter changes side by side: one row per ``(label, delta)``, one column per counter in ``names``."""
     out = []
     for label, delta in rows:
-        out.append([label] + [_cell(esc(delta.get(n, 0)), WARN if delta.get(n) else None) for n in names])
+        out.append([label] + [cell(esc(delta.get(n, 0)), WARN if delta.get(n) else None) for n in names])
     return table(caption, [""] + list(names), out)
 
 

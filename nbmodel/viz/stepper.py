@@ -462,7 +462,7 @@ class FolioStepper:
         settings = w.HBox([w.VBox([self.arch, self.mode, self.design, self.write]), self.switches], layout=row)
         steps = w.HBox([self.scenario, self.b_reset, self.b_back, self.b_fwd, self.b_end], layout=row)
         builder = w.HBox([self.op, self.args, self.b_add, self.b_drop], layout=row)
-        self.widget = _stable_vbox_class()([settings, steps, builder, self.status, self.picture, self.tables],
+        self.widget = stable_vbox_class()([settings, steps, builder, self.status, self.picture, self.tables],
                                            owner=self)
         self._refresh()
 
@@ -594,7 +594,8 @@ class FolioStepper:
 
 
 @functools.cache
-def _stable_vbox_class():
+def stable_vbox_class():
+    """The VBox class the steppers show (built on first use: ipywidgets is imported only then)."""
     import ipywidgets as w
 
     class StableVBox(w.VBox):

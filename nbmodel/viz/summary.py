@@ -175,7 +175,7 @@ def folio_states_table(system, marks=None) -> str:
     rows = []
     for (kind, state, tlb), n in folio_states(system, marks).items():
         bad = (kind == "cached" and tlb == "stale") or (kind == "freed" and state == "invalid")
-        rows.append([kind, state, tlb, sv._cell(str(n), sv.BAD if bad else None)])
+        rows.append([kind, state, tlb, sv.cell(str(n), sv.BAD if bad else None)])
     return sv.table("folios by state (cached, and freed since allocated)", ["folios", "direct map", "TLB",
                                                                              "count"], rows, empty="no folios")
 
@@ -187,12 +187,12 @@ def leaf_table(system) -> str:
     for _, word in LEVEL_WORDS:
         valid, invalid = counts.get((word, "valid"), 0), counts.get((word, "invalid"), 0)
         if valid or invalid:
-            rows.append([f"{word} leaves", str(valid), sv._cell(str(invalid), sv.WARN if invalid else None)])
+            rows.append([f"{word} leaves", str(valid), sv.cell(str(invalid), sv.WARN if invalid else None)])
     for table in ("PMD", "PTE"):
         if counts.get(("table", table)):
             rows.append([f"{table} tables", str(counts[("table", table)]), ""])
     for name in ("direct_map_level3_splits", "direct_map_level2_splits"):
-        rows.append([sv._cell(sv.esc(name), None, "splits so far (counter)"), str(k.counters[name]), ""])
+        rows.append([sv.cell(sv.esc(name), None, "splits so far (counter)"), str(k.counters[name]), ""])
     return sv.table(f"direct map ({k.dmap.describe()})", ["", "valid", "invalid"], rows)
 
 
@@ -202,7 +202,7 @@ def tlb_summary_table(system) -> str:
     for r in tlb_summary(k):
         sizes = ", ".join(f"{n} x {size}" for size, n in r["sizes"].items()) or "-"
         cpu = f"CPU {r['cpu']}" + (" (current)" if r["cpu"] == k.current_cpu else "")
-        rows.append([cpu, str(r["entries"]), sizes, sv._cell(str(r["stale"]), sv.BAD if r["stale"] else None)])
+        rows.append([cpu, str(r["entries"]), sizes, sv.cell(str(r["stale"]), sv.BAD if r["stale"] else None)])
     return sv.table("TLB entries per CPU (counts)", ["cpu", "entries", "sizes", "stale"], rows)
 
 
