@@ -11,7 +11,17 @@ import time
 
 from .designs import DESIGNS, SWITCHES
 from .errors import ModelInputError
-from .explore import ARCHES, AUTO, BUDGET, BUDGET_2M, check_space, default_spaces, state_space_sizes, sweep
+from .explore import (
+    ARCHES,
+    AUTO,
+    BUDGET,
+    BUDGET_2M,
+    check_space,
+    default_jobs,
+    default_spaces,
+    state_space_sizes,
+    sweep,
+)
 from .explore_moves import GMEM_OPS, SECRET_OPS
 from .explore_report import LEGEND, format_result, format_table
 from .explore_results import scenario_name
@@ -61,7 +71,9 @@ def add_arguments(parser) -> None:
                         choices=sorted(set(GMEM_OPS + SECRET_OPS + ("kernel_read",))),
                         help="leave this op out (repeatable), e.g. secret_fault+race")
     parser.add_argument("--write", choices=("refuse", "mermap"), default="refuse", help="filemap write()")
-    parser.add_argument("--jobs", type=int, default=None, help="worker processes for a sweep, 1..64 (default: 1)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help=f"worker processes for a sweep, 1..64 (default: the CPUs this process may use, "
+                        f"{default_jobs()} here)")
     parser.add_argument("--details", action="store_true", help="in a sweep, print every counterexample")
     parser.add_argument("--toml", action="store_true", help="print each counterexample's scenario file too")
     parser.add_argument("--json", action="store_true", help="one JSON document (results, counterexamples)")
@@ -107,7 +119,8 @@ def run(args) -> int:
             return _run_check(spaces, args)
         budget = AUTO if args.max_states is None else (args.max_states or None)
         start = time.perf_counter()
-        results = sweep(spaces, args.jobs, args.depth, budget, progress=not args.json)
+        jobs = default_jobs() if args.jobs is None else args.jobs
+        results = sweep(spaces, jobs, args.depth, budget, progress=not args.json)
         wall = time.perf_counter() - start
     except (ModelInputError, ExploreLimit) as e:
         print(f"nbmodel explore: {e}", file=sys.stderr)

@@ -172,10 +172,10 @@ def test_default_sweep_sizes_follow_the_table():
     assert all(sp.offsets == 4 for sp in ex.default_spaces(offsets=4))  # --offsets wins over the table
 
 
-@pytest.mark.slow  # the whole default sweep: about 65 CPU-s here
+@pytest.mark.slow  # the whole default sweep: about 120 CPU-s here, in two processes as `nbmodel explore` runs it
 def test_default_sweep_is_exhaustive_but_for_the_larger_2m_spaces():
     spaces = ex.default_spaces()
-    results = ex.sweep(spaces)
+    results = ex.sweep(spaces, jobs=2)
     done_2m = set()
     for sp, r in zip(spaces, results, strict=True):
         if isinstance(r, tuple):
@@ -186,8 +186,35 @@ def test_default_sweep_is_exhaustive_but_for_the_larger_2m_spaces():
             done_2m.add((sp.design, sp.arch, sp.mode or "x86"))
         else:
             assert r.states >= ex.BUDGET_2M, sp.label()   # bounded only by the budget
-    assert done_2m == {("secretmem", "x86", "x86"), ("secretmem", "arm64", "bbml2"), ("secretmem", "arm64",
-                       "rodata-full"), ("filemap", "x86", "x86"), ("filemap", "arm64", "rodata-full")}
+    assert done_2m == {(design, arch, mode) for design in ("secretmem", "filemap") for arch, mode in (
+        ("x86", "x86"), ("arm64", "bbml2"), ("arm64", "rodata-full"))} | {("per-folio", "arm64", "rodata-full")}
+
+
+def _filemap_sweep() -> list:
+    return ex.default_spaces(designs=("filemap",), switch_sets=[(), ("skip_flush",), ("restore_4k",)], offsets=1)
+
+
+def _outcome(results) -> list:
+    return [r if isinstance(r, tuple) else (r.space, r.states, r.transitions, r.complete, {
+        k: ce and ce.steps for k, ce in r.per_invariant.items()}) for r in results]
+
+
+def test_a_sweep_in_two_processes_finds_what_one_process_finds():
+    spaces = _filemap_sweep()
+    assert any(sp.config().large_folios for sp in spaces) and not spaces[0].config().large_folios
+    one, two = ex.sweep(spaces, jobs=1, max_depth=5), ex.sweep(spaces, jobs=2, max_depth=5)
+    assert _outcome(two) == _outcome(one)   # in the order given, although the pool starts the 2M searches first
+
+
+def test_forked_workers_run_a_planted_mutant(monkeypatch):
+    # Planted: the filemap remove hook forgets to restore the direct map. A worker that imported the package
+    # afresh (spawn, forkserver) would run the unmutated code and find nothing.
+    from nbmodel import designs
+    monkeypatch.setattr(designs.Filemap, "prep_remove_unmapped_folio", lambda self, k, m, folio: k.folio_zero(folio))
+    spaces = _filemap_sweep()[:3]
+    for jobs in (1, 2):
+        results = ex.sweep(spaces, jobs=jobs, max_depth=4)
+        assert all(r.per_invariant["b"] is not None for r in results), jobs
 
 
 def _filemap_2m(**kw):
