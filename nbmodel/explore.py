@@ -33,6 +33,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
@@ -235,6 +236,18 @@ def default_jobs() -> int:
     return max(1, min(cpus, 64))
 
 
+def pool_context():
+    """How the sweep starts its workers. Forked, where fork exists and this process runs no other thread: a forked
+    worker runs the code as this process has it (a test's planted mutant included; Python 3.14 makes forkserver
+    Linux's default). With other threads running (a Jupyter kernel's), a fork could copy a lock one of them
+    holds into the child, which would wait on it forever; the workers then start from a fresh server process
+    ("forkserver", or the platform's default), which imports the package as installed."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+
+
 def _explore_all(spaces: list[Space], todo: list[int], jobs, max_depth, max_states, bar) -> dict:
     jobs = max(1, min(jobs or 1, len(todo)))
     out = {}
@@ -246,11 +259,7 @@ def _explore_all(spaces: list[Space], todo: list[int], jobs, max_depth, max_stat
         return out
     # The 2M searches first: they are the long ones, and a pool that starts them last waits on them alone.
     todo = sorted(todo, key=lambda i: not spaces[i].config().large_folios)
-    # Forked workers run the code as this process has it (a test's planted mutant included), on every platform
-    # where fork exists (Python 3.14 makes forkserver Linux's default).
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=pool_context()) as pool:
         futs = {pool.submit(explore_space, spaces[i], max_depth, max_states): i for i in todo}
         for f in as_completed(futs):
             out[futs[f]] = f.result()
@@ -259,4 +268,4 @@ def _explore_all(spaces: list[Space], todo: list[int], jobs, max_depth, max_stat
 
 
 __all__ = ["explore", "explore_space", "sweep", "default_jobs", "state_space_sizes", "default_spaces", "DESIGN_PAGES",
-           "BUDGET", "BUDGET_2M", "SWITCH_SPACE"]
+           "BUDGET", "BUDGET_2M", "SWITCH_SPACE", "pool_context"]

@@ -5,6 +5,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import ROOT, give_back_last
@@ -172,49 +173,90 @@ def test_default_sweep_sizes_follow_the_table():
     assert all(sp.offsets == 4 for sp in ex.default_spaces(offsets=4))  # --offsets wins over the table
 
 
+#: Run in a fresh interpreter: a sweep's workers are forked only from a process with no other thread (the test
+#: process may hold some, from the browser and live tests), and these tests must see the pool fork.
+SUMMARY = """
+import json, sys
+from nbmodel import explore as ex
+def summary(results):
+    return [list(r) if isinstance(r, tuple) else [r.space.label(), r.states, r.transitions, r.complete,
+            r.space.config().large_folios, {k: ce and [str(st) for st in ce.steps]
+                                            for k, ce in sorted(r.per_invariant.items())}] for r in results]
+def show(results):
+    print(json.dumps([ex.pool_context().get_start_method(), summary(results)], default=str))
+"""
+
+
+def _fresh(code: str) -> list:
+    """``[start method, summary]`` printed by ``code`` (after :data:`SUMMARY`) in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", SUMMARY + code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _here(results) -> list:
+    scope: dict = {}
+    exec(SUMMARY, scope)
+    return json.loads(json.dumps(scope["summary"](results), default=str))
+
+
 @pytest.mark.slow  # the whole default sweep: about 120 CPU-s here, in two processes as `nbmodel explore` runs it
 def test_default_sweep_is_exhaustive_but_for_the_larger_2m_spaces():
+    method, results = _fresh("show(ex.sweep(ex.default_spaces(), jobs=2))")
+    assert method == "fork"
     spaces = ex.default_spaces()
-    results = ex.sweep(spaces, jobs=2)
     done_2m = set()
     for sp, r in zip(spaces, results, strict=True):
-        if isinstance(r, tuple):
+        if r[0] == "same":
             continue
-        if not sp.config().large_folios:
-            assert r.complete, sp.label()
-        elif r.complete:
+        label, states, _, complete, large, _ = r
+        assert label == sp.label()
+        if not large:
+            assert complete, label
+        elif complete:
             done_2m.add((sp.design, sp.arch, sp.mode or "x86"))
         else:
-            assert r.states >= ex.BUDGET_2M, sp.label()   # bounded only by the budget
+            assert states >= ex.BUDGET_2M, label   # bounded only by the budget
     assert done_2m == {(design, arch, mode) for design in ("secretmem", "filemap") for arch, mode in (
         ("x86", "x86"), ("arm64", "bbml2"), ("arm64", "rodata-full"))} | {("per-folio", "arm64", "rodata-full")}
 
 
-def _filemap_sweep() -> list:
-    return ex.default_spaces(designs=("filemap",), switch_sets=[(), ("skip_flush",), ("restore_4k",)], offsets=1)
-
-
-def _outcome(results) -> list:
-    return [r if isinstance(r, tuple) else (r.space, r.states, r.transitions, r.complete, {
-        k: ce and ce.steps for k, ce in r.per_invariant.items()}) for r in results]
+FILEMAP_SWEEP = ("ex.default_spaces(designs=('filemap',), switch_sets=[(), ('skip_flush',), ('restore_4k',)], "
+                 "offsets=1)")
 
 
 def test_a_sweep_in_two_processes_finds_what_one_process_finds():
-    spaces = _filemap_sweep()
+    spaces = eval(FILEMAP_SWEEP)
     assert any(sp.config().large_folios for sp in spaces) and not spaces[0].config().large_folios
-    one, two = ex.sweep(spaces, jobs=1, max_depth=5), ex.sweep(spaces, jobs=2, max_depth=5)
-    assert _outcome(two) == _outcome(one)   # in the order given, although the pool starts the 2M searches first
+    method, two = _fresh(f"show(ex.sweep({FILEMAP_SWEEP}, jobs=2, max_depth=5))")
+    assert method == "fork"
+    # In the order given, although the pool starts the 2M searches first.
+    assert two == _here(ex.sweep(spaces, jobs=1, max_depth=5))
 
 
-def test_forked_workers_run_a_planted_mutant(monkeypatch):
+def test_forked_workers_run_a_planted_mutant():
     # Planted: the filemap remove hook forgets to restore the direct map. A worker that imported the package
     # afresh (spawn, forkserver) would run the unmutated code and find nothing.
-    from nbmodel import designs
-    monkeypatch.setattr(designs.Filemap, "prep_remove_unmapped_folio", lambda self, k, m, folio: k.folio_zero(folio))
-    spaces = _filemap_sweep()[:3]
-    for jobs in (1, 2):
-        results = ex.sweep(spaces, jobs=jobs, max_depth=4)
-        assert all(r.per_invariant["b"] is not None for r in results), jobs
+    method, found = _fresh(f"""
+from nbmodel import designs
+designs.Filemap.prep_remove_unmapped_folio = lambda self, k, m, folio: k.folio_zero(folio)
+spaces = {FILEMAP_SWEEP}[:3]
+show(ex.sweep(spaces, jobs=2, max_depth=4) + ex.sweep(spaces, jobs=1, max_depth=4))
+""")
+    assert method == "fork" and len(found) == 6
+    assert all(r[5]["b"] for r in found), [r[0] for r in found if not r[5]["b"]]
+
+
+def test_the_pool_does_not_fork_while_another_thread_runs():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert ex.pool_context().get_start_method() != "fork"
+    finally:
+        stop.set()
+        t.join()
 
 
 def _filemap_2m(**kw):
