@@ -561,6 +561,7 @@ class BulkSystem:
         self.dmap = RunDirectMap(self, self.memmap, arch, self.mode)
         self.alloc = RunAllocator(self.memmap, seed=seed, reserved=reserved_pages)
         self.files: dict[str, BulkFile] = {}
+        self._ops: dict = {}   # op name -> bound op_ method (step() dispatches once per op per machine)
         self.can_set = not (arch == "arm64" and self.mode == "no-set-direct-map")
         self._deferred = 0
         self._frees: dict = {}  # (kind, flags, folio state) -> the policy's FreeEffect, looked up once
@@ -624,9 +625,12 @@ class BulkSystem:
     # -- ops ----------------------------------------------------------------------------------------------------
     def step(self, op: str, **args) -> str:
         """Run one op; returns the kernel's answer as System does (``"0"``, ``"EINVAL"``, bytes written...)."""
-        fn = getattr(self, f"op_{op}", None)
+        fn = self._ops.get(op) if type(op) is str else None
         if fn is None:
-            raise BulkUnsupported(f"the range engine has no op {op!r}")
+            fn = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+            if fn is None:
+                raise BulkUnsupported(f"the range engine has no op {op!r}")
+            self._ops[op] = fn
         return fn(**args)
 
     def op_gmem_create(self, file, size, flags=("MMAP", "INIT_SHARED", "NO_DIRECT_MAP"), vm_type="default"):
