@@ -61,7 +61,8 @@ def instrumented(space: Space) -> tuple[System, list]:
     return sys, racing
 
 
-def _replay(space: Space, moves) -> tuple[System, list]:
+def replay(space: Space, moves) -> tuple[System, list]:
+    """A fresh System (its racing reads recorded) that ran ``space``'s setup and then ``moves``."""
     sys, racing = instrumented(space)
     for st in space.setup_steps() + [m.step(space) for m in moves]:
         sys.step(**st)
@@ -89,7 +90,7 @@ def _check_state(search: Search, parent: dict, packed: int) -> list[str]:
     path = search.path(parent, packed)
     s = search.unpack(packed)
     where = " ; ".join(str(m.step(space)) for m in path) or "(setup only)"
-    real, _ = _replay(space, path)
+    real, _ = replay(space, path)
     want = e.u.expand(s)
     got = e.u.project(real)
     if got != want:
@@ -134,7 +135,7 @@ def _step_fresh(search: Search, path, s: tuple, move, where: str, nxt: set, prop
     out, todo, first = [], [move], True
     while todo:
         mv = todo.pop(0)
-        real, racing = _replay(space, path)
+        real, racing = replay(space, path)
         args = mv.step(space)
         before = dict(real.k.counters)
         try:  # the step as the explorer runs it: the state after it is checked on its own (Engine.broken)
@@ -155,7 +156,7 @@ def _step_fresh(search: Search, path, s: tuple, move, where: str, nxt: set, prop
 
 def _points(space: Space, path, move) -> list[str]:
     """The interrupt points ``move`` passes, on a fresh replay."""
-    real, _ = _replay(space, path)
+    real, _ = replay(space, path)
     seen: list = []
     point = real.k.point
 

@@ -17,6 +17,7 @@ from .explore_state import (
     Universe,
     apply_delta,
     apply_delta0,
+    pt_entry,
     view0_of,
     view_of,
 )
@@ -210,15 +211,23 @@ class Engine:
         return out
 
     def _record_breaks(self, pos: int, rid: int, gid: int) -> frozenset:
-        """What one record breaks under ``G``. Invariants (a) and (d) read a folio's own page (its valid bits
-        are in the record; its MAPPED bit is always set, as every page of the carved pageblock is in the direct
-        map) and the TLB entries that cover it; only entries larger than a page live in ``G``, so the answer is
-        shared by every ``G`` with the same covering entries. ``explore_check`` compares it with the full check."""
+        """What one record breaks under ``G``. Invariants (a) and (d) read a folio's own pages and the TLB
+        entries that cover them. A 4K folio's valid bits are in its record (its MAPPED bit is always set, as every
+        page of the carved pageblock is in the direct map), and of its TLB entries only those larger than a page
+        live in ``G``. A 2M folio's leaves and 4K TLB entries live in ``G``: its block's page-table entry and every
+        TLB entry over its pages. The answer is shared by every ``G`` with the same of those.
+        ``explore_check`` compares it with the full check."""
         name = self.files[pos - 1]
-        pfn = self.records.value(rid)[0]
-        cover = tuple(tuple(e for e in entries if e[1] > 1 and e[0] <= pfn < e[0] + e[1])
-                      for entries in self.globals.value(gid)[2])
-        key = (name, rid, cover)
+        pfn, order = self.records.value(rid)[:2]
+        g = self.globals.value(gid)
+        if order == 0:
+            cover = tuple(tuple(e for e in entries if e[1] > 1 and e[0] <= pfn < e[0] + e[1]) for entries in g[2])
+            key = (name, rid, cover)
+        else:
+            end = pfn + (1 << order)
+            cover = tuple(tuple(e for e in entries if e[0] < end and pfn < e[0] + (e[1] if e[1] > 1 else e[2]))
+                          for entries in g[2])
+            key = (name, rid, cover, pt_entry(g[1], pfn))
         got = self.inv_cover.get(key)
         if got is None:
             got = self.inv_cover[key] = self.u.broken_keys(gid, {(name, 0): rid}) - self.inv_g[gid]

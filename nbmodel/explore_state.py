@@ -282,6 +282,7 @@ class Universe:
         self.positions = [(name, i) for name, n in sp.files() for i in range(n)]
         self.pos_index = {p: n + 1 for n, p in enumerate(self.positions)}
         self.arm64 = self.k.arch == "arm64"
+        self.arm64_blocks = self.arm64 and self.k.dmap.mode != "rodata-full"   # block mappings in the linear map
         self.touched: dict[int, set] = {}      # 1G slot -> touched 2M blocks in it
         pt = self.pt
         self.boot = pt.copy_slots()
@@ -331,12 +332,18 @@ class Universe:
 
     # -- blocks of interest --------------------------------------------------------------------------------------
     def touch(self, pfn: int, npages: int) -> None:
-        """Note the 2 MiB blocks an allocation may change (its own, the next one for arm64's boundary split,
-        and on arm64 their whole contiguous-PMD run); give the scratch private copies of their PTE tables."""
+        """Note the 2 MiB blocks an allocation may change; give the scratch private copies of their PTE tables.
+        Its own blocks; with arm64 block mappings also the next one (the boundary split at its end) and their
+        whole contiguous-PMD runs. x86 changes only the leaves over the pages it is asked to (a split replaces
+        the leaf holding them), and arm64 rodata-full maps every page by a PTE from boot (no leaf to split, and a
+        contiguous-PTE run lies inside one block)."""
+        if not self.arm64_blocks:
+            for b in range(pfn >> 9, ((pfn + npages - 1) >> 9) + 1):
+                self._touch_block(b)
+            return
         first, last = pfn >> 9, (pfn + npages) >> 9
         for block in range(first, last + 1):
-            group = range(block - block % 16, block - block % 16 + 16) if self.arm64 else (block,)
-            for b in group:
+            for b in range(block - block % 16, block - block % 16 + 16):
                 self._touch_block(b)
 
     def _touch_block(self, b: int) -> None:
@@ -432,8 +439,12 @@ class Universe:
                           if type(cur[b & 511]) is not int or cur[b & 511] != default)
             return ("T", default, items)
         items = []
+        marked = {p >> 9 for p in masked}
         for b in sorted(self.touched[slot]):
-            e, was = self._entry(cur[b & 511], b, masked), base[b & 511]
+            now, was = cur[b & 511], base[b & 511]
+            if b not in marked and type(now) is type(was) and now == was:
+                continue  # what _entry would give, equal to the base: no masked page to set bits in
+            e = self._entry(now, b, masked)
             if (bytes(was) if type(was) is bytearray else was) != e:
                 items.append((b, e))
         return ("B", tuple(items)) if items else None
@@ -615,6 +626,24 @@ class Universe:
     def expand(self, state: tuple) -> tuple:
         """An explorer state ``(gid, rid...)`` as the plain tuples :meth:`project` returns."""
         return (self.globals.value(state[0]),) + tuple(self.records.value(r) for r in state[1:])
+
+
+def pt_entry(pt: tuple, pfn: int):
+    """What ``G``'s page tables (``G[1]``, as :meth:`Universe._encode_pt` writes them) say of the 2 MiB block
+    holding ``pfn``: None when its 1 GiB slot is as booted; the slot's whole entry when it is a leaf; else the
+    slot's kind with the block's entry (the default or None, as booted, when the block has no item)."""
+    slot, block = pfn >> 18, pfn >> 9
+    for s, enc in pt:
+        if s != slot:
+            continue
+        if enc[0] == "L":
+            return enc
+        items = enc[2] if enc[0] == "T" else enc[1]
+        for b, e in items:
+            if b == block:
+                return enc[0], e
+        return enc[0], enc[1] if enc[0] == "T" else None
+    return None
 
 
 def view_of(g: tuple) -> tuple:

@@ -101,6 +101,81 @@ def test_memoized_search_conforms_with_a_secret_file_and_close(design):
     assert check_conformance(space, depth=4, sample=15, seed=2) == []
 
 
+SWEEP_2M = [sp for sp in ex.default_spaces() if sp.config().large_folios]
+
+
+def _memo_breaks_differ(space: Space, depth: int) -> list[str]:
+    """States (within ``depth`` steps) whose invariants as the search composes them from its memos
+    (:meth:`Engine.broken`) differ from the model's check of the whole decoded state."""
+    search = explore_search.Search(space)
+    parent, *_ = search.run(depth, None)
+    e, out = search.e, []
+    for s in parent:
+        state = search.unpack(s)
+        whole = e.u.broken_keys(state[0], dict(zip(e.positions, state[1:], strict=True)))
+        if whole != e.broken(state):
+            out.append(f"{sorted(whole)} != {sorted(e.broken(state))}")
+    return out
+
+
+@pytest.mark.parametrize("space", SWEEP_2M, ids=lambda sp: sp.label())
+def test_the_sweeps_2m_states_break_what_the_whole_check_says(space):
+    """The default sweep runs its 2M spaces at one page, where a state's invariants come from the per-record memo
+    (the conformance tests above use two pages, where every state is checked whole). A 2M folio's leaves and
+    TLB entries are in ``G``, so the memo's key must hold them."""
+    assert space.offsets == 1 and space.config().large_folios
+    assert _memo_breaks_differ(space, depth=7) == []
+
+
+def test_the_2m_memo_check_catches_a_key_without_the_folios_page_table(monkeypatch):
+    # Planted: the per-record memo keys a 2M folio as a 4K one, without its block's page-table entry (as it did
+    # before this test). The key also holds the TLB entries over all the folio's pages, since (a) reads them
+    # (tlb_holders over the folio); no state of these spaces within 10 steps has one that decides, so leaving
+    # them out is not caught here.
+    monkeypatch.setattr(explore_engine, "pt_entry", lambda pt, pfn: None)
+    space = next(sp for sp in SWEEP_2M if sp.design == "per-folio" and sp.mode == "rodata-full")
+    assert _memo_breaks_differ(space, depth=7)
+
+
+def _page_tables_differ(space: Space, depth: int, sample: int = 25) -> int:
+    """Sampled states (within ``depth`` steps) whose decoded page tables are not, entry for entry, those of a
+    fresh System that replayed the state's path. The codec keeps only the blocks :meth:`Universe.touch` noted,
+    and the state comparison of the conformance check sees only those too: this one compares the whole table."""
+    from nbmodel.explore_check import replay
+
+    search = explore_search.Search(space)
+    parent, *_ = search.run(depth, None)
+    e, n = search.e, 0
+    for s in random.Random(1).sample(list(parent), min(sample, len(parent))):
+        try:
+            path = search.path(parent, s)
+        except StopIteration:  # the search's own moves no longer lead to it: its codec lost something
+            n += 1
+            continue
+        real, _ = replay(space, path)
+        state = search.unpack(s)
+        e.u.decode(state[0], dict(zip(e.positions, state[1:], strict=True)))
+        n += e.u.pt.snapshot() != real.k.dmap.pt.snapshot()
+    return n
+
+
+TOUCH_SPACES = [Space("per-folio", arch, mode, ("restore_4k",), 1) for arch, mode in ex.ARCHES] + [
+    Space("filemap", "x86", None, ("skip_flush",), 3)]
+
+
+@pytest.mark.parametrize("space", TOUCH_SPACES, ids=lambda sp: sp.label())
+def test_decoded_page_tables_are_the_replayed_ones_whole(space):
+    assert _page_tables_differ(space, depth=6) == 0
+
+
+def test_the_whole_table_check_catches_a_touch_that_misses_a_block(monkeypatch):
+    # Planted: the codec notes the blocks of 4K allocations only, so a 2M folio's zap or split is not saved.
+    real = es.Universe.touch
+    monkeypatch.setattr(es.Universe, "touch", lambda self, pfn, npages: real(self, pfn, npages) if npages == 1
+                        else None)
+    assert _page_tables_differ(TOUCH_SPACES[0], depth=6)
+
+
 def test_conformance_check_catches_a_wrong_delta(monkeypatch):
     """Plant: a delta applied to the whole G forgets that the step took the top page of the per-CPU list."""
     def forgetful(g, delta):
