@@ -34,6 +34,7 @@ enough to hash: the per-CPU list, how far the pageblock has been carved, and whi
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import compress, filterfalse
 
 from .counters import Counters
 from .designs import Config
@@ -718,14 +719,18 @@ def _fresh_table(base: list, blocks) -> list:
     return table
 
 
+_ONE = 1
+
+
 def _tlb_runs(entries: dict, masked) -> tuple:
     """One CPU's TLB entries ``{first pfn: pages}``, sorted, as ``(first, pages)`` for a large entry and
     ``(first, 1, k)`` for ``k`` 4 KiB entries on consecutive pages (a 2M folio touched through a split leaf leaves
     512 of them). The 4 KiB entries of ``masked`` pages are left out: their records hold them."""
-    ones = [s for s, n in entries.items() if n == 1]
-    out = [(s, n) for s, n in entries.items() if n != 1] if len(ones) < len(entries) else []
+    # compress/map/filterfalse walk the dict in C: a TLB here may hold thousands of 4 KiB entries.
+    ones = list(compress(entries, map(_ONE.__eq__, entries.values())))
+    out = list(compress(entries.items(), map(_ONE.__ne__, entries.values()))) if len(ones) < len(entries) else []
     if masked and ones:
-        ones = [s for s in ones if s not in masked]
+        ones = list(filterfalse(masked.__contains__, ones))
     if ones:
         ones.sort()
         runs: list = []
