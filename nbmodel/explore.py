@@ -91,6 +91,9 @@ def explore(design: str = "filemap", arch: str = "x86", mode: str | None = None,
 
 def explore_space(space: Space, max_depth=None, max_states=AUTO, sizes=False) -> ExploreResult:
     check_space(space)
+    if sizes and space.config().large_folios:
+        raise ModelInputError("direct-map views are counted for 4K folios only: a 2M folio's leaves are in the "
+                              "shared state, not in its record")
     start, cpu = time.perf_counter(), time.process_time()
     search = Search(space)
     budget = (BUDGET_2M if space.config().large_folios else BUDGET) if max_states == AUTO else max_states

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, give_back_last
 
 from nbmodel.designs import SWITCHES
+from nbmodel.errors import ModelInputError
 from nbmodel.explore import explore
 from nbmodel.explore_results import scenario_toml
 from nbmodel.physmem import PageblockOrder
@@ -174,6 +175,12 @@ def test_the_whole_table_check_catches_a_touch_that_misses_a_block(monkeypatch):
     monkeypatch.setattr(es.Universe, "touch", lambda self, pfn, npages: real(self, pfn, npages) if npages == 1
                         else None)
     assert _page_tables_differ(TOUCH_SPACES[0], depth=6)
+
+
+def test_sizes_refuse_2m_folios_whose_views_the_records_do_not_hold():
+    with pytest.raises(ModelInputError, match="4K folios only"):
+        ex.state_space_sizes("filemap", range(1, 2), switches=("restore_4k",))
+    assert ex.state_space_sizes("filemap", range(1, 2))[0]["dm_states"] >= 1
 
 
 def test_conformance_check_catches_a_wrong_delta(monkeypatch):
