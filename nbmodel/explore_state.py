@@ -336,8 +336,9 @@ class Universe:
         """Note the 2 MiB blocks an allocation may change; give the scratch private copies of their PTE tables.
         Its own blocks; with arm64 block mappings also the next one (the boundary split at its end) and their
         whole contiguous-PMD runs. x86 changes only the leaves over the pages it is asked to (a split replaces
-        the leaf holding them), and arm64 rodata-full maps every page by a PTE from boot (no leaf to split, and a
-        contiguous-PTE run lies inside one block)."""
+        the leaf holding them). Arm64 rodata-full maps every page by a PTE without the contiguous bit from boot
+        (``map_mem()`` sets NO_BLOCK_MAPPINGS | NO_CONT_MAPPINGS when the linear map must be PTE-mapped), so a
+        change reaches no PTE but its own."""
         if not self.arm64_blocks:
             for b in range(pfn >> 9, ((pfn + npages - 1) >> 9) + 1):
                 self._touch_block(b)

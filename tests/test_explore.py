@@ -260,12 +260,13 @@ def test_default_sweep_sizes_follow_the_table():
 SUMMARY = """
 import json, sys
 from nbmodel import explore as ex
+METHOD = ex.pool_context().get_start_method()  # as the first sweep below will start its workers
 def summary(results):
     return [list(r) if isinstance(r, tuple) else [r.space.label(), r.states, r.transitions, r.complete,
             r.space.config().large_folios, {k: ce and [str(st) for st in ce.steps]
                                             for k, ce in sorted(r.per_invariant.items())}] for r in results]
 def show(results):
-    print(json.dumps([ex.pool_context().get_start_method(), summary(results)], default=str))
+    print(json.dumps([METHOD, summary(results)], default=str))
 """
 
 
