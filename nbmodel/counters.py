@@ -58,8 +58,13 @@ class Counters(dict):
 
     def delta(self, before: dict) -> dict:
         """Counters that changed since ``before``, as ``name -> new - old``."""
-        if len(before) == len(self) and type(before) is dict:
-            # A copy of this dict taken earlier (System.step does): no name is ever removed, so the same names
-            # in the same order, and the values pair up without a lookup.
-            return {k: v - w for (k, v), w in zip(self.items(), before.values(), strict=True) if v != w}
-        return {k: v - before.get(k, 0) for k, v in self.items() if v != before.get(k, 0)}
+        return counters_delta(self, before)
+
+
+def counters_delta(after: dict, before: dict) -> dict:
+    """The counters that differ between two copies of a :class:`Counters`, as ``name -> after - before``."""
+    if len(before) == len(after) and type(before) is dict:
+        # A copy of the counters taken earlier (System.step does): no name is ever removed, so the same names
+        # in the same order, and the values pair up without a lookup.
+        return {k: v - w for (k, v), w in zip(after.items(), before.values(), strict=True) if v != w}
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}

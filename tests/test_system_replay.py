@@ -76,3 +76,95 @@ def test_trace_keeps_kinds_and_dicts_and_hands_out_events():
     assert not any(gc.is_tracked(a) for a in trace.args)   # nothing per event for the collector to walk
     assert copy.deepcopy(s.k).trace == trace                 # Kernel.clone() keeps it
     assert s.steps[1].events == trace[len(trace) - len(s.steps[1].events):]
+
+
+def _eager_deltas(steps, touch_between):
+    """Each step's counter delta worked out the old way (a copy before, a difference after), with the counters
+    bumped by hand between some steps, as a notebook may do."""
+    s = System("filemap", memory="4G", cpus=2, seed=4)
+    out = []
+    for i, st in enumerate(steps):
+        if i in touch_between:
+            s.k.counters["warns"] += 1
+        before = dict(s.k.counters)
+        step = s.step(**st)
+        out.append((step, s.k.counters.delta(before)))
+    return s, out
+
+
+def _lazy_counters_agree(steps, touch_between=(2, 3)) -> bool:
+    _, pairs = _eager_deltas(steps, set(touch_between))
+    return all(step.counters == eager for step, eager in pairs)
+
+
+def test_a_steps_counters_are_worked_out_when_read_and_equal_the_eager_delta():
+    steps = STEPS + [dict(op="gmem_create", file="h", size="8K"), dict(op="kernel_read", file="h", offset=0)]
+    assert _lazy_counters_agree(steps)
+    s, pairs = _eager_deltas(steps, {2, 3})
+    assert any(step.counters for step, _ in pairs) and any(not step.counters for step, _ in pairs)
+    assert s.steps[1] == s.replay().steps[1] and s.steps[1] != s.steps[2]
+    assert "counters={'DirectMap4k'" in repr(s.steps[1])
+
+
+def _planted_step(monkeypatch, old: str, new: str) -> None:
+    """Replace ``System.step`` by its own source with ``old`` changed to ``new`` (a planted bug)."""
+    import inspect
+    import textwrap
+
+    import nbmodel.system as system_mod
+    src = textwrap.dedent(inspect.getsource(System.step))
+    assert src.count(old) == 1, old
+    ns: dict = {}
+    exec(src.replace(old, new), vars(system_mod), ns)  # noqa: S102 - the package's own code, one line changed
+    monkeypatch.setattr(System, "step", ns["step"])
+
+
+def test_the_lazy_counters_check_catches_a_step_that_trusts_its_last_copy(monkeypatch):
+    """Planted: System.step takes the copy the last step left as its "before" without comparing it with the
+    counters now; a counter bumped by hand between steps then shows in the next step's delta."""
+    _planted_step(monkeypatch, "self._counters_seen == counters", "True")
+    assert not _lazy_counters_agree(STEPS)
+
+
+def _memo_tells_bool_from_int() -> bool:
+    from nbmodel.errors import ModelInputError
+
+    s = System("filemap", memory="4G", cpus=2)
+    assert s.step("set_cpu", cpu=1).result == "0"
+    try:
+        s.step("set_cpu", cpu=True)  # True == 1, and hashes alike: the memo must not answer for it
+    except ModelInputError:
+        return True
+    return False
+
+
+def test_validated_arguments_are_remembered_by_value_and_type():
+    import pytest
+
+    from nbmodel.errors import ModelInputError
+
+    assert _memo_tells_bool_from_int()
+    s = System("filemap", memory="4G", cpus=2)
+    s.step("gmem_create", file="g", size="16K")
+    a, b = s.step("fallocate", file="g", len="4K"), s.step("fallocate", file="g", len="4K")
+    assert a.args == b.args and a.args is not b.args
+    a.args["len"] = 0  # a reader changing one step's record changes no other
+    assert s.step("punch_hole", file="g", len="4K").result == "0" and b.args["len"] == 4096
+    s.step("gmem_create", file="h", size="16K", flags=["MMAP"])  # a list: not remembered, still validated
+    with pytest.raises(ModelInputError, match="flags"):
+        s.step("gmem_create", file="i", size="16K", flags=["MMAP", "BOGUS"])
+
+
+def test_the_memo_check_catches_a_key_without_types(monkeypatch):
+    """Planted: the memo keyed by the arguments' values only."""
+    import inspect
+    import textwrap
+
+    import nbmodel.system as system_mod
+    src = textwrap.dedent(inspect.getsource(System.validate_step))
+    old = ", tuple(map(type, args.values())))"
+    assert src.count(old) == 1
+    ns: dict = {}
+    exec(src.replace(old, ")"), vars(system_mod), ns)  # noqa: S102 - the package's own code, one line changed
+    monkeypatch.setattr(System, "validate_step", ns["validate_step"])
+    assert not _memo_tells_bool_from_int()
