@@ -231,19 +231,21 @@ class System:
         invariant check and the :class:`Step` record; the explorer calls it directly (it checks each state
         itself)."""
         self._precheck(op, clean)
+        if at is None:
+            result, saw = getattr(self, OPS[op].func)(**clean)
+            return step_result(result), saw, {}, None
         seen, inside = [], {}
-        if at is not None:
-            def hook(k, point, pfn, _at=at, _cpu=icpu):
-                if point == _at and not seen:
-                    seen.append(k.kernel_access(pfn, cpu=_cpu, what="racing read"))
-                    inside.update(racing_read_breaks(self, pfn, seen[0]))
-            self.k.interrupt = hook
+
+        def hook(k, point, pfn, _at=at, _cpu=icpu):
+            if point == _at and not seen:
+                seen.append(k.kernel_access(pfn, cpu=_cpu, what="racing read"))
+                inside.update(racing_read_breaks(self, pfn, seen[0]))
+        self.k.interrupt = hook
         try:
             result, saw = getattr(self, OPS[op].func)(**clean)
         finally:
             self.k.interrupt = None
-        return step_result(result), saw, inside, \
-            (step_result(seen[0]) if seen else "not reached") if at is not None else None
+        return step_result(result), saw, inside, step_result(seen[0]) if seen else "not reached"
 
     def run(self, steps) -> list[Step]:
         """Run a list of ``{"op": ..., **args}`` dicts."""
@@ -450,13 +452,13 @@ def step_result(ret) -> str:
     - an ``int``: ``"0"``, the errno's name for a negative value (``"EINVAL"``), the count for a positive one.
 
     Nothing else is a kernel answer: anything else raises TypeError (a model bug, not bad input)."""
+    if type(ret) is int:  # first: most answers are (a VmFault is an int subclass, not an int)
+        return errno_name(ret)
     if isinstance(ret, VmFault):
         err = ret & VM_FAULT_ERROR
         return err.name if err else "0"
     if isinstance(ret, Access):
         return ret.value
-    if type(ret) is int:
-        return errno_name(ret)
     raise TypeError(f"not a kernel answer: {ret!r}")
 
 
