@@ -198,7 +198,8 @@ class System:
 
     def validate_step(self, op: str, args: dict) -> tuple:
         """``(op, arguments with defaults and sizes in bytes, interrupt point, interrupt CPU)`` for
-        :meth:`run_validated`, or ModelInputError. Depends on the machine only, not on its state."""
+        :meth:`run_validated`, or ModelInputError. Depends on the machine only, not on its state, so the answer
+        for arguments of plain values is remembered and handed out again: read it, do not change it."""
         try:
             # Keyed by the values' types as well: True == 1 and 1.0 == 1, and validation tells them apart.
             key = (op, tuple(args.items()), tuple(map(type, args.values())))
