@@ -106,23 +106,23 @@ def test_a_steps_counters_are_worked_out_when_read_and_equal_the_eager_delta():
     assert "counters={'DirectMap4k'" in repr(s.steps[1])
 
 
-def _planted_step(monkeypatch, old: str, new: str) -> None:
-    """Replace ``System.step`` by its own source with ``old`` changed to ``new`` (a planted bug)."""
+def _planted(monkeypatch, method: str, old: str, new: str) -> None:
+    """Replace ``System.<method>`` by its own source with ``old`` changed to ``new`` (a planted bug)."""
     import inspect
     import textwrap
 
     import nbmodel.system as system_mod
-    src = textwrap.dedent(inspect.getsource(System.step))
+    src = textwrap.dedent(inspect.getsource(getattr(System, method)))
     assert src.count(old) == 1, old
     ns: dict = {}
     exec(src.replace(old, new), vars(system_mod), ns)  # noqa: S102 - the package's own code, one line changed
-    monkeypatch.setattr(System, "step", ns["step"])
+    monkeypatch.setattr(System, method, ns[method])
 
 
 def test_the_lazy_counters_check_catches_a_step_that_trusts_its_last_copy(monkeypatch):
     """Planted: System.step takes the copy the last step left as its "before" without comparing it with the
     counters now; a counter bumped by hand between steps then shows in the next step's delta."""
-    _planted_step(monkeypatch, "self._counters_seen == counters", "True")
+    _planted(monkeypatch, "step", "self._counters_seen == counters", "True")
     assert not _lazy_counters_agree(STEPS)
 
 
@@ -157,14 +157,5 @@ def test_validated_arguments_are_remembered_by_value_and_type():
 
 def test_the_memo_check_catches_a_key_without_types(monkeypatch):
     """Planted: the memo keyed by the arguments' values only."""
-    import inspect
-    import textwrap
-
-    import nbmodel.system as system_mod
-    src = textwrap.dedent(inspect.getsource(System.validate_step))
-    old = ", tuple(map(type, args.values())))"
-    assert src.count(old) == 1
-    ns: dict = {}
-    exec(src.replace(old, ")"), vars(system_mod), ns)  # noqa: S102 - the package's own code, one line changed
-    monkeypatch.setattr(System, "validate_step", ns["validate_step"])
+    _planted(monkeypatch, "validate_step", ", tuple(map(type, args.values())))", ")")
     assert not _memo_tells_bool_from_int()
