@@ -32,7 +32,8 @@ class Step:
 
     ``counters`` (the counters that changed, ``name -> new - old``) is worked out from the two copies of the
     kernel's counters the step holds when it is first read: most steps of a long run are never shown, and the
-    difference of 28 counters cost a quarter of a step (measured with ``bench.traced_steps``)."""
+    difference of 28 counters cost a quarter of a step (one op per page, as ``bench.traced_steps`` steps: 20 µs
+    with it, 15 µs with it left out, on the 2-core development machine)."""
 
     __slots__ = ("index", "op", "args", "result", "events", "broken", "saw", "interrupt", "_counted", "_delta")
 
