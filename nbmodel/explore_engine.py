@@ -29,6 +29,11 @@ _MISSING = object()
 #: A move's memo entry on a view that hides what the move needs (it raised NeedDeeper there).
 NEEDS_MORE = "needs more than the view"
 
+#: The invariants a record can break that its ``G`` alone does not: (a) and (d) read a folio's pages and the TLB
+#: entries over them; (b) and (c) read only the two counters in ``G``. Once neither is pending, the search checks
+#: ``G`` alone (:meth:`Search._note`); :meth:`Engine._record_breaks` refuses an answer outside this set.
+RECORD_INVARIANTS = frozenset({"a", "d"})
+
 
 class Engine:
     """Transitions computed by :meth:`System.run_validated` (the core of :meth:`System.step`) on the
@@ -55,7 +60,7 @@ class Engine:
         self.vmemo: tuple = ({}, {})   # per view level: (tid, rid, view id) -> Outcome, NEEDS_MORE or None
         self.view_ids = (Interner(), Interner())   # per view level; a view is hashed once per record and G
         self.inv_g: dict = {}
-        self.inv_rec: dict = {}
+        self.inv_rec = [None] + [{} for _ in self.positions]   # per position: rid << 32 | gid -> keys
         self.inv_cover: dict = {}
         self.misses = self.view_misses = 0
         self.refused: dict = {}
@@ -192,23 +197,32 @@ class Engine:
                     trans.append((tid, ns))
         return tuple(trans), tuple(props.items())
 
-    def broken(self, state: tuple, pending=()) -> frozenset:
+    def broken(self, state: tuple) -> frozenset:
+        """The invariants ``state`` breaks, composed from :meth:`global_breaks` and :meth:`record_breaks`."""
         gid = state[0]
         if self.full:
             return self.u.broken_keys(gid, dict(zip(self.positions, state[1:], strict=False)))
+        out = self.global_breaks(gid)
+        for pos in range(1, len(state)):
+            if state[pos]:
+                out = out | self.record_breaks(pos, state[pos], gid)
+        return out
+
+    def global_breaks(self, gid: int) -> frozenset:
+        """What ``G`` breaks with no record loaded: (b) and (c), which read its counters."""
         out = self.inv_g.get(gid)
         if out is None:
             out = self.inv_g[gid] = self.u.broken_keys(gid, {})
-        cache = self.inv_rec
-        for pos in range(1, len(state)):
-            rid = state[pos]
-            if rid:
-                key = (pos, rid, gid)
-                got = cache.get(key)
-                if got is None:
-                    got = cache[key] = self._record_breaks(pos, rid, gid)
-                out = out | got
         return out
+
+    def record_breaks(self, pos: int, rid: int, gid: int) -> frozenset:
+        """What the record at ``pos`` adds under ``G`` (memoized per position on ``rid << 32 | gid``)."""
+        cache = self.inv_rec[pos]
+        key = (rid << 32) | gid
+        got = cache.get(key)
+        if got is None:
+            got = cache[key] = self._record_breaks(pos, rid, gid)
+        return got
 
     def _record_breaks(self, pos: int, rid: int, gid: int) -> frozenset:
         """What one record breaks under ``G``. Invariants (a) and (d) read a folio's own pages and the TLB
@@ -230,7 +244,9 @@ class Engine:
             key = (name, rid, cover, pt_entry(g[1], pfn))
         got = self.inv_cover.get(key)
         if got is None:
-            got = self.inv_cover[key] = self.u.broken_keys(gid, {(name, 0): rid}) - self.inv_g[gid]
+            got = self.inv_cover[key] = self.u.broken_keys(gid, {(name, 0): rid}) - self.global_breaks(gid)
+            if not got <= RECORD_INVARIANTS:
+                raise AssertionError(f"a record broke {sorted(got)}: RECORD_INVARIANTS must name them")
         return got
 
     def clear_tlb(self, rid: int) -> int:
@@ -242,4 +258,4 @@ class Engine:
         return bool(rec[7] if rec[7] is not None else 3), rec[3] & 1
 
 
-__all__ = ["Engine", "NEEDS_MORE"]
+__all__ = ["Engine", "NEEDS_MORE", "RECORD_INVARIANTS"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from itertools import filterfalse
 
-from .explore_engine import Engine
+from .explore_engine import RECORD_INVARIANTS, Engine
 from .explore_moves import Move, closes
 from .explore_results import Counterexample, verify
 from .explore_state import (
@@ -78,17 +78,44 @@ class Search:
         return parent, found, transitions, (depth if frontier or cut else depth - 1), complete
 
     def _note(self, states: list, found: dict) -> None:
-        """Record the first state (in BFS order) breaking each invariant not yet broken."""
-        if not self.pending:
+        """Record the first state (in BFS order) breaking each invariant not yet broken: what its ``G`` breaks,
+        and (while (a) or (d) is pending) what each record adds (:meth:`Engine.broken`, unpacked inline)."""
+        pending = self.pending
+        if not pending:
             return
-        broken, unpack = self.e.broken, self.unpack
+        e = self.e
+        if e.full:
+            for s in states:
+                self._found(s, e.broken(self.unpack(s)), found)
+                if not pending:
+                    return
+            return
+        global_breaks, record_breaks, n = e.global_breaks, e.record_breaks, self.n
+        caches = e.inv_rec
+        records = not pending.isdisjoint(RECORD_INVARIANTS)
         for s in states:
-            for key in broken(unpack(s), self.pending):
-                if key in self.pending:
-                    self.pending.discard(key)
-                    found.setdefault(key, ("state", s, None))
-            if not self.pending:
-                return
+            q, gid = divmod(s, RADIX)
+            out = global_breaks(gid)
+            if records:
+                for pos in range(1, n + 1):
+                    q, rid = divmod(q, RADIX)
+                    if rid:
+                        got = caches[pos].get((rid << 32) | gid)
+                        if got is None:
+                            got = record_breaks(pos, rid, gid)
+                        if got:
+                            out = out | got
+            if out and not pending.isdisjoint(out):
+                self._found(s, out, found)
+                if not pending:
+                    return
+                records = not pending.isdisjoint(RECORD_INVARIANTS)
+
+    def _found(self, s: int, keys, found: dict) -> None:
+        for key in keys:
+            if key in self.pending:
+                self.pending.discard(key)
+                found.setdefault(key, ("state", s, None))
 
     def _entry(self, pos: int, rid: int, gid: int) -> tuple:
         """``(differences, flushing transitions, properties, count)`` of the moves on position ``pos``."""

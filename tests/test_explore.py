@@ -381,6 +381,41 @@ def test_memoized_search_equals_the_whole_state_search(monkeypatch):
         assert lengths == {k: len(v.steps) for k, v in whole.per_invariant.items() if v}
 
 
+def _first_breaks(space: Space) -> tuple[dict, dict]:
+    """Per invariant: the first state (in BFS order) the search noted as breaking it, and the first one the
+    composed check (:meth:`Engine.broken`, every record read) finds, over the same states."""
+    search = explore_search.Search(space)
+    parent, found, *_ = search.run(None, None)
+    noted = {k: how[1] for k, how in found.items() if how[0] == "state"}
+    first: dict = {}
+    for s in parent:
+        for key in search.e.broken(search.unpack(s)) - first.keys():
+            first[key] = s
+    return noted, first
+
+
+@pytest.mark.parametrize("design", ["per-folio", "secretmem"])
+def test_the_search_notes_the_first_state_breaking_each_invariant(design):
+    """The search stops reading records once (a) and (d) are found (:data:`RECORD_INVARIANTS`); what it notes
+    is still the first state breaking each invariant."""
+    noted, first = _first_breaks(Space(design=design, offsets=1))
+    assert set(first) >= {"a", "b"} and noted == first
+
+
+def test_the_first_breaks_check_catches_a_gate_that_forgets_an_invariant(monkeypatch):
+    # Planted: the search's gate leaves out (d), so once (a) is found it stops reading records with (d) pending.
+    monkeypatch.setattr(explore_search, "RECORD_INVARIANTS", frozenset({"a"}))
+    noted, first = _first_breaks(Space(design="per-folio", offsets=1))
+    assert noted != first and "d" in first
+
+
+def test_a_record_breaking_an_invariant_outside_the_gate_is_refused(monkeypatch):
+    # Planted: the engine's set leaves out (d); a per-folio record that breaks (d) must not pass unnoticed.
+    monkeypatch.setattr(explore_engine, "RECORD_INVARIANTS", frozenset({"a"}))
+    with pytest.raises(AssertionError, match="RECORD_INVARIANTS"):
+        explore(design="per-folio", offsets=1, max_states=None)
+
+
 _INIT = explore_engine.Engine.__init__
 
 
