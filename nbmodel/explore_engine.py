@@ -57,8 +57,10 @@ class Engine:
         self.tids: dict = {}
         self.table = {name: self._table(name) for name, _ in space.files()}
         self.memo = {name: {} for name, _ in space.files()}
-        self.vmemo: tuple = ({}, {})   # per view level: (tid, rid, view id) -> Outcome, NEEDS_MORE or None
-        self.view_ids = (Interner(), Interner())   # per view level; a view is hashed once per record and G
+        # Level 0: (tid, rid, view id) -> Outcome, NEEDS_MORE or None; level 1: -> (top PFN it ran with, that, movable)
+        self.vmemo: tuple = ({}, {})
+        self.view_ids = (Interner(), Interner(), Interner())   # per view level, and level 1 exact (_on_top)
+        self.exact: dict = {}   # (tid, rid, exact level-1 view id) -> Outcome, for runs _on_top cannot move
         self.inv_g: dict = {}
         self.inv_rec = [None] + [{} for _ in self.positions]   # per position: rid << 32 | gid -> keys
         self.inv_cover: dict = {}
@@ -103,7 +105,8 @@ class Engine:
         if not g[0][file_number(self.space, name)]:
             return (), ()
         v0, v1 = view0_of(g), view_of(g)
-        views = ((v0, self.view_ids[0].id(v0)), (v1, self.view_ids[1].id(v1)))
+        key, top = self.top_group(v1)
+        views = ((v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top))
         trans, props, seen = [], {}, set()
         for move, tid, variants in self.table[name]:
             got = self._outcome(tid, move, rid, gid, g, views)
@@ -128,26 +131,84 @@ class Engine:
         """One move of one record under ``G``: ``(rid2, gid2, flush_all, properties, interrupt points reached)``
         or None (refused). Run first on the view without the per-CPU list (:func:`view0_of`: most moves allocate
         nothing), then on the view with its top entry (:func:`view_of`), then on the whole ``G``; each view's
-        result is memoized per ``(move, record, view)`` as a delta that applies to every ``G`` with that view."""
-        for level, (view, vid) in enumerate(views):
-            key = (tid, rid, vid)
-            memo = self.vmemo[level]
-            got = memo.get(key, _MISSING)
-            if got is _MISSING:
-                self.view_misses += 1
-                got = memo[key] = self._try(lambda step, lv=level, v=view: self.u.run_view(v, self.rec(move, rid),
-                                                                                          step, lv), move)
-            if got is NEEDS_MORE:
-                continue
-            if got is None:
-                return None
-            apply = apply_delta0 if level == 0 else apply_delta
-            return got.records[(move.file, 0)], self.globals.id(apply(g, got.delta)), got.flush_all, \
+        result is memoized per ``(move, record, view)`` as a delta that applies to every ``G`` with that view.
+        On the second view the top entry's PFN is keyed by its 16-page group (:meth:`_exact_top`)."""
+        v0, vid0, _ = views[0]
+        key = (tid, rid, vid0)
+        got = self.vmemo[0].get(key, _MISSING)
+        if got is _MISSING:
+            self.view_misses += 1
+            got = self.vmemo[0][key] = self._try(lambda step: self.u.run_view(v0, self.rec(move, rid), step, 0),
+                                                 move)
+        if got is None:
+            return None
+        if got is not NEEDS_MORE:
+            return got.records[(move.file, 0)], self.globals.id(apply_delta0(g, got.delta)), got.flush_all, \
                 got.props, got.reached
+        v1, vid1, top = views[1]
+        key = (tid, rid, vid1)
+        entry = self.vmemo[1].get(key)
+        if entry is None:
+            self.view_misses += 1
+            got = self._try(lambda step: self.u.run_view(v1, self.rec(move, rid), step, 1), move)
+            entry = self.vmemo[1][key] = (top, got, self._movable(got, move, top))
+        ran, got, movable = entry
+        if ran != top and not movable:
+            got, ran = self._exact_top(key, v1, move, rid), top
+        if got is None:
+            return None
+        if got is not NEEDS_MORE:
+            rid2, delta = got.records[(move.file, 0)], got.delta
+            if ran != top:
+                rid2, delta = self._moved(rid2, delta, ran, top)
+            return rid2, self.globals.id(apply_delta(g, delta)), got.flush_all, got.props, got.reached
         got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
         if got is None or got is NEEDS_MORE:
             return None
         return got.records[(move.file, 0)], got.gid, got.flush_all, got.props, got.reached
+
+    @staticmethod
+    def top_group(v1: tuple) -> tuple:
+        """A level-1 view's memo key and the PFN on top of its list (None if empty): the top entry's PFN
+        replaced by its 16-page group (:meth:`_exact_top` says why that is sound)."""
+        if not v1[3]:
+            return v1, None
+        top = v1[3][0]
+        return v1[:3] + (((top[0] >> 4,) + top[1:],),) + v1[4:], top[0]
+
+    def _exact_top(self, key: tuple, view: tuple, move: Move, rid: int):
+        """The level-1 outcome for ``view`` itself, where the memo's entry for its group cannot be moved to it.
+
+        Symmetry: the level-1 key holds the top entry's bits, its TLB holders and its 16-page group (so its 2 MiB
+        block), not its PFN. Two views equal but for which page of one group is on top give the same outcome with
+        that page renamed (:meth:`_moved`), when the run it came from (:meth:`_movable`) left the page only in the
+        record or back on the list (where the encoding masks it, so nothing else in ``G`` shows its place) and
+        flushed no range beyond the pages it loaded or allocated. Every other page-table change a one-page step
+        makes is per leaf, per 2 MiB block (a split) or per contiguous group (arm64's CONT bit), the same for every
+        page of the group. Otherwise the exact view is run here and kept apart. ``tests/test_explore.py``
+        compares searches with and without this over whole sweeps."""
+        exact = (key[0], key[1], self.view_ids[2].id(view))
+        got = self.exact.get(exact, _MISSING)
+        if got is _MISSING:
+            self.view_misses += 1
+            got = self.exact[exact] = self._try(lambda step: self.u.run_view(view, self.rec(move, rid), step, 1),
+                                                move)
+        return got
+
+    def _movable(self, got, move: Move, top) -> bool:
+        """Can a level-1 outcome run with page ``top`` on the list be moved to another page (:meth:`_exact_top`)?"""
+        if top is None or got is None or got is NEEDS_MORE or self.u.stray:
+            return False
+        rec = self.records.value(got.records[(move.file, 0)])
+        return (rec is not None and rec[0] == top and rec[1] == 0) or any(p == top for p, _, _ in got.delta[1])
+
+    def _moved(self, rid2: int, delta: tuple, was: int, now: int) -> tuple:
+        """A level-1 outcome computed with page ``was`` on top of the list, for the view with page ``now`` there."""
+        rec = self.records.value(rid2)
+        if rec is not None and rec[0] == was:
+            rid2 = self.records.id((now,) + rec[1:])
+        popped, pushed, rest, flushed = delta
+        return rid2, (popped, tuple((now if p == was else p, b, t) for p, b, t in pushed), rest, flushed)
 
     @staticmethod
     def rec(move: Move, rid: int) -> dict:

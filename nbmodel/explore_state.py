@@ -290,6 +290,7 @@ class Universe:
         for s, e in pt.copy_slots().items():
             pt.set_slot(s, e)
         self.fresh: set = set()     # PFNs allocated or freed by the step being run
+        self.stray = False          # did the step flush a range reaching pages neither loaded nor fresh?
         self.loaded: set = set()    # PFNs of the records loaded for it
         self.alloc = ExploreAllocator(self.k.alloc, self)
         self.k.alloc = self.alloc
@@ -324,10 +325,12 @@ class Universe:
         def guarded_flush(pfn, npages, reason):
             full = k.counters["tlb_full_flushes"]
             flush(pfn, npages, reason)
-            if self.alloc.hidden and k.counters["tlb_full_flushes"] == full:
+            if k.counters["tlb_full_flushes"] == full:
                 known = self.loaded | self.fresh
                 if not known.issuperset(range(pfn, pfn + npages)):
-                    raise NeedDeeper("a range flush reaches pages the view does not show")
+                    if self.alloc.hidden:
+                        raise NeedDeeper("a range flush reaches pages the view does not show")
+                    self.stray = True
 
         k.point, k.kernel_access, k.flush_pfn_range = recorded_point, recorded_access, guarded_flush
 
@@ -487,7 +490,7 @@ class Universe:
         dict.update(counters, _ZERO_COUNTERS)
         counters["freed_unmapped"], counters["restore_splits"] = int(flags[0]), int(flags[1])
         k.pgtable_pfns, k.interrupt = [], None
-        self.fresh, self.loaded = set(), set()
+        self.fresh, self.loaded, self.stray = set(), set(), False
         for pos, rid in recs.items():
             rec = self.records.value(rid)
             if rec is not None:
