@@ -452,10 +452,11 @@ def test_the_top_of_list_symmetry_changes_no_search(space, budget, monkeypatch):
     assert misses[0].view_misses < misses[1].view_misses
 
 
-@pytest.mark.parametrize("plant", ["every run movable", "no rename"])
+@pytest.mark.parametrize("plant", ["every run movable", "no rename", "carve not hidden"])
 def test_the_top_of_list_comparison_catches_a_wrong_symmetry(plant, monkeypatch):
     # Planted: the move is taken for runs that left the page where the encoding shows its place (or flushed
-    # beyond what they loaded); or the outcome is moved without renaming the page.
+    # beyond what they loaded); or the outcome is moved without renaming the page; or a step on a level-1 view
+    # keyed without the carve position carves anyway (its delta then says "carve unchanged").
     space, budget = TOP_SPACES[2] if plant == "every run movable" else TOP_SPACES[0]
     grouped = _search_signature(space, budget)
     with monkeypatch.context() as mp:
@@ -465,8 +466,12 @@ def test_the_top_of_list_comparison_catches_a_wrong_symmetry(plant, monkeypatch)
     if plant == "every run movable":
         monkeypatch.setattr(explore_engine.Engine, "_movable", lambda self, got, move, top: (
             top is not None and got is not None and got is not explore_engine.NEEDS_MORE))
-    else:
+    elif plant == "no rename":
         monkeypatch.setattr(explore_engine.Engine, "_moved", lambda self, rid2, delta, was, now: (rid2, delta))
+    else:
+        real = es.ExploreAllocator.set_state
+        monkeypatch.setattr(es.ExploreAllocator, "set_state",
+                            lambda self, st, hidden=False, carve_hidden=False: real(self, st, hidden))
     assert _search_signature(space, budget) != exact
 
 
