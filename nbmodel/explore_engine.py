@@ -170,13 +170,14 @@ class Engine:
     @staticmethod
     def top_group(v1: tuple) -> tuple:
         """A level-1 view's memo key and the PFN on top of its list (None if empty). With a page on the list, the
-        key holds the top entry's 16-page group, not its PFN (:meth:`_exact_top` says why that is sound), and no
-        carve position: such a step runs with the carve hidden (only a step that empties the list carves, and it
-        then runs on the whole ``G``), so its delta leaves the position as it was."""
+        key holds the top entry's 16-page group, not its PFN (:meth:`_exact_top` says why that is sound), and
+        neither whether more lie below nor the carve position: such a step runs with the list below its top
+        hidden (:meth:`Universe.run_view`), so a second page it takes, from the list or the carve, sends it to
+        the whole ``G``, and its delta leaves the rest of the list and the position as they were."""
         if not v1[3]:
             return v1, None
         top = v1[3][0]
-        return v1[:3] + (((top[0] >> 4,) + top[1:],), v1[4], None) + v1[6:], top[0]
+        return v1[:3] + (((top[0] >> 4,) + top[1:],), None, None) + v1[6:], top[0]
 
     def _exact_top(self, key: tuple, view: tuple, move: Move, rid: int):
         """The level-1 outcome for ``view`` itself, where the memo's entry for its group cannot be moved to it.

@@ -24,7 +24,8 @@ and once set they stay set, so a state that has them already breaks (b) or (c) i
 returns a delta that :func:`apply_delta0` / :func:`apply_delta` applies to any ``G`` with that view; a step
 that reaches below the view (a second allocation, a range flush over a page it does not know) raises
 :class:`NeedDeeper` and runs on the whole ``G``. A step on a view with a page on the list runs with the carve
-position hidden too (it carves only once the list is empty), so the explorer keys those outcomes without it.
+list below its top hidden, whether or not more lie there, and so without the carve position too (a step carves
+only once the list is empty): the explorer keys those outcomes without either.
 
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
@@ -142,16 +143,16 @@ class ExploreAllocator:
         self.pools = Interner()
         self.boot_pool = self.pools.id(self.blocks.ranks())
         self.pcp, self.carved, self.pool = [], 0, self.boot_pool
-        self.hidden, self.low, self.carve_hidden = False, 0, False
+        self.hidden, self.low = False, 0
         self.boot_state = (pcp, 0, self.boot_pool)
         self.set_state(self.boot_state)
 
     def state(self) -> tuple:
         return (tuple(self.pcp), self.carved, self.pool)
 
-    def set_state(self, st: tuple, hidden: bool = False, carve_hidden: bool = False) -> None:
+    def set_state(self, st: tuple, hidden: bool = False) -> None:
         self.pcp, self.carved, self.pool = list(st[0]), st[1], st[2]
-        self.hidden, self.low, self.carve_hidden = hidden, len(self.pcp), carve_hidden
+        self.hidden, self.low = hidden, len(self.pcp)
 
     def alloc(self, order: int) -> int:
         if order not in (0, 9):
@@ -168,8 +169,6 @@ class ExploreAllocator:
             return pfn
         if self.hidden:
             raise NeedDeeper("the step pops more per-CPU-list pages than the view shows")
-        if self.carve_hidden:
-            raise NeedDeeper("the step carves a page, and the view's key leaves out how far the carve got")
         if self.carved >= len(self.carve):
             raise ExploreLimit("the explored configuration needs more pages than one pageblock holds")
         self.carved += 1
@@ -472,7 +471,7 @@ class Universe:
         """Put the scratch System in state ``G`` with the records ``{position: rid}`` loaded (others absent)."""
         self._decode(self.globals.value(gid), recs, False)
 
-    def _decode(self, g: tuple, recs: dict, hidden: bool, carve_hidden: bool = False) -> None:
+    def _decode(self, g: tuple, recs: dict, hidden: bool) -> None:
         exists, pt, tlbs, free, carved, pool, flags = g
         sys, k = self.sys, self.k
         sys.files = {}
@@ -486,7 +485,7 @@ class Universe:
         self._decode_pt(dict(pt))
         for t, entries in zip(k.tlbs, tlbs, strict=False):
             t.entries = self._tlb_dict(entries)
-        self.alloc.set_state((tuple(p for p, _, _ in free), carved, pool), hidden, carve_hidden)
+        self.alloc.set_state((tuple(p for p, _, _ in free), carved, pool), hidden)
         for pfn, bits, tlb in free:
             self._load_page(pfn, bits, tlb)
         k.counters = counters = Counters.__new__(Counters)  # a fresh set of zeros, without the per-name loop
@@ -559,21 +558,19 @@ class Universe:
         return self._run(self.globals.value(gid), recs, step, None)
 
     def run_view(self, view: tuple, recs: dict, step: tuple, level: int = 1) -> Outcome:
-        """One transition on a *view* of ``G``: level 1 is :func:`view_of` (the per-CPU list's top entry), level 0
-        :func:`view0_of` (no per-CPU list at all, nor the carve position). The outcome carries a delta for
+        """One transition on a *view* of ``G``: level 1 is :func:`view_of` (the per-CPU list's top entry, the rest
+        of the list hidden whether or not there is more, and so the carve too), level 0 :func:`view0_of` (no
+        per-CPU list at all, nor the carve position). The outcome carries a delta for
         :func:`apply_delta` / :func:`apply_delta0` instead of a ``G``; raises NeedDeeper when the step needs what
         the view hides."""
         if level == 0:
             return self._run(view[:3] + ((), 0) + view[3:] + (NO_FLAGS,), recs, step, True, level=0)
-        return self._run(view[:3] + view[3:4] + view[5:] + (NO_FLAGS,), recs, step, view[4])
+        return self._run(view[:3] + view[3:4] + view[5:] + (NO_FLAGS,), recs, step, bool(view[3]))
 
     def _run(self, g: tuple, recs: dict, step: tuple, hidden, level: int = 1) -> Outcome:
         # The model's own check of the state after the step is left to the search, which checks every state it
         # reaches (Engine.broken); what only the step can show (a racing read's view) comes back as ``inside``.
-        # A level-1 view with a page on the list runs without the carve (only a step that empties the list
-        # carves): its delta then says "carve unchanged" (None), so the memo may key it without the position.
-        carve_hidden = hidden is not None and level == 1 and bool(g[3])
-        self._decode(g, recs, bool(hidden), carve_hidden)
+        self._decode(g, recs, bool(hidden))
         pre = {self.records.value(r)[0]: self.records.value(r)[5] for r in recs.values() if r}
         self._points.clear()
         self._racing.clear()
@@ -596,8 +593,9 @@ class Universe:
             return Outcome(None, recs2, self.globals.id(g2), flush_all, props, reached)
         if level == 0:  # nothing was popped (the list was empty and hidden); the carve position is the caller's
             return Outcome(None, recs2, None, flush_all, props, reached, (g2[3], g2[:3] + g2[5:], flush_all))
-        delta = (len(g[3]) - a.low, g2[3][a.low:], g2[:3] + ((None,) if carve_hidden else g2[4:5]) + g2[5:],
-                 flush_all)
+        # A step on a hidden list cannot carve (it pops past the view first): "carve unchanged" (None) lets the
+        # memo key its outcome without the position.
+        delta = (len(g[3]) - a.low, g2[3][a.low:], g2[:3] + ((None,) if hidden else g2[4:5]) + g2[5:], flush_all)
         return Outcome(None, recs2, None, flush_all, props, reached, delta)
 
     def _abandoned(self) -> None:

@@ -430,7 +430,7 @@ def _exact_top(v1):
 #: secret file beside the guest_memfd, and a 2M space whose splits take page-table pages from the list.
 TOP_SPACES = [(Space(design="per-folio", offsets=1, secret=1, switches=("put_before_restore",)), None),
               (Space(design="secretmem", arch="arm64", mode="bbml2"), 20_000),
-              (Space(design="filemap", arch="arm64", mode="bbml2", offsets=1, switches=("restore_4k",)), 300)]
+              (Space(design="per-folio", arch="arm64", mode="bbml2", offsets=1, switches=("restore_4k",)), 1200)]
 
 
 @pytest.mark.parametrize(("space", "budget"), TOP_SPACES, ids=[sp.label() for sp, _ in TOP_SPACES])
@@ -452,11 +452,12 @@ def test_the_top_of_list_symmetry_changes_no_search(space, budget, monkeypatch):
     assert misses[0].view_misses < misses[1].view_misses
 
 
-@pytest.mark.parametrize("plant", ["every run movable", "no rename", "carve not hidden"])
+@pytest.mark.parametrize("plant", ["every run movable", "no rename", "list below shown"])
 def test_the_top_of_list_comparison_catches_a_wrong_symmetry(plant, monkeypatch):
     # Planted: the move is taken for runs that left the page where the encoding shows its place (or flushed
-    # beyond what they loaded); or the outcome is moved without renaming the page; or a step on a level-1 view
-    # keyed without the carve position carves anyway (its delta then says "carve unchanged").
+    # beyond what they loaded); or the outcome is moved without renaming the page; or a level-1 view, keyed
+    # without "more below" and the carve position, runs with the list below shown when nothing is there (a step
+    # that takes a second page then carves, at a position the key does not hold).
     space, budget = TOP_SPACES[2] if plant == "every run movable" else TOP_SPACES[0]
     grouped = _search_signature(space, budget)
     with monkeypatch.context() as mp:
@@ -469,9 +470,9 @@ def test_the_top_of_list_comparison_catches_a_wrong_symmetry(plant, monkeypatch)
     elif plant == "no rename":
         monkeypatch.setattr(explore_engine.Engine, "_moved", lambda self, rid2, delta, was, now: (rid2, delta))
     else:
-        real = es.ExploreAllocator.set_state
-        monkeypatch.setattr(es.ExploreAllocator, "set_state",
-                            lambda self, st, hidden=False, carve_hidden=False: real(self, st, hidden))
+        monkeypatch.setattr(es.Universe, "run_view", lambda self, view, recs, step, level=1: self._run(
+            view[:3] + view[3:4] + view[5:] + (es.NO_FLAGS,), recs, step, view[4]) if level == 1 else
+            self._run(view[:3] + ((), 0) + view[3:] + (es.NO_FLAGS,), recs, step, True, level=0))
     assert _search_signature(space, budget) != exact
 
 
