@@ -42,7 +42,8 @@ class Engine:
     needs: without the per-CPU list (:func:`~nbmodel.explore_state.view0_of`), with its top entry
     (:func:`~nbmodel.explore_state.view_of`), or the whole ``G``; a move that needs what a view hides raises
     NeedDeeper there. Records are run at index 0 and shared by every index of their file: an operation on one page
-    does not read its index."""
+    does not read its index. In the second memo a 4 KiB record's page and the list's top page are keyed by their
+    16-page groups, and an outcome is renamed to the pages at hand (:meth:`_moved`)."""
 
     def __init__(self, space: Space):
         self.space = space
@@ -57,10 +58,13 @@ class Engine:
         self.tids: dict = {}
         self.table = {name: self._table(name) for name, _ in space.files()}
         self.memo = {name: {} for name, _ in space.files()}
-        # Level 0: (tid, rid, view id) -> Outcome, NEEDS_MORE or None; level 1: -> (top PFN it ran with, that, movable)
+        # Per view level: (tid, record key, view key) -> NEEDS_MORE, or (record page and top page it ran with,
+        # Outcome or None, can it be moved to other pages of their groups)
         self.vmemo: tuple = ({}, {})
-        self.view_ids = (Interner(), Interner(), Interner())   # per view level, and level 1 exact (_on_top)
-        self.exact: dict = {}   # (tid, rid, exact level-1 view id) -> Outcome, for runs _on_top cannot move
+        self.view_ids = (Interner(), Interner(), Interner())   # per view level, and exact views (_exact)
+        self.exact: dict = {}   # (level, tid, rid, exact view id) -> Outcome, for runs _moved cannot move
+        self.record_ids = Interner()   # memo keys of records (record_group)
+        self._record_keys: dict = {}   # rid -> (record key id, its 4K page or None)
         self.inv_g: dict = {}
         self.inv_rec = [None] + [{} for _ in self.positions]   # per position: rid << 32 | gid -> keys
         self.inv_cover: dict = {}
@@ -107,12 +111,13 @@ class Engine:
         v0, v1 = view0_of(g), view_of(g)
         key, top = self.top_group(v1)
         views = ((v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top))
+        crid, page = self.record_group(rid)
         trans, props, seen = [], {}, set()
         for move, tid, variants in self.table[name]:
-            got = self._outcome(tid, move, rid, gid, g, views)
+            got = self._outcome(tid, move, rid, gid, g, views, crid, page)
             if got is None:
                 continue
-            todo = [(tid, got)] + [(vtid, self._outcome(vtid, var, rid, gid, g, views))
+            todo = [(tid, got)] + [(vtid, self._outcome(vtid, var, rid, gid, g, views, crid, page))
                                    for at in got[4] for var, vtid in variants[at]]
             for t, out in todo:
                 if out is None:
@@ -127,41 +132,38 @@ class Engine:
                 trans.append((t, rid2, gid2, flush_all))
         return tuple(trans), tuple(props.items())
 
-    def _outcome(self, tid: int, move: Move, rid: int, gid: int, g: tuple, views: tuple):
+    def _outcome(self, tid: int, move: Move, rid: int, gid: int, g: tuple, views: tuple, crid: int, page):
         """One move of one record under ``G``: ``(rid2, gid2, flush_all, properties, interrupt points reached)``
         or None (refused). Run first on the view without the per-CPU list (:func:`view0_of`: most moves allocate
         nothing), then on the view with its top entry (:func:`view_of`), then on the whole ``G``; each view's
         result is memoized per ``(move, record, view)`` as a delta that applies to every ``G`` with that view.
-        On the second view the top entry's PFN is keyed by its 16-page group (:meth:`_exact_top`)."""
-        v0, vid0, _ = views[0]
-        key = (tid, rid, vid0)
-        got = self.vmemo[0].get(key, _MISSING)
-        if got is _MISSING:
-            self.view_misses += 1
-            got = self.vmemo[0][key] = self._try(lambda step: self.u.run_view(v0, self.rec(move, rid), step, 0),
-                                                 move)
-        if got is None:
-            return None
-        if got is not NEEDS_MORE:
-            return got.records[(move.file, 0)], self.globals.id(apply_delta0(g, got.delta)), got.flush_all, \
-                got.props, got.reached
-        v1, vid1, top = views[1]
-        key = (tid, rid, vid1)
-        entry = self.vmemo[1].get(key)
-        if entry is None:
-            self.view_misses += 1
-            got = self._try(lambda step: self.u.run_view(v1, self.rec(move, rid), step, 1), move)
-            entry = self.vmemo[1][key] = (top, got, self._movable(got, move, top))
-        ran, got, movable = entry
-        if ran != top and not movable:
-            got, ran = self._exact_top(key, v1, move, rid), top
-        if got is None:
-            return None
-        if got is not NEEDS_MORE:
+        The memo keys the record's page and the list's top page by their 16-page groups (:meth:`_moved`)."""
+        for level in (0, 1):
+            view, vid, top = views[level]
+            key = (tid, crid, vid)
+            memo = self.vmemo[level]
+            entry = memo.get(key)
+            if entry is None:
+                self.view_misses += 1
+                got = self._try(lambda step, lv=level, v=view: self.u.run_view(v, self.rec(move, rid), step, lv),
+                                move)
+                entry = memo[key] = got if got is NEEDS_MORE else (
+                    page, top, got, self._movable(got, move, level, (page, top)))
+            if entry is NEEDS_MORE:
+                continue
+            ran_page, ran_top, got, movable = entry
+            moved = ran_page != page or ran_top != top
+            if moved and not movable:
+                got, moved = self._exact(level, tid, rid, view, move), False
+                if got is NEEDS_MORE:
+                    continue
+            if got is None:
+                return None
             rid2, delta = got.records[(move.file, 0)], got.delta
-            if ran != top:
-                rid2, delta = self._moved(rid2, delta, ran, top)
-            return rid2, self.globals.id(apply_delta(g, delta)), got.flush_all, got.props, got.reached
+            if moved:
+                rid2, delta = self._moved(rid2, delta, level, {ran_page: page, ran_top: top})
+            apply = apply_delta0 if level == 0 else apply_delta
+            return rid2, self.globals.id(apply(g, delta)), got.flush_all, got.props, got.reached
         got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
         if got is None or got is NEEDS_MORE:
             return None
@@ -170,7 +172,7 @@ class Engine:
     @staticmethod
     def top_group(v1: tuple) -> tuple:
         """A level-1 view's memo key and the PFN on top of its list (None if empty). With a page on the list, the
-        key holds the top entry's 16-page group, not its PFN (:meth:`_exact_top` says why that is sound), and
+        key holds the top entry's 16-page group, not its PFN (:meth:`_moved` says why that is sound), and
         neither whether more lie below nor the carve position: such a step runs with the list below its top
         hidden (:meth:`Universe.run_view`), so a second page it takes, from the list or the carve, sends it to
         the whole ``G``, and its delta leaves the rest of the list and the position as they were."""
@@ -179,39 +181,58 @@ class Engine:
         top = v1[3][0]
         return v1[:3] + (((top[0] >> 4,) + top[1:],), None, None) + v1[6:], top[0]
 
-    def _exact_top(self, key: tuple, view: tuple, move: Move, rid: int):
-        """The level-1 outcome for ``view`` itself, where the memo's entry for its group cannot be moved to it.
+    def record_group(self, rid: int) -> tuple:
+        """A record's memo key and its page: a 4 KiB folio's record with its PFN replaced by its 16-page group
+        (:meth:`_moved` says why that is sound); any other record (none, a 2M folio) as itself, page None."""
+        got = self._record_keys.get(rid)
+        if got is None:
+            rec = self.records.value(rid)
+            if rec is None or rec[1] != 0:
+                got = (self.record_ids.id(("exact", rid)), None)
+            else:
+                got = (self.record_ids.id((rec[0] >> 4, "group") + rec[1:]), rec[0])
+            self._record_keys[rid] = got
+        return got
 
-        Symmetry: the level-1 key holds the top entry's bits, its TLB holders and its 16-page group (so its 2 MiB
-        block), not its PFN. Two views equal but for which page of one group is on top give the same outcome with
-        that page renamed (:meth:`_moved`), when the run it came from (:meth:`_movable`) left the page only in the
-        record or back on the list (where the encoding masks it, so nothing else in ``G`` shows its place) and
-        flushed no range beyond the pages it loaded or allocated. Every other page-table change a one-page step
-        makes is per leaf, per 2 MiB block (a split) or per contiguous group (arm64's CONT bit), the same for every
-        page of the group. Otherwise the exact view is run here and kept apart. ``tests/test_explore.py``
-        compares searches with and without this over whole sweeps."""
-        exact = (key[0], key[1], self.view_ids[2].id(view))
+    def _exact(self, level: int, tid: int, rid: int, view: tuple, move: Move):
+        """The outcome for this record and view themselves, where the memo's entry for their groups cannot be
+        moved to them (:meth:`_moved`); kept apart from the grouped memo."""
+        exact = (level, tid, rid, self.view_ids[2].id(view))
         got = self.exact.get(exact, _MISSING)
         if got is _MISSING:
             self.view_misses += 1
-            got = self.exact[exact] = self._try(lambda step: self.u.run_view(view, self.rec(move, rid), step, 1),
-                                                move)
+            got = self.exact[exact] = self._try(
+                lambda step: self.u.run_view(view, self.rec(move, rid), step, level), move)
         return got
 
-    def _movable(self, got, move: Move, top) -> bool:
-        """Can a level-1 outcome run with page ``top`` on the list be moved to another page (:meth:`_exact_top`)?"""
-        if top is None or got is None or got is NEEDS_MORE or self.u.stray:
+    def _movable(self, got, move: Move, level: int, pages: tuple) -> bool:
+        """Can this outcome be moved to other pages of the same groups (:meth:`_moved`)? Yes when the step flushed
+        no range beyond the pages it loaded or allocated, and each renamed page ends in the record or on the list."""
+        if got is None or self.u.stray:
             return False
         rec = self.records.value(got.records[(move.file, 0)])
-        return (rec is not None and rec[0] == top and rec[1] == 0) or any(p == top for p, _, _ in got.delta[1])
+        pushed = got.delta[0 if level == 0 else 1]
+        return all(p is None or (rec is not None and rec[0] == p and rec[1] == 0) or any(q == p for q, _, _ in pushed)
+                   for p in pages)
 
-    def _moved(self, rid2: int, delta: tuple, was: int, now: int) -> tuple:
-        """A level-1 outcome computed with page ``was`` on top of the list, for the view with page ``now`` there."""
+    def _moved(self, rid2: int, delta: tuple, level: int, rename: dict) -> tuple:
+        """An outcome computed for one record page and top-of-list page, for others of the same 16-page groups.
+
+        Symmetry: the memo keys a 4 KiB record and the list's top entry by their contents and their pages' 16-page
+        groups (so their 2 MiB blocks), not their PFNs (:meth:`record_group`, :meth:`top_group`). The encoding
+        masks both pages (their bits and 4 KiB TLB holders are in the record and the list entry), so a view shows
+        nothing of where in its group either page lies. Two states equal but for that give the same outcome with
+        the pages renamed, when the run it came from (:meth:`_movable`) left each page only in the record or on
+        the list and flushed no range beyond the pages it loaded or allocated: every other page-table change a
+        one-page step makes is per leaf, per 2 MiB block (a split) or per contiguous group (arm64's CONT bit), the
+        same for every page of the group. Otherwise the exact state is run (:meth:`_exact`).
+        ``tests/test_explore.py`` compares searches with and without this, and plants each way it could go wrong."""
         rec = self.records.value(rid2)
-        if rec is not None and rec[0] == was:
-            rid2 = self.records.id((now,) + rec[1:])
-        popped, pushed, rest, flushed = delta
-        return rid2, (popped, tuple((now if p == was else p, b, t) for p, b, t in pushed), rest, flushed)
+        if rec is not None and rec[0] in rename:
+            rid2 = self.records.id((rename[rec[0]],) + rec[1:])
+        i = 0 if level == 0 else 1
+        pushed = tuple((rename.get(p, p), b, t) for p, b, t in delta[i])
+        return rid2, delta[:i] + (pushed,) + delta[i + 1:]
 
     @staticmethod
     def rec(move: Move, rid: int) -> dict:
