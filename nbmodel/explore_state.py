@@ -23,9 +23,9 @@ the invariants' two counters: no kernel path decides anything on them, only inva
 and once set they stay set, so a state that has them already breaks (b) or (c) itself. A step run on a view
 returns a delta that :func:`apply_delta0` / :func:`apply_delta` applies to any ``G`` with that view; a step
 that reaches below the view (a second allocation, a range flush over a page it does not know) raises
-:class:`NeedDeeper` and runs on the whole ``G``. A step on a view with a page on the list runs with the carve
-list below its top hidden, whether or not more lie there, and so without the carve position too (a step carves
-only once the list is empty): the explorer keys those outcomes without either.
+:class:`NeedDeeper` and runs on the whole ``G``. A step on a view with a page on the list runs with the rest of
+the list hidden, whether or not more lie there, and so with the carve position unread too (a step carves only
+once the list is empty): the explorer keys those outcomes without either.
 
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
