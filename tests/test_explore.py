@@ -459,8 +459,8 @@ def test_the_page_group_is_what_arm64_contiguous_entries_need():
     """Why the memo keys a page by its 16-page group, not just its block: on arm64 with BBML2 a zap clears the
     contiguous bit over its page's group, so a fallocate that takes the list's top page gives the renamed
     outcome for another page of that group, and a different one for a page of the next group. The explored
-    spaces never carve past one group (a search keyed without the group finds the same states), so this test is
-    where a key without it is caught."""
+    spaces never carve past one group (a search keyed without the group finds the same states), so no search
+    comparison can show that a key without it would be wrong; this test checks the fact the key is built on."""
     space = Space(design="filemap", arch="arm64", mode="bbml2", offsets=1)
     search = explore_search.Search(space)
     parent, *_ = search.run(6, None)
