@@ -23,9 +23,6 @@ from .explore_state import (
 )
 from .system import INTERRUPT_POINTS
 
-_MISSING = object()
-
-
 #: A move's memo entry on a view that hides what the move needs (it raised NeedDeeper there).
 NEEDS_MORE = "needs more than the view"
 
@@ -43,7 +40,8 @@ class Engine:
     (:func:`~nbmodel.explore_state.view_of`), or the whole ``G``; a move that needs what a view hides raises
     NeedDeeper there. Records are run at index 0 and shared by every index of their file: an operation on one page
     does not read its index. In the second memo a 4 KiB record's page and the list's top page are keyed by their
-    16-page groups, and an outcome is renamed to the pages at hand (:meth:`_moved`)."""
+    16-page groups, and an outcome is renamed to the pages at hand (:meth:`_moved`). Deltas are interned, so a
+    rename and a delta applied to a ``G`` are each worked out once and then looked up by ints."""
 
     def __init__(self, space: Space):
         self.space = space
@@ -59,10 +57,14 @@ class Engine:
         self.table = {name: self._table(name) for name, _ in space.files()}
         self.memo = {name: {} for name, _ in space.files()}
         # Per view level: (tid, record key, view key) -> NEEDS_MORE, or (record page and top page it ran with,
-        # Outcome or None, can it be moved to other pages of their groups)
+        # Outcome or None, can it be moved to other pages of their groups, its delta's id)
         self.vmemo: tuple = ({}, {})
         self.view_ids = (Interner(), Interner(), Interner())   # per view level, and exact views (_exact)
-        self.exact: dict = {}   # (level, tid, rid, exact view id) -> Outcome, for runs _moved cannot move
+        self.exact: dict = {}   # (level, tid, rid, exact view id) -> (Outcome, delta id), for runs _moved cannot move
+        # Deltas interned as (level, delta), so applying one to a G is looked up by two ints (_applied)
+        self.deltas = Interner()
+        self.applied: dict = {}   # gid << 32 | delta id -> the G it gives
+        self.renamed: dict = {}   # (delta id, rid2, pages ran, pages at hand) -> (rid2, delta id) (_moved)
         self.record_ids = Interner()   # memo keys of records (record_group)
         self._record_keys: dict = {}   # rid -> (record key id, its 4K page or None)
         self.inv_g: dict = {}
@@ -148,22 +150,26 @@ class Engine:
                 got = self._try(lambda step, lv=level, v=view: self.u.run_view(v, self.rec(move, rid), step, lv),
                                 move)
                 entry = memo[key] = got if got is NEEDS_MORE else (
-                    page, top, got, self._movable(got, move, level, (page, top)))
+                    page, top, got, self._movable(got, move, level, (page, top)), self._delta_id(level, got))
             if entry is NEEDS_MORE:
                 continue
-            ran_page, ran_top, got, movable = entry
+            ran_page, ran_top, got, movable, did = entry
             moved = ran_page != page or ran_top != top
             if moved and not movable:
-                got, moved = self._exact(level, tid, rid, view, move), False
+                (got, did), moved = self._exact(level, tid, rid, view, move), False
                 if got is NEEDS_MORE:
                     continue
             if got is None:
                 return None
-            rid2, delta = got.records[(move.file, 0)], got.delta
+            rid2 = got.records[(move.file, 0)]
             if moved:
-                rid2, delta = self._moved(rid2, delta, level, {ran_page: page, ran_top: top})
-            apply = apply_delta0 if level == 0 else apply_delta
-            return rid2, self.globals.id(apply(g, delta)), got.flush_all, got.props, got.reached
+                rid2, did = self._renamed(rid2, did, level, ran_page, page, ran_top, top)
+            akey = gid << 32 | did
+            gid2 = self.applied.get(akey)
+            if gid2 is None:
+                gid2 = self.applied[akey] = self.globals.id(
+                    (apply_delta0 if level == 0 else apply_delta)(g, self.deltas.value(did)[1]))
+            return rid2, gid2, got.flush_all, got.props, got.reached
         got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
         if got is None or got is NEEDS_MORE:
             return None
@@ -198,11 +204,24 @@ class Engine:
         """The outcome for this record and view themselves, where the memo's entry for their groups cannot be
         moved to them (:meth:`_moved`); kept apart from the grouped memo."""
         exact = (level, tid, rid, self.view_ids[2].id(view))
-        got = self.exact.get(exact, _MISSING)
-        if got is _MISSING:
+        got = self.exact.get(exact)
+        if got is None:
             self.view_misses += 1
-            got = self.exact[exact] = self._try(
-                lambda step: self.u.run_view(view, self.rec(move, rid), step, level), move)
+            out = self._try(lambda step: self.u.run_view(view, self.rec(move, rid), step, level), move)
+            got = self.exact[exact] = out, self._delta_id(level, out)
+        return got
+
+    def _delta_id(self, level: int, got) -> int | None:
+        """The interned ``(level, delta)`` of an outcome on a view (None for a refused or NEEDS_MORE run)."""
+        return None if got is None or got is NEEDS_MORE else self.deltas.id((level, got.delta))
+
+    def _renamed(self, rid2: int, did: int, level: int, ran_page, page, ran_top, top) -> tuple:
+        """:meth:`_moved`, memoized: ``(rid2, delta id)`` for the pages at hand."""
+        key = (did, rid2, ran_page, page, ran_top, top)
+        got = self.renamed.get(key)
+        if got is None:
+            moved, delta = self._moved(rid2, self.deltas.value(did)[1], level, {ran_page: page, ran_top: top})
+            got = self.renamed[key] = moved, self.deltas.id((level, delta))
         return got
 
     def _movable(self, got, move: Move, level: int, pages: tuple) -> bool:
