@@ -11,6 +11,8 @@ they trust their caller, :class:`nbmodel.kernel.Kernel`, which validates every a
 
 from __future__ import annotations
 
+import functools
+
 from .errors import Errno, ModelInputError
 from .pagetable import (
     CONT,
@@ -42,45 +44,13 @@ class DirectMap:
     # -- boot ---------------------------------------------------------------------------------------------
     def _map_boot(self, use_1g: bool, use_2m: bool, cont: bool) -> None:
         """Map every RAM page with the largest leaves allowed (``init_memory_mapping`` / ``map_mem``)."""
-        ram = bytearray(self.memmap.end_pfn)
-        for s, e in self.memmap.ranges:
-            ram[s:e] = b"\x01" * (e - s)
-        leaf = DEFAULT
-        for slot in range((self.memmap.end_pfn + PAGES_1G - 1) // PAGES_1G):
-            base = slot * PAGES_1G
-            chunk = ram[base:base + PAGES_1G].ljust(PAGES_1G, b"\x00")
-            if not chunk.count(1):
-                continue
-            if use_1g and chunk.count(1) == PAGES_1G:
-                self.pt.set_slot(slot, leaf)
-                self.count[LEVEL_1G] += 1
-                continue
-            pmd = [0] * 512
-            whole = [use_2m and chunk[i * PAGES_2M:(i + 1) * PAGES_2M].count(1) == PAGES_2M for i in range(512)]
-            for i in range(512):
-                if whole[i]:
-                    group = i - i % 16
-                    in_cont = cont and all(whole[group:group + 16])
-                    pmd[i] = leaf | (CONT if in_cont else 0)
-                    self.count[LEVEL_2M] += 1
-                    continue
-                part = chunk[i * PAGES_2M:(i + 1) * PAGES_2M]
-                ram_pages = part.count(1)
-                if not ram_pages:
-                    continue
-                if ram_pages == PAGES_2M:
-                    pmd[i] = bytearray([leaf | (CONT if cont else 0)]) * 512
-                    self.count[LEVEL_4K] += 512
-                    continue
-                pte = bytearray(512)
-                for j in range(512):
-                    if part[j]:
-                        group = j - j % 16
-                        in_cont = cont and part[group:group + 16].count(1) == 16
-                        pte[j] = leaf | (CONT if in_cont else 0)
-                        self.count[LEVEL_4K] += 1
-                pmd[i] = pte
-            self.pt.set_slot(slot, pmd)
+        slots, counts = _boot_layout(self.memmap, use_1g, use_2m, cont)
+        for slot, entry in slots:
+            if type(entry) is tuple:  # a page directory: the table gets its own lists and PTE pages
+                entry = [bytearray(e) if type(e) is bytes else e for e in entry]
+            self.pt.set_slot(slot, entry)
+        for level, n in counts:
+            self.count[level] += n
 
     # -- what the rest of the model asks --------------------------------------------------------------------
     def can_set_direct_map(self) -> bool:
@@ -170,3 +140,51 @@ class DirectMap:
 
     def snapshot(self) -> tuple:
         return (self.pt.snapshot(), tuple(sorted(self.count.items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _boot_layout(memmap, use_1g: bool, use_2m: bool, cont: bool) -> tuple[tuple, tuple]:
+    """The boot direct map of ``memmap`` as ``((slot, entry), ...)`` with read-only entries (a leaf, or a page
+    directory as a tuple of leaves and PTE pages as bytes) and ``(level, leaves)`` pairs. Worked out once per layout:
+    it took a third of building a System, and the explorer, the tests and the widgets build thousands."""
+    ram = bytearray(memmap.end_pfn)
+    for s, e in memmap.ranges:
+        ram[s:e] = b"\x01" * (e - s)
+    leaf = DEFAULT
+    slots, count = [], {LEVEL_1G: 0, LEVEL_2M: 0, LEVEL_4K: 0}
+    for slot in range((memmap.end_pfn + PAGES_1G - 1) // PAGES_1G):
+        base = slot * PAGES_1G
+        chunk = ram[base:base + PAGES_1G].ljust(PAGES_1G, b"\x00")
+        if not chunk.count(1):
+            continue
+        if use_1g and chunk.count(1) == PAGES_1G:
+            slots.append((slot, leaf))
+            count[LEVEL_1G] += 1
+            continue
+        pmd = [0] * 512
+        whole = [use_2m and chunk[i * PAGES_2M:(i + 1) * PAGES_2M].count(1) == PAGES_2M for i in range(512)]
+        for i in range(512):
+            if whole[i]:
+                group = i - i % 16
+                in_cont = cont and all(whole[group:group + 16])
+                pmd[i] = leaf | (CONT if in_cont else 0)
+                count[LEVEL_2M] += 1
+                continue
+            part = chunk[i * PAGES_2M:(i + 1) * PAGES_2M]
+            ram_pages = part.count(1)
+            if not ram_pages:
+                continue
+            if ram_pages == PAGES_2M:
+                pmd[i] = bytes([leaf | (CONT if cont else 0)]) * 512
+                count[LEVEL_4K] += 512
+                continue
+            pte = bytearray(512)
+            for j in range(512):
+                if part[j]:
+                    group = j - j % 16
+                    in_cont = cont and part[group:group + 16].count(1) == 16
+                    pte[j] = leaf | (CONT if in_cont else 0)
+                    count[LEVEL_4K] += 1
+            pmd[i] = bytes(pte)
+        slots.append((slot, tuple(pmd)))
+    return tuple(slots), tuple(count.items())

@@ -18,6 +18,7 @@ pageblock stays in the pool once taken (the series can give pageblocks back; the
 from __future__ import annotations
 
 import copy
+import functools
 import heapq
 import random
 from dataclasses import dataclass
@@ -111,16 +112,25 @@ def _memory_size(size, limit: int = MAX_MEMORY) -> int:
 
 def pageblocks(memmap: MemoryMap) -> tuple[bytearray, list[int], list[int], list[int]]:
     """An allocator's boot state: one byte per PFN (not RAM, free, used), free pages per 2M pageblock, and the
-    whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order. Internal (for
-    :class:`PageAllocator` and ``nbmodel.bulk``): trusts that ``memmap`` is a validated MemoryMap."""
+    whole free pageblocks (order-9 candidates) and partly free ones (order-0 only), in PFN order; each a new
+    object the caller may change. Internal (for :class:`PageAllocator` and ``nbmodel.bulk``): trusts that
+    ``memmap`` is a validated MemoryMap."""
+    state, block_free, whole, partial = _boot_pageblocks(memmap)
+    return bytearray(state), list(block_free), list(whole), list(partial)
+
+
+@functools.lru_cache(maxsize=32)
+def _boot_pageblocks(memmap: MemoryMap) -> tuple[bytes, tuple, tuple, tuple]:
+    # Worked out once per memory map: a 4G machine's took about half of building a System (2 of 5 ms), and the
+    # explorer, the tests and the widgets build thousands of machines of a few sizes.
     state = bytearray(memmap.end_pfn)
     for s, e in memmap.ranges:
         state[s:e] = bytes([PAGE_FREE]) * (e - s)
     nblocks = (memmap.end_pfn + PAGES_2M - 1) // PAGES_2M
-    block_free = [state[b * PAGES_2M:(b + 1) * PAGES_2M].count(PAGE_FREE) for b in range(nblocks)]
-    whole = [b for b in range(nblocks) if block_free[b] == PAGES_2M]
-    partial = [b for b in range(nblocks) if 0 < block_free[b] < PAGES_2M]
-    return state, block_free, whole, partial
+    block_free = tuple(state[b * PAGES_2M:(b + 1) * PAGES_2M].count(PAGE_FREE) for b in range(nblocks))
+    whole = tuple(b for b in range(nblocks) if block_free[b] == PAGES_2M)
+    partial = tuple(b for b in range(nblocks) if 0 < block_free[b] < PAGES_2M)
+    return bytes(state), block_free, whole, partial
 
 
 class PageblockOrder:
@@ -144,6 +154,14 @@ class PageblockOrder:
     :class:`PageAllocator` and ``nbmodel.bulk``): trusts its caller."""
 
     def __init__(self, whole: list[int], partial: list[int], seed: int):
+        # order: the pageblocks in draw order; rank: pageblock -> its place in it. Both fixed at boot and shared.
+        self.order, self.rank = _draws(tuple(whole), tuple(partial), seed)
+        self._whole = list(range(len(whole)))                 # heaps of ranks; sorted lists are heaps
+        self._partial = list(range(len(whole), len(self.order)))
+
+    @staticmethod
+    def draws(whole: tuple, partial: tuple, seed: int) -> tuple[tuple, tuple]:
+        """The boot order of the pageblocks and each pageblock's place in it, worked out (not remembered)."""
         rng = random.Random(seed)
         order: list[int] = []
         for boot in (list(whole), list(partial)):
@@ -151,12 +169,10 @@ class PageblockOrder:
                 i = rng.randrange(len(boot))
                 boot[i], boot[-1] = boot[-1], boot[i]
                 order.append(boot.pop())
-        self.order = order
-        self.rank = rank = [0] * (max(order) + 1 if order else 0)   # pageblock -> its place in the order
+        rank = [0] * (max(order) + 1 if order else 0)
         for r, b in enumerate(order):
             rank[b] = r
-        self._whole = list(range(len(whole)))                 # heaps of ranks; sorted lists are heaps
-        self._partial = list(range(len(whole), len(order)))
+        return tuple(order), tuple(rank)
 
     def take(self, allow_partial: bool) -> int | None:
         """The first free pageblock in the order: a whole one, or (if none is left and ``allow_partial``) a
@@ -191,6 +207,9 @@ class PageblockOrder:
     def state(self) -> tuple:
         """``(whole free pageblocks, partly free ones)``, each next one first."""
         return self.free_whole(), tuple(self.order[r] for r in sorted(self._partial))
+
+
+_draws = functools.lru_cache(maxsize=32)(PageblockOrder.draws)   # the same machine boots the same order
 
 
 class PageAllocator:

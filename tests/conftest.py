@@ -129,7 +129,8 @@ def screenshots_dir() -> pathlib.Path:
 
 def give_back_last(self, block):
     """A planted allocator bug (monkeypatched over ``PageblockOrder.give_back``): a freed pageblock goes to the end
-    of the order with a fresh place, as a list append would, instead of taking its old place."""
-    self.rank[block] = len(self.order)
-    self.order.append(block)
+    of the order with a fresh place, as a list append would, instead of taking its old place. The order is fixed
+    at boot and shared by machines alike, so this allocator gets its own, longer one."""
+    self.rank = self.rank[:block] + (len(self.order),) + self.rank[block + 1:]
+    self.order = self.order + (block,)
     heapq.heappush(self._whole, self.rank[block])
