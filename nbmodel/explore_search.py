@@ -57,7 +57,7 @@ class Search:
         e = self.e
         root = self.pack(e.root)
         parent = {root: None}
-        found: dict = {}
+        self.found = found = {}
         self.pending = {k for k, inv in INVARIANTS.items() if self.space.design in inv.designs}
         self._note([root], found)
         self.budget = max_states
@@ -142,7 +142,7 @@ class Search:
         budget = self.budget
         append = nxt.append
         slots = [(pos, self.diffs[pos]) for pos in range(1, self.n + 1)] if not e.full else []
-        entry_of, whole_needed = self._entry, self.whole_needed
+        entry_of, whole_needed, whole_known = self._entry, self.whole_needed, self._whole
         contains = parent.__contains__
         for s in frontier:
             q, gid = divmod(s, RADIX)
@@ -157,16 +157,28 @@ class Search:
                 for ns in filterfalse(contains, map(s.__add__, diffs)):
                     parent[ns] = s
                     append(ns)
+                if props:
+                    props = self._unfound(props, found)
+                    if len(props) != len(entry[2]):  # an entry stops carrying what is found: no work here next time
+                        cache[(rid << 32) | gid] = (diffs, slow, props, n)
                 if slow or props:
                     self._take(s, pos, [self._flushed(s, pos, rid2, gid2) for rid2, gid2 in slow], props, parent,
                                nxt, found)
-            if whole_needed(gid):
+            whole = whole_known.get(gid)
+            if whole is None:
+                whole = whole_needed(gid)
+            if whole:
                 trans, props = e.whole(self.unpack(s))
                 count += len(trans)
                 self._take(s, None, [self.pack(ns) for _, ns in trans], props, parent, nxt, found)
             if budget is not None and len(parent) >= budget:
                 return nxt, count, True
         return nxt, count, False
+
+    def _unfound(self, props: tuple, found: dict) -> tuple:
+        """The ``(key, tid)`` pairs whose key neither this level (``found``) nor an earlier one has found."""
+        done = self.found
+        return tuple(p for p in props if p[0] not in found and p[0] not in done)
 
     @staticmethod
     def _take(s: int, pos, states: list, props: tuple, parent: dict, nxt: list, found: dict) -> None:

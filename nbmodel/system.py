@@ -141,6 +141,7 @@ OPS = {
 }
 _STEP_KEYS = {"interrupt_at", "interrupt_cpu"}
 _SCALARS = (int, str, bool, type(None))
+_NO_EVENTS = Trace()  # what a step that emitted nothing holds (the trace off, or a quiet op): read-only, shared
 
 
 class System:
@@ -183,7 +184,8 @@ class System:
         # one copy per step, not two.
         before = self._counters_seen if self._counters_seen == counters else dict(counters)
         result, saw, inside, interrupt = self.run_validated(op, clean, at, icpu)
-        events = self.k.trace[start:]
+        trace = self.k.trace
+        events = trace[start:] if len(trace) > start else _NO_EVENTS
         shown = dict(clean)
         if at is not None:
             shown.update(interrupt_at=at, interrupt_cpu=icpu)
