@@ -26,6 +26,9 @@ from .system import INTERRUPT_POINTS
 #: A move's memo entry on a view that hides what the move needs (it raised NeedDeeper there).
 NEEDS_MORE = "needs more than the view"
 
+#: What :meth:`Engine._on_views` answers for a move that both views hide too much for: run it on the whole ``G``.
+WHOLE = "needs the whole G"
+
 #: The invariants a record can break that its ``G`` alone does not: (a) and (d) read a folio's pages and the TLB
 #: entries over them; (b) and (c) read only the two counters in ``G``. Once neither is pending, the search checks
 #: ``G`` alone (:meth:`Search._note`); :meth:`Engine._record_breaks` refuses an answer outside this set.
@@ -40,8 +43,10 @@ class Engine:
     (:func:`~nbmodel.explore_state.view_of`), or the whole ``G``; a move that needs what a view hides raises
     NeedDeeper there. Records are run at index 0 and shared by every index of their file: an operation on one page
     does not read its index. In the second memo a 4 KiB record's page and the list's top page are keyed by their
-    16-page groups, and an outcome is renamed to the pages at hand (:meth:`_moved`). Deltas are interned, so a
-    rename and a delta applied to a ``G`` are each worked out once and then looked up by ints."""
+    16-page groups, and an outcome is renamed to the pages at hand (:meth:`_moved`). Between the two, what the views
+    give one record is kept as a plan per record and views (:meth:`plan_key`), so a record under a new ``G`` with
+    the same views only has its deltas applied. Deltas are interned, so a rename and a delta applied to a ``G`` are
+    each worked out once and then looked up by ints."""
 
     def __init__(self, space: Space):
         self.space = space
@@ -65,6 +70,7 @@ class Engine:
         self.deltas = Interner()
         self.applied: dict = {}   # gid << 32 | delta id -> the G it gives
         self.renamed: dict = {}   # (delta id, rid2, pages ran, pages at hand) -> (rid2, delta id) (_moved)
+        self.plans: dict = {}     # (file, rid, view ids, the exact top entry, more below, carve) -> _plan's tuple
         self.record_ids = Interner()   # memo keys of records (record_group)
         self._record_keys: dict = {}   # rid -> (record key id, its 4K page or None)
         self.inv_g: dict = {}
@@ -105,7 +111,9 @@ class Engine:
 
     def _local(self, name: str, rid: int, gid: int) -> tuple:
         """The transitions of one record under ``G``: ``((tid, rid2, gid2, flush_all), ...)`` and the properties
-        the moves showed, each move taken from the smallest view of ``G`` it ran on (:meth:`_outcome`)."""
+        the moves showed, each move taken from the smallest view of ``G`` it ran on (:meth:`_outcome`). What the
+        views give is the same for every ``G`` with the same record and exact views, so it is kept as a plan
+        (:meth:`_plan`) and only its deltas are applied to each ``G``."""
         self.misses += 1
         g = self.globals.value(gid)
         if not g[0][file_number(self.space, name)]:
@@ -113,33 +121,103 @@ class Engine:
         v0, v1 = view0_of(g), view_of(g)
         key, top = self.top_group(v1)
         views = ((v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top))
-        crid, page = self.record_group(rid)
+        pkey = self.plan_key(name, rid, views)
+        plan = self.plans.get(pkey)
+        if plan is None:
+            plan = self.plans[pkey] = self._plan(name, rid, views)
         trans, props, seen = [], {}, set()
-        for move, tid, variants in self.table[name]:
-            got = self._outcome(tid, move, rid, gid, g, views, crid, page)
-            if got is None:
+        applied, base = self.applied, gid << 32
+        for t, rid2, did, flush_all, found in plan:
+            if rid2 is None:  # needs the whole G: did is the move, flush_all its variants (None: it is one)
+                self._whole_into(trans, props, seen, self._on_whole(t, did, flush_all, rid, gid, g, views), rid, gid)
                 continue
-            todo = [(tid, got)] + [(vtid, self._outcome(vtid, var, rid, gid, g, views, crid, page))
-                                   for at in got[4] for var, vtid in variants[at]]
-            for t, out in todo:
-                if out is None:
-                    continue
-                rid2, gid2, flush_all, found, _ = out
-                for p in found:
-                    props.setdefault(p, t)
-                key = (rid2, gid2, flush_all)
-                if (rid2 == rid and gid2 == gid and not flush_all) or key in seen:
-                    continue
+            gid2 = applied.get(base | did)
+            if gid2 is None:
+                gid2 = self._applied(gid, g, did)
+            for p in found:
+                props.setdefault(p, t)
+            if gid2 == gid and rid2 == rid and not flush_all:
+                continue
+            key = (rid2, gid2, flush_all)
+            if key not in seen:
                 seen.add(key)
                 trans.append((t, rid2, gid2, flush_all))
         return tuple(trans), tuple(props.items())
 
+    @staticmethod
+    def _whole_into(trans: list, props: dict, seen: set, outs: list, rid: int, gid: int) -> None:
+        """:meth:`_local`'s bookkeeping for the outcomes of a move run on the whole ``G``."""
+        for t, rid2, gid2, flush_all, found in outs:
+            for p in found:
+                props.setdefault(p, t)
+            key = (rid2, gid2, flush_all)
+            if (rid2 != rid or gid2 != gid or flush_all) and key not in seen:
+                seen.add(key)
+                trans.append((t, rid2, gid2, flush_all))
+
+    @staticmethod
+    def plan_key(name: str, rid: int, views: tuple) -> tuple:
+        """What a plan depends on: the file, the record itself (its page, for the renames) and the views: their
+        memo keys and the list's top entry as it is (the level-1 key holds only its group). Not "more below" nor
+        the carve position, which the exact level-1 view also holds: with a page on the list a level-1 step runs
+        with both hidden (:meth:`top_group`), and with none the key holds them."""
+        return name, rid, views[0][1], views[1][1], views[1][0][3]
+
+    def _plan(self, name: str, rid: int, views: tuple) -> tuple:
+        """Every move of a record (and its variants at the interrupt points it reached) as the views give it, in
+        the order :meth:`_local` takes them: ``(tid, rid2, delta id, flush_all, properties)``, or ``(tid, None,
+        move, variants, ())`` for a move that needs the whole ``G`` (``variants`` None for a variant)."""
+        crid, page = self.record_group(rid)
+        plan = []
+        for move, tid, variants in self.table[name]:
+            got = self._on_views(tid, move, rid, views, crid, page)
+            if got is None:
+                continue
+            if got is WHOLE:
+                plan.append((tid, None, move, variants, ()))
+                continue
+            plan.append((tid,) + got[:4])
+            for at in got[4]:
+                for var, vtid in variants[at]:
+                    out = self._on_views(vtid, var, rid, views, crid, page)
+                    if out is not None:
+                        plan.append((vtid, None, var, None, ()) if out is WHOLE else (vtid,) + out[:4])
+        return tuple(plan)
+
+    def _on_whole(self, tid: int, move: Move, variants, rid: int, gid: int, g: tuple, views: tuple) -> list:
+        """A planned move that needs the whole ``G``, with its variants when it is a main move: ``[(tid, rid2,
+        gid2, flush_all, properties)]``."""
+        crid, page = self.record_group(rid)
+        got = self._outcome(tid, move, rid, gid, g, views, crid, page)
+        if got is None:
+            return []
+        outs = [(tid,) + got[:4]]
+        if variants is not None:
+            for at in got[4]:
+                for var, vtid in variants[at]:
+                    out = self._outcome(vtid, var, rid, gid, g, views, crid, page)
+                    if out is not None:
+                        outs.append((vtid,) + out[:4])
+        return outs
+
     def _outcome(self, tid: int, move: Move, rid: int, gid: int, g: tuple, views: tuple, crid: int, page):
         """One move of one record under ``G``: ``(rid2, gid2, flush_all, properties, interrupt points reached)``
-        or None (refused). Run first on the view without the per-CPU list (:func:`view0_of`: most moves allocate
-        nothing), then on the view with its top entry (:func:`view_of`), then on the whole ``G``; each view's
-        result is memoized per ``(move, record, view)`` as a delta that applies to every ``G`` with that view.
-        The memo keys the record's page and the list's top page by their 16-page groups (:meth:`_moved`)."""
+        or None (refused): from the views (:meth:`_on_views`), else run on the whole ``G``."""
+        got = self._on_views(tid, move, rid, views, crid, page)
+        if got is not WHOLE:
+            return None if got is None else (got[0], self._applied(gid, g, got[1])) + got[2:]
+        got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
+        if got is None or got is NEEDS_MORE:
+            return None
+        return got.records[(move.file, 0)], got.gid, got.flush_all, got.props, got.reached
+
+    def _on_views(self, tid: int, move: Move, rid: int, views: tuple, crid: int, page):
+        """One move of one record on the views of a ``G``: ``(rid2, delta id, flush_all, properties, interrupt
+        points reached)``, None (refused), or WHOLE (both views hide what it needs). Run first on the view without
+        the per-CPU list (:func:`view0_of`: most moves allocate nothing), then on the view with its top entry
+        (:func:`view_of`); each view's result is memoized per ``(move, record, view)`` as a delta that applies to
+        every ``G`` with that view. The memo keys the record's page and the list's top page by their 16-page
+        groups (:meth:`_moved`)."""
         for level in (0, 1):
             view, vid, top = views[level]
             key = (tid, crid, vid)
@@ -164,16 +242,17 @@ class Engine:
             rid2 = got.records[(move.file, 0)]
             if moved:
                 rid2, did = self._renamed(rid2, did, level, ran_page, page, ran_top, top)
-            akey = gid << 32 | did
-            gid2 = self.applied.get(akey)
-            if gid2 is None:
-                gid2 = self.applied[akey] = self.globals.id(
-                    (apply_delta0 if level == 0 else apply_delta)(g, self.deltas.value(did)[1]))
-            return rid2, gid2, got.flush_all, got.props, got.reached
-        got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
-        if got is None or got is NEEDS_MORE:
-            return None
-        return got.records[(move.file, 0)], got.gid, got.flush_all, got.props, got.reached
+            return rid2, did, got.flush_all, got.props, got.reached
+        return WHOLE
+
+    def _applied(self, gid: int, g: tuple, did: int) -> int:
+        """The id of ``G`` (id ``gid``) after the delta ``did``, memoized."""
+        key = gid << 32 | did
+        got = self.applied.get(key)
+        if got is None:
+            level, delta = self.deltas.value(did)
+            got = self.applied[key] = self.globals.id((apply_delta0 if level == 0 else apply_delta)(g, delta))
+        return got
 
     @staticmethod
     def top_group(v1: tuple) -> tuple:

@@ -34,6 +34,7 @@ class Search:
         self.e = Engine(space)
         self.n = len(self.e.positions)
         self.diffs = [None] + [{} for _ in range(self.n)]   # per position: (rid << 32 | gid) -> entry
+        self.weights = [RADIX ** pos for pos in range(self.n + 1)]
         self._whole: dict = {}                                 # gid -> are the whole moves taken there?
 
     def pack(self, state: tuple) -> int:
@@ -120,9 +121,9 @@ class Search:
     def _entry(self, pos: int, rid: int, gid: int) -> tuple:
         """``(differences, flushing transitions, properties, count)`` of the moves on position ``pos``."""
         trans, props = self.e.local(pos, rid, gid)
-        weight = RADIX ** pos
-        diffs = tuple((gid2 - gid) + (rid2 - rid) * weight for _, rid2, gid2, fa in trans if not fa)
-        slow = tuple((rid2, gid2) for _, rid2, gid2, fa in trans if fa)
+        weight = self.weights[pos]
+        diffs = tuple([(gid2 - gid) + (rid2 - rid) * weight for _, rid2, gid2, fa in trans if not fa])
+        slow = tuple([(rid2, gid2) for _, rid2, gid2, fa in trans if fa])
         got = self.diffs[pos][(rid << 32) | gid] = (diffs, slow, props, len(trans))
         return got
 

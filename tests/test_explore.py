@@ -1,6 +1,7 @@
 """nbmodel explore: the filemap design proves (a)-(c); every break-it switch yields a replayable
 counterexample; per-folio reaches the "ad hoc" state and the write-once refusal."""
 
+import itertools
 import json
 import random
 import subprocess
@@ -506,6 +507,50 @@ def test_the_page_symmetry_comparison_catches_a_wrong_symmetry(plant, monkeypatc
             view[:3] + view[3:4] + view[5:] + (es.NO_FLAGS,), recs, step, view[4]) if level == 1 else
             self._run(view[:3] + ((), 0) + view[3:] + (es.NO_FLAGS,), recs, step, True, level=0))
     assert _search_signature(space, budget) != exact
+
+
+def _no_plans(mp) -> None:
+    """Work out what the views give each record under each ``G`` afresh: no plan is ever found again."""
+    fresh = itertools.count()
+    mp.setattr(explore_engine.Engine, "plan_key", staticmethod(lambda name, rid, views: next(fresh)))
+
+
+#: Plan keys too coarse: one that keys the record by its 16-page group (the renames need its page), and one that
+#: leaves out the list's top entry as it is (the level-1 key holds only its group).
+PLAN_PLANTS = {
+    "record group": lambda self, name, rid, views: _PLAN_KEY(name, self.record_group(rid)[0], views),
+    "no top entry": lambda self, name, rid, views: _PLAN_KEY(name, rid, views)[:4],
+}
+_PLAN_KEY = explore_engine.Engine.plan_key
+
+
+@pytest.mark.parametrize(("space", "budget"), PAGE_SPACES[:2], ids=[sp.label() for sp, _ in PAGE_SPACES[:2]])
+def test_plans_change_no_search(space, budget, monkeypatch):
+    """A plan (what the views give one record, :meth:`Engine._plan`), kept per record and views and applied to
+    every ``G`` with them, finds the same states, transitions and counterexamples as working each ``G`` out
+    afresh; and it is found again (fewer plans than records under a ``G``)."""
+    engines = []
+
+    def kept(self, sp):
+        _INIT(self, sp)
+        engines.append(self)
+
+    monkeypatch.setattr(explore_engine.Engine, "__init__", kept)
+    planned = _search_signature(space, budget)
+    assert len(engines[0].plans) < engines[0].misses
+    with monkeypatch.context() as mp:
+        _no_plans(mp)
+        assert _search_signature(space, budget) == planned
+
+
+@pytest.mark.parametrize("plant", PLAN_PLANTS)
+def test_the_plan_comparison_catches_a_key_too_coarse(plant, monkeypatch):
+    space, budget = PAGE_SPACES[0]
+    with monkeypatch.context() as mp:
+        _no_plans(mp)
+        fresh = _search_signature(space, budget)
+    monkeypatch.setattr(explore_engine.Engine, "plan_key", PLAN_PLANTS[plant])
+    assert _search_signature(space, budget) != fresh
 
 
 _INIT = explore_engine.Engine.__init__
