@@ -736,6 +736,8 @@ def _tlb_runs(entries: dict, masked) -> tuple:
     """One CPU's TLB entries ``{first pfn: pages}``, sorted, as ``(first, pages)`` for a large entry and
     ``(first, 1, k)`` for ``k`` 4 KiB entries on consecutive pages (a 2M folio touched through a split leaf leaves
     512 of them). The 4 KiB entries of ``masked`` pages are left out: their records hold them."""
+    if not entries:
+        return ()
     # compress/map/filterfalse walk the dict in C: a TLB here may hold thousands of 4 KiB entries.
     ones = list(compress(entries, map(_ONE.__eq__, entries.values())))
     out = list(compress(entries.items(), map(_ONE.__ne__, entries.values()))) if len(ones) < len(entries) else []

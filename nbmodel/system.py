@@ -141,6 +141,12 @@ OPS = {
 }
 _STEP_KEYS = {"interrupt_at", "interrupt_cpu"}
 _SCALARS = (int, str, bool, type(None))
+# What _precheck asks of the op names, as sets
+_CREATE_OPS = frozenset({"gmem_create", "secret_create"})
+_GMEM_OPS = frozenset({"fallocate", "punch_hole", "user_fault", "guest_fault", "write", "populate"})
+_OFFSET_OPS = frozenset({"kernel_read", "cpu_touch", "migrate", "replace", "race_add", "user_fault", "guest_fault",
+                         "populate", "secret_fault"})
+_ANSWERS_PAST_END = frozenset({"user_fault", "secret_fault", "guest_fault", "populate"})  # SIGBUS / EINVAL
 _NO_EVENTS = Trace()  # what a step that emitted nothing holds (the trace off, or a quiet op): read-only, shared
 
 
@@ -289,32 +295,28 @@ class System:
     # -- validation that must happen before anything changes ------------------------------------------------
     def _precheck(self, op: str, a: dict) -> None:
         name = a.get("file")
-        creating = op in ("gmem_create", "secret_create")
-        if name is not None and not creating and name not in self.files:
-            raise ModelInputError(f"{op}: no file named {name!r} (create it first)")
-        if name is not None and creating and name in self.files:
-            raise ModelInputError(f"{op}: a file named {name!r} exists already")
-        if op.startswith("secret_fault") and not isinstance(self.files[name], sm.SecretFile):
-            raise ModelInputError(f"{op}: {name!r} is not a memfd_secret file")
-        gmem_ops = ("fallocate", "punch_hole", "user_fault", "guest_fault", "write", "populate")
-        if op in gmem_ops and not isinstance(self.files[name], gm.GmemFile):
-            raise ModelInputError(f"{op}: {name!r} is not a guest_memfd")
+        if name is not None:
+            f = self.files.get(name)
+            if op in _CREATE_OPS:
+                if f is not None:
+                    raise ModelInputError(f"{op}: a file named {name!r} exists already")
+            elif f is None:
+                raise ModelInputError(f"{op}: no file named {name!r} (create it first)")
+            elif op in _GMEM_OPS and not isinstance(f, gm.GmemFile):
+                raise ModelInputError(f"{op}: {name!r} is not a guest_memfd")
+            elif op == "secret_fault" and not isinstance(f, sm.SecretFile):
+                raise ModelInputError(f"{op}: {name!r} is not a memfd_secret file")
         if op == "gmem_create":
             unknown = set(a["flags"]) - set(gm.FLAGS)
             if unknown:
                 raise ModelInputError(f"gmem_create: unknown flags {sorted(unknown)}; known: {', '.join(gm.FLAGS)}")
             if a["vm_type"] not in gm.VM_TYPES or (a["vm_type"] in gm.COCO and self.k.arch != "x86"):
                 raise ModelInputError(f"gmem_create: VM type {a['vm_type']!r} does not exist on {self.k.arch}")
-        for key in ("cpu",):
-            cpu = a.get(key)
-            if cpu is not None and not 0 <= cpu < self.k.ncpus:
-                raise ModelInputError(f"{op}: no CPU {cpu} (this machine has {self.k.ncpus})")
-        if op in ("kernel_read", "cpu_touch", "migrate", "replace", "race_add", "user_fault", "guest_fault",
-                  "populate", "secret_fault"):
-            if a["offset"] >= self.files[name].size:
-                if op in ("user_fault", "secret_fault", "guest_fault", "populate"):
-                    return  # the kernel answers this one (SIGBUS / EINVAL)
-                raise ModelInputError(f"{op}: offset {a['offset']} is past the end of {name!r}")
+        cpu = a.get("cpu")
+        if cpu is not None and not 0 <= cpu < self.k.ncpus:
+            raise ModelInputError(f"{op}: no CPU {cpu} (this machine has {self.k.ncpus})")
+        if op in _OFFSET_OPS and a["offset"] >= self.files[name].size and op not in _ANSWERS_PAST_END:
+            raise ModelInputError(f"{op}: offset {a['offset']} is past the end of {name!r}")
 
     def _folio_at(self, name: str, offset: int):
         return self.files[name].mapping.lookup(offset >> PAGE_SHIFT)
