@@ -282,6 +282,7 @@ class Universe:
                 raise ModelInputError(f"{st['op']} returned {got.result} on {sp.label()}: nothing to explore")
         self.k.touched = None  # nothing reads it: steps run through run_validated, states are checked whole
         self.file_objs = dict(self.sys.files)
+        self.file_names = [name for name, _ in sp.files()]   # in state order, as G's first part lists them
         self.positions = [(name, i) for name, n in sp.files() for i in range(n)]
         self.pos_index = {p: n + 1 for n, p in enumerate(self.positions)}
         self.arm64 = self.k.arch == "arm64"
@@ -415,7 +416,7 @@ class Universe:
         return (folio.pfn, folio.order, flags, folio.private, folio.refcount, folio.content, name, bits, tlb)
 
     def _exists(self) -> tuple:
-        return tuple(name in self.sys.files for name, _ in self.space.files())
+        return tuple(name in self.sys.files for name in self.file_names)
 
     def _flags(self) -> tuple:
         c = self.k.counters
@@ -475,7 +476,7 @@ class Universe:
         exists, pt, tlbs, free, carved, pool, flags = g
         sys, k = self.sys, self.k
         sys.files = {}
-        for (name, _), there in zip(self.space.files(), exists, strict=False):
+        for name, there in zip(self.file_names, exists, strict=False):
             if there:
                 f = self.file_objs[name]
                 f.mapping.i_pages.clear()
@@ -485,7 +486,7 @@ class Universe:
         self._decode_pt(dict(pt))
         for t, entries in zip(k.tlbs, tlbs, strict=False):
             t.entries = self._tlb_dict(entries)
-        self.alloc.set_state((tuple(p for p, _, _ in free), carved, pool), hidden)
+        self.alloc.set_state((tuple([p for p, _, _ in free]), carved, pool), hidden)
         for pfn, bits, tlb in free:
             self._load_page(pfn, bits, tlb)
         k.counters = counters = Counters.__new__(Counters)  # a fresh set of zeros, without the per-name loop
