@@ -70,7 +70,7 @@ class Engine:
         self.deltas = Interner()
         self.applied: dict = {}   # gid << 32 | delta id -> the G it gives
         self.renamed: dict = {}   # (delta id, rid2, pages ran, pages at hand) -> (rid2, delta id) (_moved)
-        self.plans: dict = {}     # (file, rid, view ids, the exact top entry, more below, carve) -> _plan's tuple
+        self.plans: dict = {}     # plan_key(): (file, rid, view ids, the list's top entry) -> _plan's tuple
         self.record_ids = Interner()   # memo keys of records (record_group)
         self._record_keys: dict = {}   # rid -> (record key id, its 4K page or None)
         self.inv_g: dict = {}
@@ -188,7 +188,10 @@ class Engine:
         """A planned move that needs the whole ``G``, with its variants when it is a main move: ``[(tid, rid2,
         gid2, flush_all, properties)]``."""
         crid, page = self.record_group(rid)
-        got = self._outcome(tid, move, rid, gid, g, views, crid, page)
+        # _plan found that the views hide too much for this move: a main move runs on G itself; a variant may be
+        # a different step, so it asks the views first
+        got = self._outcome(tid, move, rid, gid, g, views, crid, page) if variants is None else \
+            self._on_g(move, rid, gid)
         if got is None:
             return []
         outs = [(tid,) + got[:4]]
@@ -206,6 +209,10 @@ class Engine:
         got = self._on_views(tid, move, rid, views, crid, page)
         if got is not WHOLE:
             return None if got is None else (got[0], self._applied(gid, g, got[1])) + got[2:]
+        return self._on_g(move, rid, gid)
+
+    def _on_g(self, move: Move, rid: int, gid: int):
+        """One move of one record run on the whole ``G``: as :meth:`_outcome` answers, or None (refused)."""
         got = self._try(lambda step: self.u.run(gid, self.rec(move, rid), step), move)
         if got is None or got is NEEDS_MORE:
             return None

@@ -155,24 +155,9 @@ class PageblockOrder:
 
     def __init__(self, whole: list[int], partial: list[int], seed: int):
         # order: the pageblocks in draw order; rank: pageblock -> its place in it. Both fixed at boot and shared.
-        self.order, self.rank = _draws(tuple(whole), tuple(partial), seed)
+        self.order, self.rank = _boot_draws(tuple(whole), tuple(partial), seed)
         self._whole = list(range(len(whole)))                 # heaps of ranks; sorted lists are heaps
         self._partial = list(range(len(whole), len(self.order)))
-
-    @staticmethod
-    def draws(whole: tuple, partial: tuple, seed: int) -> tuple[tuple, tuple]:
-        """The boot order of the pageblocks and each pageblock's place in it, worked out (not remembered)."""
-        rng = random.Random(seed)
-        order: list[int] = []
-        for boot in (list(whole), list(partial)):
-            while boot:
-                i = rng.randrange(len(boot))
-                boot[i], boot[-1] = boot[-1], boot[i]
-                order.append(boot.pop())
-        rank = [0] * (max(order) + 1 if order else 0)
-        for r, b in enumerate(order):
-            rank[b] = r
-        return tuple(order), tuple(rank)
 
     def take(self, allow_partial: bool) -> int | None:
         """The first free pageblock in the order: a whole one, or (if none is left and ``allow_partial``) a
@@ -209,7 +194,20 @@ class PageblockOrder:
         return self.free_whole(), tuple(self.order[r] for r in sorted(self._partial))
 
 
-_draws = functools.lru_cache(maxsize=32)(PageblockOrder.draws)   # the same machine boots the same order
+@functools.lru_cache(maxsize=32)  # the same machine boots the same order: drawn once
+def _boot_draws(whole: tuple, partial: tuple, seed: int) -> tuple[tuple, tuple]:
+    """:class:`PageblockOrder`'s boot order of the pageblocks, and each pageblock's place in it."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    for boot in (list(whole), list(partial)):
+        while boot:
+            i = rng.randrange(len(boot))
+            boot[i], boot[-1] = boot[-1], boot[i]
+            order.append(boot.pop())
+    rank = [0] * (max(order) + 1 if order else 0)
+    for r, b in enumerate(order):
+        rank[b] = r
+    return tuple(order), tuple(rank)
 
 
 class PageAllocator:
