@@ -68,8 +68,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-interleave", action="store_true", help="no racing reads at interrupt points")
     parser.add_argument("--close", action="store_true", help="also close and re-create files")
     parser.add_argument("--skip-op", action="append", default=[], metavar="OP",
-                        choices=sorted(set(GMEM_OPS + SECRET_OPS + ("kernel_read",))),
-                        help="leave this op out (repeatable), e.g. secret_fault+race")
+                        choices=sorted(set(GMEM_OPS + SECRET_OPS + ("kernel_read", "none"))),
+                        help="leave this op out (repeatable), e.g. secret_fault+race; replaces the ops the sweep "
+                        "leaves out of a configuration (SWEEP_SKIP); none: leave nothing out")
     parser.add_argument("--write", choices=("refuse", "mermap"), default="refuse", help="filemap write()")
     parser.add_argument("--jobs", type=int, default=None,
                         help=f"worker processes for a sweep, 1..64 (default: the CPUs this process may use, "
@@ -88,8 +89,9 @@ def add_arguments(parser) -> None:
 
 
 def spaces_from_args(args) -> list[Space]:
-    kw = {"cpus": args.cpus, "interleave": not args.no_interleave, "close": args.close, "write": args.write,
-          "skip": tuple(sorted(set(args.skip_op)))}
+    kw = {"cpus": args.cpus, "interleave": not args.no_interleave, "close": args.close, "write": args.write}
+    if args.skip_op:
+        kw["skip"] = tuple(sorted(set(args.skip_op) - {"none"}))
     if args.offsets is not None:
         kw["offsets"] = args.offsets
     if args.secret is not None:

@@ -124,7 +124,8 @@ class Space:
         mode = self.mode or ("4-level" if self.arch == "x86" else "rodata-full")
         if "arm64_no_bbml2" in self.switches:
             mode = "blocks-no-bbml2"
-        return f"{self.config().label()} on {self.arch} {mode}"
+        without = f" without {', '.join(self.skip)}" if self.skip else ""
+        return f"{self.config().label()} on {self.arch} {mode}{without}"
 
 
 # -- the allocator -------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import pytest
 from conftest import ROOT, give_back_last
@@ -85,7 +86,7 @@ from nbmodel import scenario as sc  # noqa: E402
 from nbmodel.explore_check import check_conformance  # noqa: E402
 from nbmodel.explore_state import Space  # noqa: E402
 
-SPACES = ex.default_spaces(offsets=2)
+SPACES = ex.default_spaces(offsets=2, skip=())  # every op, race_add too: the memo is checked on all
 
 
 @pytest.mark.slow  # conformance: up to ~25 s per case (pytest --durations)
@@ -285,25 +286,43 @@ def _here(results) -> list:
     return json.loads(json.dumps(scope["summary"](results), default=str))
 
 
-@pytest.mark.slow  # the whole default sweep: about 120 CPU-s here, in two processes as `nbmodel explore` runs it
-def test_default_sweep_is_exhaustive_but_for_the_larger_2m_spaces():
+@pytest.mark.slow  # the whole default sweep: about 30 CPU-s here, in two processes as `nbmodel explore` runs it
+def test_default_sweep_is_exhaustive():
     method, results = _fresh("show(ex.sweep(ex.default_spaces(), jobs=2))")
     assert method == "fork"
     spaces = ex.default_spaces()
-    done_2m = set()
+    explored = 0
     for sp, r in zip(spaces, results, strict=True):
         if r[0] == "same":
             continue
-        label, states, _, complete, large, _ = r
+        label, states, _, complete, _, _ = r
         assert label == sp.label()
-        if not large:
-            assert complete, label
-        elif complete:
-            done_2m.add((sp.design, sp.arch, sp.mode or "x86"))
-        else:
-            assert states >= ex.BUDGET_2M, label   # bounded only by the budget
-    assert done_2m == {(design, arch, mode) for design in ("secretmem", "filemap") for arch, mode in (
-        ("x86", "x86"), ("arm64", "bbml2"), ("arm64", "rodata-full"))} | {("per-folio", "arm64", "rodata-full")}
+        assert complete, label
+        explored += 1
+    assert explored == 45
+    skipped = {sp.label() for sp in spaces if sp.skip}
+    assert skipped == {"per-folio [restore_4k] on x86 4-level without race_add",
+                       "per-folio [restore_4k] on arm64 bbml2 without race_add"}
+
+
+def test_the_sweep_leaves_out_only_what_sweep_skip_names_and_skip_replaces_it():
+    spaces = ex.default_spaces(designs=("per-folio",), switch_sets=[(), ("restore_4k",)])
+    assert [sp.skip for sp in spaces] == [(), (), (), ("race_add",), ("race_add",), ()]
+    left_out = ex.default_spaces(designs=("per-folio",), switch_sets=[("restore_4k",)])[0]
+    assert "race_add" not in {m.op for m in explore_moves.plain_moves(left_out, "g", 0)}
+    assert all(sp.skip == ("migrate",) for sp in ex.default_spaces(
+        designs=("per-folio",), switch_sets=[("restore_4k",)], skip=("migrate",)))
+    assert all(sp.skip == () for sp in ex.default_spaces(designs=("per-folio",), switch_sets=[("restore_4k",)],
+                                                         skip=()))
+
+
+def test_the_left_out_op_is_what_keeps_the_search_from_ending():
+    """Why SWEEP_SKIP holds race_add: with it, per-folio restore_4k on x86 is still growing at the 2M budget;
+    without it the same search is complete."""
+    space = ex.default_spaces(designs=("per-folio",), arches=(("x86", None),), switch_sets=[("restore_4k",)])[0]
+    assert ex.explore_space(space).complete
+    bounded = ex.explore_space(replace(space, skip=()))
+    assert not bounded.complete and bounded.states >= ex.BUDGET_2M
 
 
 FILEMAP_SWEEP = ("ex.default_spaces(designs=('filemap',), switch_sets=[(), ('skip_flush',), ('restore_4k',)], "
@@ -700,6 +719,22 @@ def test_cli_sweep_table_and_json():
     doc = json.loads(text)
     assert rc == 0 and doc["total"]["configurations"] == 1 and "seconds" not in doc["total"]
     assert doc["results"][0]["per_invariant"]["a"] is None
+
+
+def _cli_spaces(*args):
+    import argparse
+    parser = argparse.ArgumentParser()
+    explore_cli.add_arguments(parser)
+    return explore_cli.spaces_from_args(parser.parse_args(list(args)))
+
+
+def test_cli_skip_op_replaces_what_the_sweep_leaves_out():
+    base = ("--design", "per-folio", "--switch", "restore_4k", "--arch", "x86")
+    assert [sp.skip for sp in _cli_spaces(*base)] == [("race_add",)]
+    assert [sp.skip for sp in _cli_spaces(*base, "--skip-op", "none")] == [()]
+    assert [sp.skip for sp in _cli_spaces(*base, "--skip-op", "migrate")] == [("migrate",)]
+    rc, text = _cli(*base, "--no-timing", "--json")
+    assert rc == 0 and json.loads(text)["results"][0]["label"].endswith("4-level without race_add")
 
 
 def test_cli_scenario_out_replays_with_nbmodel_run(tmp_path):
