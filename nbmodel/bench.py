@@ -16,8 +16,10 @@ small machines). Speed targets (the model's own speed) are checked here, never i
 folio-ops/s with a 16 GiB populate + punch + close in <= 10 s; bulk on fragmenting work (a hole punched in every
 other page of a 1G guest, one op per page) >= 200k ops/s and linear in the guest size; the traced System
 stepped one op per page >= 50k steps/s, flat in the page-cache size (16k cached folios >= 0.8x the rate with
-16); the traced System in three big steps >= 100k folio-ops/s; and the model >= 25x faster than this
-machine's memfd_secret populate. ``--json`` adds a scaling table (:func:`scaling`).
+16); the traced System in three big steps >= 100k folio-ops/s; the model >= 25x faster than this
+machine's memfd_secret populate; and ``nbmodel explore``'s default sweep complete in every configuration, within
+120 s wall, at >= 10^5 states per CPU-second of its exhaustive searches (:func:`explore_sweep`). ``--json`` adds a
+scaling table (:func:`scaling`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ SIZES, QUICK_SIZES = ("1G", "4G", "16G"), ("64M", "256M")
 MAX_BENCH_SIZE = 64 << 30
 TARGETS = {"bulk_folio_ops_per_s": 1e6, "bulk_16g_seconds": 10.0, "traced_folio_ops_per_s": 1e5,
            "model_over_live_secretmem": 25.0, "traced_steps_per_s": 5e4, "traced_steps_flat": 0.8,
-           "bulk_fragment_ops_per_s": 2e5, "bulk_fragment_linear": 0.8}
+           "bulk_fragment_ops_per_s": 2e5, "bulk_fragment_linear": 0.8, "explore_complete": 1.0,
+           "explore_sweep_seconds": 120.0, "explore_states_per_cpu_s": 1e5}
 #: Page-cache sizes (cached 4K folios) the one-op-per-page traced figure is taken at: small, then large.
 STEP_CACHES = (16, 16384)
 #: Guest sizes of the fragmenting bulk figure (a hole punched in every other page, one op per page).
@@ -345,17 +348,47 @@ class SpeedReport:
     checks: list = field(default_factory=list)
     steps: list = field(default_factory=list)      # traced_steps() at each of STEP_CACHES
     fragment: list = field(default_factory=list)   # bulk_fragment() at each of FRAGMENT_SIZES
+    explore: dict | None = None                     # explore_sweep(), when asked for
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None, memory: bool = True) -> SpeedReport:
+def explore_sweep() -> dict:
+    """``nbmodel explore``'s default sweep as a user runs it: the command in a fresh process (one worker per CPU),
+    its ``--json`` totals: wall seconds and :func:`~nbmodel.explore_results.exhaustive_rates` (CPU time of each
+    search)."""
+    from .explore import default_jobs
+
+    out = subprocess.run([sys.executable, "-m", "nbmodel", "explore", "--json"], capture_output=True, text=True,
+                         check=True)
+    total = json.loads(out.stdout)["total"]
+    return {**total, "jobs": default_jobs()}
+
+
+def explore_checks(ex: dict) -> list:
+    """The explorer's speed checks from :func:`explore_sweep`'s totals: every configuration complete, the wall
+    time, and the states per CPU-second of all the exhaustive searches (with the 4K and 2M parts in the note)."""
+    t = TARGETS
+    return [
+        _check(f"explore default sweep: configurations complete / explored ({ex['complete']} of "
+               f"{ex['explored']})", ex["complete"] / ex["explored"], t["explore_complete"]),
+        _check(f"explore default sweep, wall seconds ({ex['jobs']} worker processes)", ex["seconds"],
+               t["explore_sweep_seconds"], below=True),
+        _check(f"explore exhaustive states per CPU-second, all {ex['complete']} complete configurations",
+               ex["complete_states_per_cpu_second"] or None, t["explore_states_per_cpu_s"],
+               note=f"with 4K folios {ex['complete_4k_states_per_cpu_second']:,} ({ex['complete_4k']} "
+               f"configurations), with 2M folios {ex['complete_2m_states_per_cpu_second']:,} ({ex['complete_2m']})"),
+    ]
+
+
+def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None, memory: bool = True,
+          explore: bool = False) -> SpeedReport:
     """Measure the three speed figures and check them against :data:`TARGETS`. ``probes``:
     :class:`~nbmodel.realkernel.ProbeResult` objects already taken, or a :class:`~nbmodel.realkernel.ProbeRecord`
     (live or recorded: its zeroing bandwidth is used and the live check's note says where it was measured); else
     they are taken here if ``live``. ``memory``: also run the 16G target once more under tracemalloc for its
-    peak memory."""
+    peak memory. ``explore``: also time ``nbmodel explore``'s default sweep (:func:`explore_sweep`)."""
     bulk = bulk_target("16G")
     if memory:
         bulk["tracemalloc_peak_bytes"] = bulk_target("16G", measure_memory=True)["tracemalloc_peak_bytes"]
@@ -396,6 +429,9 @@ def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None,
                bulk["folio_ops_per_s"] / live_rate if live_rate else None, t["model_over_live_secretmem"],
                note=why if not live_rate else f"live secretmem {live_rate:,.0f} pages/s (mean first touch){where}"),
     ]
+    if explore:
+        rep.explore = explore_sweep()
+        rep.checks += explore_checks(rep.explore)
     return rep
 
 
@@ -436,6 +472,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-flush", action="store_true", help="filemap: one flush per fallocate()")
     parser.add_argument("--no-live", action="store_true", help="do not probe the running kernel")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed checks")
+    parser.add_argument("--no-explore", action="store_true",
+                        help="leave nbmodel explore's default sweep out of the speed checks (about 20 s on 2 CPUs)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a speed check FAILs")
 
@@ -444,7 +482,7 @@ def run(args) -> int:
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     runs = matrix(sizes, tuple(args.folio or FOLIOS), tuple(args.arch or ARCHES), tuple(args.design or DESIGNS),
                   tuple(args.workload or WORKLOADS), cpus=args.cpus, batch_flush=args.batch_flush)
-    rep = None if args.no_speed else speed(quick=args.quick, live=not args.no_live)
+    rep = None if args.no_speed else speed(quick=args.quick, live=not args.no_live, explore=not args.no_explore)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if args.json:
         doc = {"version": 1, "quick": args.quick, "sizes": [parse_size(s) for s in sizes], "label": LABEL,
@@ -526,6 +564,12 @@ def format_speed(rep: SpeedReport) -> str:
         lines.append(f"  bulk, fragmenting: {fr['ops_per_s']:,.0f} ops/s punching every other page of a "
                      f"{human(fr['size'])} guest ({fr['ops']:,} ops, {fr['extents_after']:,} extents after, CPU "
                      f"time, best of {fr['runs']}; slowest {fr['worst_ops_per_s']:,.0f})")
+    if rep.explore:
+        ex = rep.explore
+        lines.append(f"  explore: the default sweep, {ex['configurations']} configurations ({ex['explored']} "
+                     f"explored), {ex['states']:,} states in {ex['seconds']:.1f} s wall on {ex['jobs']} worker "
+                     f"processes; its exhaustive searches {ex['complete_states']:,} states in "
+                     f"{ex['complete_cpu_seconds']:.1f} CPU-s")
     for r in rep.live:
         if r["skipped"]:
             lines.append(f"  live {r['kind']}: skipped: {r['skipped']}")

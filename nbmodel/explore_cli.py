@@ -24,7 +24,7 @@ from .explore import (
 )
 from .explore_moves import GMEM_OPS, SECRET_OPS
 from .explore_report import LEGEND, format_result, format_table
-from .explore_results import scenario_name
+from .explore_results import exhaustive_rates, scenario_name
 from .explore_state import (
     ExploreLimit,
     Space,
@@ -162,7 +162,7 @@ def _print_results(args, spaces, results, wall: float) -> None:
                          "transitions": sum(r.transitions for r in real)}}
         if timing:
             doc["total"].update(seconds=round(wall, 3), states_per_second=round(states / wall) if wall else None,
-                                **_rates(real))
+                                **exhaustive_rates(real))
         print(json.dumps(doc, indent=1))
         return
     if len(spaces) == 1:
@@ -178,30 +178,13 @@ def _print_results(args, spaces, results, wall: float) -> None:
            f"{sum(r.transitions for r in real)} transitions"
     if timing:
         line += f" in {wall:.1f} s: {states / wall:,.0f} states/s"
-        rates = _rates(real)
+        rates = exhaustive_rates(real)
         line += (f"\n  complete searches: {rates['complete']} configurations, {rates['complete_states']} states in "
                  f"{rates['complete_cpu_seconds']:.1f} CPU-s ({rates['complete_states_per_cpu_second']:,} states per "
                  f"CPU-second; with 4K folios {rates['complete_4k_states_per_cpu_second']:,}, with 2M folios "
                  f"{rates['complete_2m_states_per_cpu_second']:,}); bounded: {rates['bounded']} configurations in "
                  f"{rates['bounded_cpu_seconds']:.1f} CPU-s")
     print(line)
-
-
-def _rates(results: list) -> dict:
-    """The exhaustive searches' own rate, apart from the budget-capped ones (whose memo is warmer)."""
-    done = [r for r in results if r.complete]
-    cpu = sum(r.cpu_seconds for r in done)
-    states = sum(r.states for r in done)
-    out = {"complete": len(done), "complete_states": states, "complete_cpu_seconds": round(cpu, 2),
-           "complete_states_per_cpu_second": round(states / cpu) if cpu else 0,
-           "bounded": len(results) - len(done),
-           "bounded_cpu_seconds": round(sum(r.cpu_seconds for r in results if not r.complete), 2)}
-    # A 2M state costs tens of 4K ones (512 pages per step), so the mixed rate alone would hide either.
-    for size, large in (("4k", False), ("2m", True)):
-        part = [r for r in done if r.space.config().large_folios == large]
-        cpu_part = sum(r.cpu_seconds for r in part)
-        out[f"complete_{size}_states_per_cpu_second"] = round(sum(r.states for r in part) / cpu_part) if cpu_part else 0
-    return out
 
 
 def _run_check(spaces: list, args) -> int:

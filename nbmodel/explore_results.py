@@ -93,6 +93,25 @@ class ExploreResult:
         return json.dumps(self.to_dict(timing), indent=1)
 
 
+def exhaustive_rates(results: list) -> dict:
+    """The exhaustive searches' own rate, apart from the budget-capped ones (whose memo is warmer); CPU time is
+    each search's own (:attr:`ExploreResult.cpu_seconds`, in its worker)."""
+    done = [r for r in results if r.complete]
+    cpu = sum(r.cpu_seconds for r in done)
+    states = sum(r.states for r in done)
+    out = {"complete": len(done), "complete_states": states, "complete_cpu_seconds": round(cpu, 2),
+           "complete_states_per_cpu_second": round(states / cpu) if cpu else 0,
+           "bounded": len(results) - len(done),
+           "bounded_cpu_seconds": round(sum(r.cpu_seconds for r in results if not r.complete), 2)}
+    # A 2M state costs tens of 4K ones (512 pages per step), so the mixed rate alone would hide either.
+    for size, large in (("4k", False), ("2m", True)):
+        part = [r for r in done if r.space.config().large_folios == large]
+        cpu_part = sum(r.cpu_seconds for r in part)
+        out[f"complete_{size}"] = len(part)
+        out[f"complete_{size}_states_per_cpu_second"] = round(sum(r.states for r in part) / cpu_part) if cpu_part else 0
+    return out
+
+
 def space_dict(space: Space) -> dict:
     return {"design": space.design, "arch": space.arch, "mode": space.mode, "switches": list(space.switches),
             "offsets": space.offsets, "secret": space.secret, "cpus": space.cpus, "memory": space.memory,
@@ -212,4 +231,5 @@ def _expectations(ce: Counterexample, n: int) -> list[dict]:
     return [{"step": n, "events": events, "why": why}, {"counter": counter, "at_least": 1}]
 
 
-__all__ = ["Counterexample", "ExploreResult", "replay", "setup_of", "verify", "scenario_toml", "scenario_name"]
+__all__ = ["Counterexample", "ExploreResult", "replay", "setup_of", "verify", "scenario_toml", "scenario_name",
+           "exhaustive_rates"]

@@ -372,3 +372,38 @@ def test_the_clock_runs_with_the_collector_off_and_leaves_it_as_it_was():
         assert not gc.isenabled()   # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+def _sweep_totals(complete=45, rate_4k=100_000, rate_2m=2_000, states=822_209, cpu=29.3, seconds=18.0):
+    return {"configurations": 57, "explored": 45, "states": states, "seconds": seconds, "jobs": 2,
+            "complete": complete, "complete_states": states, "complete_cpu_seconds": cpu,
+            "complete_states_per_cpu_second": round(states / cpu), "complete_4k": 36, "complete_2m": 9,
+            "complete_4k_states_per_cpu_second": rate_4k, "complete_2m_states_per_cpu_second": rate_2m,
+            "bounded": 45 - complete, "bounded_cpu_seconds": 0.0}
+
+
+def test_explore_checks_judge_every_exhaustive_search_and_every_configuration():
+    ok = bench.explore_checks(_sweep_totals(states=1_000_000, cpu=9.0))
+    assert [c.status for c in ok] == ["PASS", "PASS", "PASS"]
+    # The rate is over all the exhaustive searches: a fast 4K part does not hide a slow 2M one.
+    slow_2m = bench.explore_checks(_sweep_totals(rate_4k=150_000, rate_2m=1_600))
+    assert [c.status for c in slow_2m] == ["PASS", "PASS", "FAIL"]
+    assert "with 4K folios 150,000 (36 configurations), with 2M folios 1,600 (9)" in slow_2m[2].note
+    bounded = bench.explore_checks(_sweep_totals(complete=44, seconds=130.0, states=1_000_000, cpu=9.0))
+    assert [c.status for c in bounded] == ["FAIL", "FAIL", "PASS"]
+    rep = bench.SpeedReport(bulk={"seconds": 1.0, "folio_ops_per_s": 2e6}, traced={
+        "folio_ops_per_s": 1e5, "size": 4 << 20, "runs": 1, "worst_folio_ops_per_s": 1e5},
+        explore=_sweep_totals(), checks=slow_2m)
+    text = bench.format_speed(rep)
+    assert "explore: the default sweep, 57 configurations (45 explored), 822,209 states in 18.0 s wall" in text
+    assert "PASS  explore default sweep, wall seconds (2 worker processes): 18.00 (target <= 120" in text
+
+
+def test_explore_sweep_reads_the_totals_nbmodel_explore_prints():
+    """The keys :func:`bench.explore_checks` reads are in ``nbmodel explore --json``'s totals."""
+    from test_explore import _cli
+    rc, text = _cli("--design", "filemap", "--arch", "x86", "--json", "--offsets", "1")
+    total = json.loads(text)["total"]
+    ex = {**total, "jobs": 1}
+    assert rc == 0 and {c.status for c in bench.explore_checks(ex)} <= {"PASS", "FAIL"}
+    assert ex["complete"] == ex["explored"] == 1 and ex["complete_4k"] == 1 and ex["complete_2m"] == 0

@@ -762,11 +762,13 @@ def test_the_sweep_rates_keep_4k_and_2m_searches_apart():
         sp = Space(design="filemap", offsets=1, switches=("restore_4k",) if large else ())
         assert sp.config().large_folios == large
         return ExploreResult(sp, states, 0, 1, complete, cpu, {}, cpu_seconds=cpu)
-    rates = explore_cli._rates([result(False, 40_000, 2.0), result(True, 1_000, 2.0), result(False, 9, 9.0, False)])
+    rates = explore_results.exhaustive_rates([result(False, 40_000, 2.0), result(True, 1_000, 2.0),
+                                              result(False, 9, 9.0, False)])
     assert rates["complete_states_per_cpu_second"] == 41_000 // 4
     assert rates["complete_4k_states_per_cpu_second"] == 20_000
     assert rates["complete_2m_states_per_cpu_second"] == 500
     assert (rates["bounded"], rates["bounded_cpu_seconds"]) == (1, 9.0)
+    assert (rates["complete"], rates["complete_4k"], rates["complete_2m"]) == (2, 1, 1)
 
 
 def test_tlb_entries_round_trip_as_runs():
