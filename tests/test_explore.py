@@ -810,3 +810,14 @@ def test_tlb_runs_are_the_runs_of_consecutive_4k_entries():
                 entries.update(dict.fromkeys(range(first, first + rng.choice([1, 2, 3, 7, 64, 300, 512])), 1))
         masked = set(rng.sample(sorted(entries), min(len(entries), rng.randrange(0, 5))))
         assert es._tlb_runs(entries, masked) == _runs_by_definition(entries, masked)
+
+
+def test_the_search_runs_with_the_collector_paused_and_restores_it(monkeypatch):
+    import gc
+    search = explore_search.Search(Space("filemap", offsets=1))
+    seen = []
+    level = search._level
+    monkeypatch.setattr(search, "_level", lambda *a: seen.append(gc.isenabled()) or level(*a))
+    assert gc.isenabled()
+    search.run(2, None)
+    assert seen and not any(seen) and gc.isenabled()
