@@ -322,9 +322,6 @@ class RunDirectMap:
             self._arm64_boundary(base + PAGES_2M)
         self.inval[base:base + PAGES_2M] = (b"\x01" if invalid else b"\x00") * PAGES_2M
 
-    def leaf_levels(self) -> bytes:
-        return bytes(self.lvl)
-
 
 # -- files ----------------------------------------------------------------------------------------------------
 class BulkFile:

@@ -66,7 +66,7 @@ BUDGET_2M = 20_000
 
 #: Why a configuration with 2M folios may stay bounded, as the sweep's legend says it.
 BOUNDED_2M = (f"with 2M folios a state costs tens of 4K ones, so the budget is {BUDGET_2M:,} states; "
-              "the larger of those spaces stop there")
+              "--max-states 0 lifts it")
 
 
 AUTO = "auto"
