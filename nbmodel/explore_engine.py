@@ -65,6 +65,8 @@ class Engine:
         # Outcome or None, can it be moved to other pages of their groups, its delta's id)
         self.vmemo: tuple = ({}, {})
         self.view_ids = (Interner(), Interner(), Interner())   # per view level, and exact views (_exact)
+        self.views: dict = {}     # gid -> _views(G): G is met again with each record and position
+        self.file_numbers = {name: file_number(space, name) for name, _ in space.files()}
         self.exact: dict = {}   # (level, tid, rid, exact view id) -> (Outcome, delta id), for runs _moved cannot move
         # Deltas interned as (level, delta), so applying one to a G is looked up by two ints (_applied)
         self.deltas = Interner()
@@ -116,11 +118,11 @@ class Engine:
         (:meth:`_plan`) and only its deltas are applied to each ``G``."""
         self.misses += 1
         g = self.globals.value(gid)
-        if not g[0][file_number(self.space, name)]:
+        if not g[0][self.file_numbers[name]]:
             return (), ()
-        v0, v1 = view0_of(g), view_of(g)
-        key, top = self.top_group(v1)
-        views = ((v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top))
+        views = self.views.get(gid)
+        if views is None:
+            views = self.views[gid] = self._views(g)
         pkey = self.plan_key(name, rid, views)
         plan = self.plans.get(pkey)
         if plan is None:
@@ -143,6 +145,12 @@ class Engine:
                 seen.add(key)
                 trans.append((t, rid2, gid2, flush_all))
         return tuple(trans), tuple(props.items())
+
+    def _views(self, g: tuple) -> tuple:
+        """``G``'s two views as :meth:`_plan` takes them: per level ``(view, its memo key's id, top page)``."""
+        v0, v1 = view0_of(g), view_of(g)
+        key, top = self.top_group(v1)
+        return (v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top)
 
     @staticmethod
     def _whole_into(trans: list, props: dict, seen: set, outs: list, rid: int, gid: int) -> None:
