@@ -35,8 +35,9 @@ enough to hash: the per-CPU list, how far the pageblock has been carved, and whi
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from itertools import compress, filterfalse
+from itertools import compress
 
 from .counters import Counters
 from .designs import Config
@@ -740,13 +741,20 @@ def _tlb_runs(entries: dict, masked) -> tuple:
     512 of them). The 4 KiB entries of ``masked`` pages are left out: their records hold them."""
     if not entries:
         return ()
-    # compress/map/filterfalse walk the dict in C: a TLB here may hold thousands of 4 KiB entries.
-    ones = list(compress(entries, map(_ONE.__eq__, entries.values())))
-    out = list(compress(entries.items(), map(_ONE.__ne__, entries.values()))) if len(ones) < len(entries) else []
-    if masked and ones:
-        ones = list(filterfalse(masked.__contains__, ones))
+    # The dict is walked in C (list, count, compress): a TLB here may hold thousands of 4 KiB entries, mostly
+    # nothing but them, and only a few pages are masked.
+    values = list(entries.values())
+    if values.count(1) == len(values):
+        ones, out = list(entries), []
+    else:
+        ones = list(compress(entries, map(_ONE.__eq__, values)))
+        out = list(compress(entries.items(), map(_ONE.__ne__, values)))
     if ones:
         ones.sort()
+        for p in masked:
+            if entries.get(p) == 1:
+                del ones[bisect_left(ones, p)]
+    if ones:
         runs: list = []
         _runs(ones, 0, len(ones), runs)
         out += runs

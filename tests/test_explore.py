@@ -821,3 +821,32 @@ def test_the_search_runs_with_the_collector_paused_and_restores_it(monkeypatch):
     assert gc.isenabled()
     search.run(2, None)
     assert seen and not any(seen) and gc.isenabled()
+
+
+def _tlb_runs_reference(entries: dict, masked) -> tuple:
+    """The TLB encoding written plainly: large entries as they are, the 4 KiB ones outside ``masked`` as runs."""
+    out = [(f, s) for f, s in entries.items() if s != 1]
+    ones = sorted(p for p, s in entries.items() if s == 1 and p not in masked)
+    i = 0
+    while i < len(ones):
+        j = i
+        while j + 1 < len(ones) and ones[j + 1] == ones[j] + 1:
+            j += 1
+        out.append((ones[i], 1, j - i + 1))
+        i = j + 1
+    return tuple(sorted(out))
+
+
+def test_tlb_runs_agree_with_the_plain_encoding_on_random_tlbs():
+    rng = random.Random(7)
+    for _ in range(400):
+        entries = {}
+        for _ in range(rng.randrange(0, 40)):
+            first = rng.randrange(0, 2048)
+            if rng.random() < 0.8:
+                entries.update(dict.fromkeys(range(first, first + rng.randrange(1, 600)), 1))
+            else:
+                span = rng.choice((16, 512))
+                entries[first - first % span] = span
+        masked = set(rng.sample(range(2048), rng.randrange(0, 6))) | set(rng.sample(sorted(entries) or [0], 1))
+        assert es._tlb_runs(entries, masked) == _tlb_runs_reference(entries, masked)
