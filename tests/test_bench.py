@@ -401,8 +401,15 @@ def test_explore_checks_judge_every_exhaustive_search_and_every_configuration():
 
 def test_explore_sweep_reads_the_totals_nbmodel_explore_prints():
     """The keys :func:`bench.explore_checks` reads are in ``nbmodel explore --json``'s totals."""
-    from test_explore import _cli
-    rc, text = _cli("--design", "filemap", "--arch", "x86", "--json", "--offsets", "1")
+    import argparse
+
+    from nbmodel import explore_cli
+    parser = argparse.ArgumentParser()
+    explore_cli.add_arguments(parser)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = explore_cli.run(parser.parse_args(["--design", "filemap", "--arch", "x86", "--json", "--offsets", "1"]))
+    text = out.getvalue()
     total = json.loads(text)["total"]
     ex = {**total, "jobs": 1}
     assert rc == 0 and {c.status for c in bench.explore_checks(ex)} <= {"PASS", "FAIL"}
