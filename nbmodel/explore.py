@@ -53,7 +53,7 @@ from .setup import Setup
 BUDGET = 400_000
 
 
-#: With 2M folios a state costs 0.26-1.2 ms of CPU time here against about 10 µs with 4K folios (the default
+#: With 2M folios a state costs 0.1-1.0 ms of CPU time here against about 9 µs with 4K folios (the default
 #: sweep's complete searches, measured 2026-12-04 on the 2-core development machine): a
 #: step still zeroes, zaps or restores 512 pages, and the TLBs the codec saves hold hundreds of 4K entries. This
 #: budget bounds the wait. The spaces are finite (the allocator's next pageblock depends only on which are free,

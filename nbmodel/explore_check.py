@@ -90,7 +90,10 @@ def _check_state(search: Search, parent: dict, packed: int) -> list[str]:
     path = search.path(parent, packed)
     s = search.unpack(packed)
     where = " ; ".join(str(m.step(space)) for m in path) or "(setup only)"
-    real, _ = replay(space, path)
+    try:
+        real, _ = replay(space, path)
+    except ModelInputError as err:  # the explorer took a move a fresh System refuses on this path
+        return [f"{space.label()}: the path [{where}] does not replay: {err}"]
     want = e.u.expand(s)
     got = e.u.project(real)
     if got != want:

@@ -372,7 +372,8 @@ class Engine:
             return NEEDS_MORE
 
     def whole(self, state: tuple) -> tuple:
-        """Moves that need every record: create and close, and every move when folios may span indexes."""
+        """Moves that need every record: create, close of a file of several pages, and every move when folios may
+        span indexes (:func:`~nbmodel.explore_moves.whole_moves`)."""
         self.misses += 1
         gid = state[0]
         recs = dict(zip(self.positions, state[1:], strict=False))

@@ -77,7 +77,7 @@ class Move:
         if self.op in ("gmem_create", "secret_create"):
             return space.create_step(self.file)
         out = {"op": "secret_fault" if self.op == "secret_fault+race" else self.op, "file": self.file}
-        if self.index is not None:
+        if self.index is not None and self.op != "close":
             out["offset"] = human(self.index << PAGE_SHIFT)
         if self.op in SIZED_OPS:
             out["len"] = "4K"
@@ -91,11 +91,13 @@ class Move:
 
 
 def plain_moves(space: Space, name: str, index: int) -> list[Move]:
-    """The moves on one page of one file: each op of its kind (not skipped), and a kernel read by each CPU."""
+    """The moves on one page of one file: each op of its kind (not skipped), a kernel read by each CPU, and close
+    when the file has this one page (:func:`closes_alone`)."""
     ops = GMEM_OPS if name == GMEM else SECRET_OPS
     ops = tuple(op for op in ops if op not in space.skip)
     reads = [Move("kernel_read", name, index, cpu=c) for c in range(space.cpus) if "kernel_read" not in space.skip]
-    return [Move(op, name, index) for op in ops] + reads
+    return [Move(op, name, index) for op in ops] + reads + ([Move("close", name, index)]
+                                                            if closes_alone(space, name) else [])
 
 
 def move_variants(space: Space, move: Move, reached) -> list[Move]:
@@ -111,9 +113,17 @@ def closes(space: Space) -> bool:
     return space.close or space.config().large_folios
 
 
+def closes_alone(space: Space, name: str) -> bool:
+    """Is closing file ``name`` a move on one record? Yes when the space closes files and this one has one page:
+    the close then reads and changes that page's record and ``G``, as any move on a page does (its step has no
+    offset, :meth:`Move.step`)."""
+    return closes(space) and dict(space.files())[name] == 1
+
+
 def whole_moves(space: Space, exists, full: bool) -> list[Move]:
-    """Create for a file that does not exist; close when the space closes files or has 2M folios (whose only
-    way back to the allocator is a truncation of the whole folio); with ``full``, every plain move too."""
+    """Create for a file that does not exist; close of a file of several pages when the space closes files or has
+    2M folios (whose only way back to the allocator is a truncation of the whole folio); with ``full``, every
+    plain move too (among them the close of a one-page file, :func:`closes_alone`)."""
     out = []
     for (name, n), there in zip(space.files(), exists, strict=False):
         if not there:
@@ -122,7 +132,7 @@ def whole_moves(space: Space, exists, full: bool) -> list[Move]:
         if full:
             for i in range(n):
                 out.extend(plain_moves(space, name, i))
-        if closes(space):
+        if closes(space) and not closes_alone(space, name):
             out.append(Move("close", name))
     return out
 
@@ -133,4 +143,4 @@ def file_number(space: Space, name: str) -> int:
 
 
 __all__ = ["Property", "PROPERTIES", "SWITCH_FINDS", "GMEM_OPS", "SECRET_OPS", "Move", "plain_moves", "move_variants",
-           "whole_moves", "closes", "file_number"]
+           "whole_moves", "closes", "closes_alone", "file_number"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from itertools import filterfalse
 
 from .explore_engine import RECORD_INVARIANTS, Engine
-from .explore_moves import Move, closes
+from .explore_moves import Move, whole_moves
 from .explore_results import Counterexample, verify
 from .explore_state import (
     Space,
@@ -139,8 +139,7 @@ class Search:
         """Are the moves on every record (:meth:`Engine.whole`) taken in states with this ``G``?"""
         got = self._whole.get(gid)
         if got is None:
-            got = self._whole[gid] = (self.e.full or closes(self.space)
-                                            or not all(self.e.globals.value(gid)[0]))
+            got = self._whole[gid] = bool(whole_moves(self.space, self.e.globals.value(gid)[0], self.e.full))
         return got
 
     def _level(self, frontier: list, parent: dict, found: dict) -> tuple[list, int, bool]:
