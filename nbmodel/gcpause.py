@@ -11,13 +11,20 @@ def gc_paused():
     """The cyclic garbage collector off while the body runs, back on after (if it was on). A large step allocates
     millions of objects that stay alive (folios, events, marks), and every full collection walks all of them
     again: a 1G frame of the stepper took 2.7 s with it on, 1.0 s off. Reference counting still frees everything
-    else at once. Benchmarks time their loops this way too, as ``timeit`` does."""
+    else at once. Benchmarks time their loops this way too, as ``timeit`` does.
+
+    On the way out, what the body allocated goes to the oldest generation without a collection (``gc.freeze()``
+    then ``gc.unfreeze()``, each a splice of lists): turned back on with them still in the youngest, the collector's
+    next run walks every one of them (4-6% of an explorer search of 11,100 states), and most are alive. Cycles among
+    them are still found, by the next full collection."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
