@@ -286,7 +286,6 @@ class Universe:
         self.file_objs = dict(self.sys.files)
         self.file_names = [name for name, _ in sp.files()]   # in state order, as G's first part lists them
         self.positions = [(name, i) for name, n in sp.files() for i in range(n)]
-        self.pos_index = {p: n + 1 for n, p in enumerate(self.positions)}
         self.arm64 = self.k.arch == "arm64"
         self.arm64_blocks = self.arm64 and self.k.dmap.mode != "rodata-full"   # block mappings in the linear map
         self.touched: dict[int, set] = {}      # 1G slot -> touched 2M blocks in it

@@ -6,8 +6,6 @@ value, or a negative errno) and appends the events the kernel's work would produ
 
 from __future__ import annotations
 
-import copy
-
 from .arm64 import Arm64LinearMap
 from .counters import Counters
 from .errors import Access, Errno, ModelInputError, errno_name
@@ -564,9 +562,6 @@ class Kernel:
         return (self.arch, self.dmap.snapshot(), self.alloc.snapshot(), tuple(t.snapshot() for t in self.tlbs),
                 tuple(sorted(self.counters.items())), tuple(self.pgtable_pfns), len(self.trace),
                 self.fail_pgtable_allocs, self.current_cpu)
-
-    def clone(self) -> Kernel:
-        return copy.deepcopy(self)
 
     def leaf_counts(self) -> dict:
         """``direct_pages_count[]`` as ``{"4K": n, "2M": n, "1G": n}``."""

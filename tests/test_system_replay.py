@@ -74,7 +74,7 @@ def test_trace_keeps_kinds_and_dicts_and_hands_out_events():
     assert str(trace[-1]).startswith(trace[-1].kind) and trace[-1].get("pfn") is not None
     gc.collect()
     assert not any(gc.is_tracked(a) for a in trace.args)   # nothing per event for the collector to walk
-    assert copy.deepcopy(s.k).trace == trace                 # Kernel.clone() keeps it
+    assert copy.deepcopy(s.k).trace == trace                 # a copied kernel keeps it
     assert s.steps[1].events == trace[len(trace) - len(s.steps[1].events):]
 
 
