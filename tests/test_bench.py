@@ -385,6 +385,20 @@ def test_the_paused_collector_comes_back_with_what_the_body_allocated_in_the_old
     assert gc.isenabled() and all(id(o) in oldest for o in kept[::997])
 
 
+def test_the_paused_collector_leaves_what_the_process_froze_frozen():
+    import gc
+
+    from nbmodel.gcpause import gc_paused
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            pass
+        assert gc.get_freeze_count() == frozen > 0
+    finally:
+        gc.unfreeze()
+
+
 def _sweep_totals(complete=45, rate_4k=100_000, rate_2m=2_000, states=822_209, cpu=29.3, seconds=18.0):
     return {"configurations": 57, "explored": 45, "states": states, "seconds": seconds, "jobs": 2,
             "complete": complete, "complete_states": states, "complete_cpu_seconds": cpu,
