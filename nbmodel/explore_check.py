@@ -126,8 +126,7 @@ def _moves(space: Space, e, s: tuple):
         return
     names = [n for n, _ in space.files()]
     for name, i in e.positions:
-        if exists[names.index(name)]:
-            yield from plain_moves(space, name, i)
+        yield from plain_moves(space, name, i, exists[names.index(name)])
     yield from whole_moves(space, exists, False)
 
 

@@ -20,6 +20,7 @@ from .explore_state import (
     pt_entry,
     view0_of,
     view_of,
+    window_tlbs,
 )
 from .system import INTERRUPT_POINTS
 
@@ -59,13 +60,15 @@ class Engine:
         self.files = [name for name, _ in self.positions]
         self.tlist: list = []
         self.tids: dict = {}
-        self.table = {name: self._table(name) for name, _ in space.files()}
+        self.table = {name: self._table(plain_moves(space, name, 0)) for name, _ in space.files()}
+        self.absent = {name: self._table(plain_moves(space, name, 0, False)) for name, _ in space.files()}
         self.memo = {name: {} for name, _ in space.files()}
         # Per view level: (tid, record key, view key) -> NEEDS_MORE, or (record page and top page it ran with,
         # Outcome or None, can it be moved to other pages of their groups, its delta's id)
         self.vmemo: tuple = ({}, {})
         self.view_ids = (Interner(), Interner(), Interner())   # per view level, and exact views (_exact)
-        self.views: dict = {}     # gid -> _views(G): G is met again with each record and position
+        # gid (rid << 32 | gid when windowed) -> _views(): G is met again with each record and position
+        self.views: dict = {}
         self.file_numbers = {name: file_number(space, name) for name, _ in space.files()}
         self.exact: dict = {}   # (level, tid, rid, exact view id) -> (Outcome, delta id), for runs _moved cannot move
         # Deltas interned as (level, delta), so applying one to a G is looked up by two ints (_applied)
@@ -75,7 +78,8 @@ class Engine:
         self.plans: dict = {}     # plan_key(): (file, rid, view ids, the list's top entry) -> _plan's tuple
         self.record_ids = Interner()   # memo keys of records (record_group)
         self._record_keys: dict = {}   # rid -> (record key id, its 4K page or None)
-        self.inv_g: dict = {}
+        self.inv_g: dict = {}       # gid -> global_breaks()
+        self.inv_flags: dict = {}   # G's two counters -> global_breaks()
         self.inv_rec = [None] + [{} for _ in self.positions]   # per position: rid << 32 | gid -> keys
         self.inv_cover: dict = {}
         self.misses = self.view_misses = 0
@@ -89,10 +93,10 @@ class Engine:
             self.tlist.append(move)
         return got
 
-    def _table(self, name: str) -> list:
-        """Per plain move: (move at index 0, tid, {point: [(variant at index 0, tid)]})."""
+    def _table(self, moves: list) -> list:
+        """Per plain move at index 0: (move, tid, {point: [(variant at index 0, tid)]})."""
         out = []
-        for move in plain_moves(self.space, name, 0):
+        for move in moves:
             variants = {at: [(v, self._tid(replace(v, index=None))) for v in move_variants(self.space, move, (at,))]
                         for at in INTERRUPT_POINTS}
             out.append((move, self._tid(replace(move, index=None)), variants))
@@ -118,11 +122,12 @@ class Engine:
         (:meth:`_plan`) and only its deltas are applied to each ``G``."""
         self.misses += 1
         g = self.globals.value(gid)
-        if not g[0][self.file_numbers[name]]:
+        if not g[0][self.file_numbers[name]] and not self.absent[name]:
             return (), ()
-        views = self.views.get(gid)
+        vkey = (rid << 32 | gid) if self.u.windowed else gid
+        views = self.views.get(vkey)
         if views is None:
-            views = self.views[gid] = self._views(g)
+            views = self.views[vkey] = self._views(g, rid)
         pkey = self.plan_key(name, rid, views)
         plan = self.plans.get(pkey)
         if plan is None:
@@ -146,9 +151,17 @@ class Engine:
                 trans.append((t, rid2, gid2, flush_all))
         return tuple(trans), tuple(props.items())
 
-    def _views(self, g: tuple) -> tuple:
-        """``G``'s two views as :meth:`_plan` takes them: per level ``(view, its memo key's id, top page)``."""
+    def _views(self, g: tuple, rid: int) -> tuple:
+        """``G``'s two views as :meth:`_plan` takes them: per level ``(view, its memo key's id, top page)``. With
+        windowed TLBs (:attr:`Universe.windowed`) each view shows the 4 KiB TLB entries of the window of the
+        record ``rid`` and ``G``'s pool only (:func:`~nbmodel.explore_state.window_tlbs`)."""
         v0, v1 = view0_of(g), view_of(g)
+        if self.u.windowed:
+            window = self.u.window_of((rid,), g[5])
+            v0 = v0[:2] + (window_tlbs(g[2], window),) + v0[3:]
+            if not g[3]:  # the level-1 view shows the carve position: its window holds the page carved next
+                window = self.u.window_of((rid,), g[5], g[4])
+            v1 = v1[:2] + (window_tlbs(g[2], window),) + v1[3:]
         key, top = self.top_group(v1)
         return (v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top)
 
@@ -177,7 +190,8 @@ class Engine:
         move, variants, ())`` for a move that needs the whole ``G`` (``variants`` None for a variant)."""
         crid, page = self.record_group(rid)
         plan = []
-        for move, tid, variants in self.table[name]:
+        there = views[0][0][0][self.file_numbers[name]]
+        for move, tid, variants in self.table[name] if there else self.absent[name]:
             got = self._on_views(tid, move, rid, views, crid, page)
             if got is None:
                 continue
@@ -345,7 +359,11 @@ class Engine:
             rid2 = self.records.id((rename[rec[0]],) + rec[1:])
         i = 0 if level == 0 else 1
         pushed = tuple((rename.get(p, p), b, t) for p, b, t in delta[i])
-        return rid2, delta[:i] + (pushed,) + delta[i + 1:]
+        window = delta[-1]
+        if window is not None:  # a renamed page's window is its own (Universe.window_of)
+            window = tuple(sorted((rename.get(a, a), rename.get(a, a) + b - a) if b - a == 1 else (a, b)
+                                  for a, b in window))
+        return rid2, delta[:i] + (pushed,) + delta[i + 1:-1] + (window,)
 
     @staticmethod
     def rec(move: Move, rid: int) -> dict:
@@ -408,10 +426,16 @@ class Engine:
         return out
 
     def global_breaks(self, gid: int) -> frozenset:
-        """What ``G`` breaks with no record loaded: (b) and (c), which read its counters."""
+        """What ``G`` breaks with no record loaded, memoized per ``G``'s two counters (its last part): with no
+        folio in any page cache, (a) and (d) have nothing to judge, and (b) and (c) read only those counters
+        (every other counter is zero after decoding). So every ``G`` with the same two has the same answer."""
         out = self.inv_g.get(gid)
         if out is None:
-            out = self.inv_g[gid] = self.u.broken_keys(gid, {})
+            flags = self.globals.value(gid)[6]
+            out = self.inv_flags.get(flags)
+            if out is None:
+                out = self.inv_flags[flags] = self.u.broken_keys(gid, {})
+            self.inv_g[gid] = out
         return out
 
     def record_breaks(self, pos: int, rid: int, gid: int) -> frozenset:

@@ -90,9 +90,12 @@ class Move:
         return out
 
 
-def plain_moves(space: Space, name: str, index: int) -> list[Move]:
+def plain_moves(space: Space, name: str, index: int, there: bool = True) -> list[Move]:
     """The moves on one page of one file: each op of its kind (not skipped), a kernel read by each CPU, and close
-    when the file has this one page (:func:`closes_alone`)."""
+    when the file has this one page (:func:`closes_alone`). Of a file that does not exist (``there`` false): its
+    create, when the file has this one page, else none."""
+    if not there:
+        return [create_move(name, index)] if closes_alone(space, name) else []
     ops = GMEM_OPS if name == GMEM else SECRET_OPS
     ops = tuple(op for op in ops if op not in space.skip)
     reads = [Move("kernel_read", name, index, cpu=c) for c in range(space.cpus) if "kernel_read" not in space.skip]
@@ -114,20 +117,26 @@ def closes(space: Space) -> bool:
 
 
 def closes_alone(space: Space, name: str) -> bool:
-    """Is closing file ``name`` a move on one record? Yes when the space closes files and this one has one page:
-    the close then reads and changes that page's record and ``G``, as any move on a page does (its step has no
-    offset, :meth:`Move.step`)."""
+    """Are closing and creating file ``name`` moves on one record? Yes when the space closes files and this one
+    has one page: the close then reads and changes that page's record and ``G``, as any move on a page does, and
+    the create (no record yet) changes only ``G`` (their steps have no offset, :meth:`Move.step`)."""
     return closes(space) and dict(space.files())[name] == 1
 
 
+def create_move(name: str, index: int | None = None) -> Move:
+    return Move("gmem_create" if name == GMEM else "secret_create", name, index)
+
+
 def whole_moves(space: Space, exists, full: bool) -> list[Move]:
-    """Create for a file that does not exist; close of a file of several pages when the space closes files or has
-    2M folios (whose only way back to the allocator is a truncation of the whole folio); with ``full``, every
-    plain move too (among them the close of a one-page file, :func:`closes_alone`)."""
+    """Create for a file that does not exist and close of an existing one, when the space closes files or has 2M
+    folios (whose only way back to the allocator is a truncation of the whole folio), for a file of several
+    pages; with ``full``, every plain move too and the create and close of a one-page file
+    (:func:`closes_alone`), which are otherwise moves on its page."""
     out = []
     for (name, n), there in zip(space.files(), exists, strict=False):
         if not there:
-            out.append(Move("gmem_create" if name == GMEM else "secret_create", name))
+            if full or not closes_alone(space, name):
+                out.append(create_move(name))
             continue
         if full:
             for i in range(n):
@@ -143,4 +152,4 @@ def file_number(space: Space, name: str) -> int:
 
 
 __all__ = ["Property", "PROPERTIES", "SWITCH_FINDS", "GMEM_OPS", "SECRET_OPS", "Move", "plain_moves", "move_variants",
-           "whole_moves", "closes", "closes_alone", "file_number"]
+           "whole_moves", "closes", "closes_alone", "create_move", "file_number"]

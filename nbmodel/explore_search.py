@@ -37,6 +37,7 @@ class Search:
         self.diffs = [None] + [{} for _ in range(self.n)]   # per position: (rid << 32 | gid) -> entry
         self.weights = [RADIX ** pos for pos in range(self.n + 1)]
         self._whole: dict = {}                                 # gid -> are the whole moves taken there?
+        self._whole_exists: dict = {}                          # G's "which files exist" -> the same
 
     def pack(self, state: tuple) -> int:
         out = 0
@@ -139,7 +140,11 @@ class Search:
         """Are the moves on every record (:meth:`Engine.whole`) taken in states with this ``G``?"""
         got = self._whole.get(gid)
         if got is None:
-            got = self._whole[gid] = bool(whole_moves(self.space, self.e.globals.value(gid)[0], self.e.full))
+            exists = self.e.globals.value(gid)[0]   # whole_moves reads only which files exist
+            got = self._whole_exists.get(exists)
+            if got is None:
+                got = self._whole_exists[exists] = bool(whole_moves(self.space, exists, self.e.full))
+            self._whole[gid] = got
         return got
 
     def _level(self, frontier: list, parent: dict, found: dict) -> tuple[list, int, bool]:

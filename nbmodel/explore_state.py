@@ -27,6 +27,14 @@ that reaches below the view (a second allocation, a range flush over a page it d
 the list hidden, whether or not more lie there, and so with the carve position unread too (a step carves only
 once the list is empty): the explorer keys those outcomes without either.
 
+Windows. A 2M folio's record has no room for its 512 pages' bits and TLB holders, so they live in ``G``, with the
+stale 4 KiB TLB entries over freed pageblocks. Where folios are 2M and each file has one page
+(:func:`windows_tlbs`), a view shows the 4 KiB TLB entries only over a *window*: the record's folio, the
+pageblock the allocator hands out next, and the page it carves next when the view shows the carve position
+(:meth:`Universe.window_of`). A step that reads or changes an entry outside it raises NeedDeeper
+(:meth:`Universe._outside`), and its delta carries the window, so ``G``'s entries outside it come back after the
+step (:func:`_tlbs_after`).
+
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
 order 9 (the allocator's own :class:`~nbmodel.physmem.PageblockOrder`, loaded for each draw) with a state small
@@ -127,6 +135,17 @@ class Space:
             mode = "blocks-no-bbml2"
         without = f" without {', '.join(self.skip)}" if self.skip else ""
         return f"{self.config().label()} on {self.arch} {mode}{without}"
+
+
+def windows_tlbs(space: Space) -> bool:
+    """Do the views of ``G`` show the 4 KiB TLB entries over a window of pages only (:meth:`Universe.window_of`)?
+    Where folios are 2M and each file has one page: a 2M folio's 4 KiB TLB entries are in ``G`` (its record has
+    no room for 512 pages' holders), and so are the stale ones over freed pageblocks, which make views of ``G``
+    as many as the states. A step reads and changes TLB entries only over the pages it works on; one that
+    reaches outside its window raises NeedDeeper (:meth:`Universe._outside`) and runs on the whole ``G``. With
+    several pages per file a 2M folio's moves run on the whole ``G`` anyway (``Engine.full``); with 4K folios a
+    record or a per-CPU-list entry carries its page's 4 KiB holders itself."""
+    return space.config().large_folios and all(n == 1 for _, n in space.files())
 
 
 # -- the allocator -------------------------------------------------------------------------------------------
@@ -296,6 +315,9 @@ class Universe:
         self.fresh: set = set()     # PFNs allocated or freed by the step being run
         self.stray = False          # did the step flush a range reaching pages neither loaded nor fresh?
         self.loaded: set = set()    # PFNs of the records loaded for it
+        self.windowed = windows_tlbs(sp)
+        self.window: tuple | None = None   # the window of the view being run on, or None: all the TLBs are there
+        self.window_pages: frozenset = frozenset()  # pages of the per-CPU-list entries it loaded
         self.alloc = ExploreAllocator(self.k.alloc, self)
         self.k.alloc = self.alloc
         self.records.id(None)  # record id 0: nothing at this index
@@ -327,6 +349,8 @@ class Universe:
             return got
 
         def guarded_flush(pfn, npages, reason):
+            if self.window is not None:
+                self._outside(pfn, npages)
             full = k.counters["tlb_full_flushes"]
             flush(pfn, npages, reason)
             if k.counters["tlb_full_flushes"] == full:
@@ -337,6 +361,64 @@ class Universe:
                     self.stray = True
 
         k.point, k.kernel_access, k.flush_pfn_range = recorded_point, recorded_access, guarded_flush
+        if not self.windowed:
+            return
+        one, many, zero, holders = k.kernel_access, k.kernel_access_range, k.folio_zero, k.tlb_holders
+
+        def windowed_access(pfn, cpu=None, write=False, what="read"):
+            if self.window is not None:
+                self._outside(pfn, 1)
+            return one(pfn, cpu, write, what)
+
+        def windowed_range(pfn, npages, cpu=None, write=False, what="read"):
+            if self.window is not None:
+                self._outside(pfn, npages)
+            return many(pfn, npages, cpu, write, what)
+
+        def windowed_zero(folio, cpu=None):
+            if self.window is not None:
+                self._outside(folio.pfn, folio.nr_pages)
+            return zero(folio, cpu)
+
+        def windowed_holders(pfn, npages=1):
+            if self.window is not None:
+                self._outside(pfn, npages)
+            return holders(pfn, npages)
+
+        # every way a step reads or changes a TLB entry at a page: the kernel's accesses through the direct map
+        # (kernel_access, kernel_access_range and folio_zero, the callers of its fills and lookups), tlb_holders,
+        # and range flushes (guarded_flush); flush_tlb_all reaches every page alike
+        k.kernel_access, k.kernel_access_range, k.folio_zero = windowed_access, windowed_range, windowed_zero
+        k.tlb_holders = windowed_holders
+
+    def _outside(self, pfn: int, npages: int) -> None:
+        """NeedDeeper unless ``[pfn, pfn + npages)`` lies in the window of the view being run on, or is one page of
+        a per-CPU-list entry it loaded (whose TLB holders the entry itself carries)."""
+        end = pfn + npages
+        for lo, hi in self.window:
+            if lo <= pfn and end <= hi:
+                return
+        if npages == 1 and pfn in self.window_pages:
+            return
+        raise NeedDeeper("a step reaches TLB entries outside the view's window")
+
+    def window_of(self, recs, pool: int, carved: int | None = None) -> tuple:
+        """The pages whose 4 KiB TLB entries a view of ``G`` shows when the TLBs are windowed (:attr:`windowed`):
+        the folios of the records ``recs`` (ids), the pageblock the allocator hands out next for a 2M folio and,
+        given the carve position (a view with an empty per-CPU list shows it), the page it carves next; as sorted
+        ``(first, end)`` ranges. All are in the view's memo key (the record, and ``G``'s pool and position)."""
+        out = []
+        if carved is not None and carved < len(self.alloc.carve):
+            out.append((self.alloc.carve[carved], self.alloc.carve[carved] + 1))
+        for rid in recs:
+            rec = self.records.value(rid)
+            if rec is not None:
+                out.append((rec[0], rec[0] + (1 << rec[1])))
+        ranks = self.alloc.pools.value(pool)
+        if ranks:
+            first = self.alloc.blocks.order[ranks[0]] << 9
+            out.append((first, first + 512))
+        return tuple(sorted(out))
 
     # -- blocks of interest --------------------------------------------------------------------------------------
     def touch(self, pfn: int, npages: int) -> None:
@@ -476,6 +558,7 @@ class Universe:
     def _decode(self, g: tuple, recs: dict, hidden: bool) -> None:
         exists, pt, tlbs, free, carved, pool, flags = g
         sys, k = self.sys, self.k
+        self.window = None
         sys.files = {}
         for name, there in zip(self.file_names, exists, strict=False):
             if there:
@@ -573,12 +656,19 @@ class Universe:
         # The model's own check of the state after the step is left to the search, which checks every state it
         # reaches (Engine.broken); what only the step can show (a racing read's view) comes back as ``inside``.
         self._decode(g, recs, bool(hidden))
+        window = None
+        if hidden is not None and self.windowed:  # level 1 with nothing hidden shows the carve position
+            window = self.window_of(recs.values(), g[5], None if hidden or level == 0 else g[4])
+        if window is not None:
+            self.window, self.window_pages = window, frozenset(p for p, _, _ in g[3])
         pre = {self.records.value(r)[0]: self.records.value(r)[5] for r in recs.values() if r}
         self._points.clear()
         self._racing.clear()
         op, clean, at, icpu = step
         try:
             result, saw, inside, interrupt = self.sys.run_validated(op, dict(clean), at, icpu)
+            if window is not None:
+                self._masked_inside()
         except ModelInputError as e:
             raise RefusedMove(str(e)) from None
         except NeedDeeper:
@@ -594,11 +684,23 @@ class Universe:
         if hidden is None:
             return Outcome(None, recs2, self.globals.id(g2), flush_all, props, reached)
         if level == 0:  # nothing was popped (the list was empty and hidden); the carve position is the caller's
-            return Outcome(None, recs2, None, flush_all, props, reached, (g2[3], g2[:3] + g2[5:], flush_all))
+            return Outcome(None, recs2, None, flush_all, props, reached,
+                           (g2[3], g2[:3] + g2[5:], flush_all, window))
         # A step on a hidden list cannot carve (it pops past the view first): "carve unchanged" (None) lets the
         # memo key its outcome without the position.
-        delta = (len(g[3]) - a.low, g2[3][a.low:], g2[:3] + ((None,) if hidden else g2[4:5]) + g2[5:], flush_all)
+        delta = (len(g[3]) - a.low, g2[3][a.low:], g2[:3] + ((None,) if hidden else g2[4:5]) + g2[5:], flush_all,
+                 window)
         return Outcome(None, recs2, None, flush_all, props, reached, delta)
+
+    def _masked_inside(self) -> None:
+        """NeedDeeper if a page whose TLB holders a record or a per-CPU-list entry now carries lies outside the
+        window: the view did not show its 4 KiB entries, so they cannot be read from the scratch TLBs."""
+        for p in self.alloc.pcp[self.alloc.low:]:
+            self._outside(p, 1)
+        for f in self.sys.files.values():
+            for folio in f.mapping.i_pages.values():
+                if folio.order == 0:
+                    self._outside(folio.pfn, 1)
 
     def _abandoned(self) -> None:
         """A step stopped half-way (NeedDeeper): drop the state it leaves outside what :meth:`_decode` resets,
@@ -674,19 +776,82 @@ def view0_of(g: tuple) -> tuple:
 
 def apply_delta0(g: tuple, delta: tuple) -> tuple:
     """``G`` after a step whose outcome on ``view0_of(g)`` was ``delta``: the whole per-CPU list stays below what
-    the step pushed (TLB bits cleared if it flushed everything), the carve position is unchanged."""
-    pushed, rest, flushed = delta
-    return rest[:3] + (_kept(g[3], flushed) + pushed, g[4], rest[3], _or(g[6], rest[4]))
+    the step pushed (TLB bits cleared if it flushed everything), the carve position is unchanged, and the TLBs
+    are the view's as the step left them with, for a windowed view, ``G``'s entries outside it (:func:`_tlbs_after`)."""
+    pushed, rest, flushed, window = delta
+    return rest[:2] + (_tlbs_after(g[2], rest[2], window, flushed), _kept(g[3], flushed) + pushed, g[4], rest[3],
+                       _or(g[6], rest[4]))
 
 
 def apply_delta(g: tuple, delta: tuple) -> tuple:
     """``G`` after a step whose outcome on ``view_of(g)`` was ``delta``: the entries the view hid stay below
-    what the step pushed (their TLB bits cleared if it flushed everything); a carve position of None is ``G``'s."""
-    popped, pushed, rest, flushed = delta
+    what the step pushed (their TLB bits cleared if it flushed everything); a carve position of None is ``G``'s;
+    the TLBs as :func:`apply_delta0` has them."""
+    popped, pushed, rest, flushed, window = delta
     free = g[3]
     keep = free[:len(free) - popped] if popped else free
-    return rest[:3] + (_kept(keep, flushed) + pushed, g[4] if rest[3] is None else rest[3], rest[4],
-                       _or(g[6], rest[5]))
+    return rest[:2] + (_tlbs_after(g[2], rest[2], window, flushed), _kept(keep, flushed) + pushed,
+                       g[4] if rest[3] is None else rest[3], rest[4], _or(g[6], rest[5]))
+
+
+def window_tlbs(tlbs: tuple, window: tuple) -> tuple:
+    """``G``'s TLBs (``G[2]``) as a view with a window shows them (:meth:`Universe.window_of`): every entry larger
+    than a page, and the 4 KiB ones over the window's pages."""
+    return tuple(tuple(e for e in runs if len(e) == 2) + _clip(runs, window, True) for runs in tlbs)
+
+
+def _tlbs_after(tlbs: tuple, got: tuple, window, flushed: bool) -> tuple:
+    """``G``'s TLBs after a step run on a view: the view's TLBs as the step left them (``got``), with, when the
+    view had a window, ``G``'s 4 KiB entries outside it, which the step could not reach (it raises NeedDeeper
+    there), unless it flushed everything. A larger entry the step filled replaces a 4 KiB one at its first page,
+    as :meth:`TLB.fill` does."""
+    if window is None:
+        return got
+    if flushed:
+        return got
+    out = []
+    for runs, now in zip(tlbs, got, strict=True):
+        holes = window + tuple((e[0], e[0] + 1) for e in now if len(e) == 2)
+        outside = _clip(runs, tuple(sorted(holes)), False)
+        out.append(_sorted_runs(now, outside) if outside else now)
+    return tuple(out)
+
+
+def _clip(runs: tuple, ranges: tuple, inside: bool) -> tuple:
+    """The 4 KiB runs ``(first, 1, k)`` of ``runs`` cut to the pages inside the sorted ``(first, end)`` ranges, or
+    to those outside them."""
+    out = []
+    for e in runs:
+        if len(e) == 2:
+            continue
+        lo, end = e[0], e[0] + e[2]
+        for a, b in ranges:
+            if b <= lo or end <= a:
+                continue
+            if inside:
+                out.append((max(lo, a), 1, min(end, b) - max(lo, a)))
+                continue
+            if lo < a:
+                out.append((lo, 1, a - lo))
+            lo = max(lo, b)
+            if lo >= end:
+                break
+        else:
+            if not inside and lo < end:
+                out.append((lo, 1, end - lo))
+    return tuple(out)
+
+
+def _sorted_runs(a: tuple, b: tuple) -> tuple:
+    """Two disjoint sets of TLB runs as one, sorted, with 4 KiB runs that meet joined (as :func:`_tlb_runs`
+    writes them)."""
+    out: list = []
+    for e in sorted(a + b):
+        if len(e) == 3 and out and len(out[-1]) == 3 and out[-1][0] + out[-1][2] == e[0]:
+            out[-1] = (out[-1][0], 1, out[-1][2] + e[2])
+        else:
+            out.append(e)
+    return tuple(out)
 
 
 def _kept(free: tuple, flushed: bool) -> tuple:
@@ -792,5 +957,7 @@ def _apply_items(table: list, items) -> None:
 
 
 __all__ = ["Space", "Universe", "ExploreAllocator", "ExploreLimit", "LocalityError", "NeedDeeper", "Interner",
-           "Outcome", "observe", "observed", "view_of", "apply_delta", "view0_of", "apply_delta0", "GUEST_DATA",
+           "Outcome", "observe", "observed", "view_of", "apply_delta", "view0_of", "apply_delta0", "window_tlbs",
+           "windows_tlbs",
+           "GUEST_DATA",
            "GMEM", "SECRET"]

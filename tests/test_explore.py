@@ -154,6 +154,20 @@ def test_close_of_a_one_page_file_is_a_move_on_its_page():
     assert not closes(explore_moves.plain_moves(Space("filemap", offsets=1), "g", 0))  # 4K files close on request
 
 
+def test_create_of_a_one_page_file_is_a_move_on_its_page():
+    """With the file closed, its one page's only move is the create (no record: it changes ``G`` alone); a longer
+    file is created by a move on every record, and so is every file when folios may span indexes."""
+    one = Space("filemap", "x86", None, ("restore_4k",), 1)
+    assert explore_moves.plain_moves(one, "g", 0, there=False) == [explore_moves.Move("gmem_create", "g", 0)]
+    assert explore_moves.plain_moves(one, "g", 0, there=False)[0].step(one) == one.create_step("g")
+    assert explore_moves.whole_moves(one, (False,), False) == []
+    assert explore_moves.whole_moves(one, (False,), True) == [explore_moves.Move("gmem_create", "g")]
+    two = replace(one, offsets=2)
+    assert explore_moves.plain_moves(two, "g", 0, there=False) == []
+    assert explore_moves.whole_moves(two, (False,), True) == [explore_moves.Move("gmem_create", "g")]
+    assert explore_moves.plain_moves(Space("filemap", offsets=1), "g", 0, there=False) == []
+
+
 def _results(space: Space) -> tuple:
     r = ex.explore_space(space)
     return r.states, r.transitions, r.depth, r.complete, {
@@ -200,6 +214,90 @@ def test_the_close_comparison_catches_a_close_that_keeps_the_file(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(explore_moves, "closes_alone", lambda sp, name: False)
     assert _results(space) != planted
+
+
+def _depth_results(space: Space) -> tuple:
+    """:func:`_results` within 8 steps: the 2M spaces on arm64 with block mappings take seconds whole when the
+    views are not windowed."""
+    r = ex.explore_space(space, max_depth=8)
+    return r.states, r.transitions, r.depth, r.complete, {
+        k: ce and [str(st) for st in ce.steps] for k, ce in sorted(r.per_invariant.items())}
+
+
+WINDOW_SPACES = SWEEP_2M + [Space(design, "arm64", "rodata-full", ("restore_4k",), 1, secret=1, skip=("race_add",))
+                            for design in ("filemap", "secretmem")]
+
+
+@pytest.mark.parametrize("space", WINDOW_SPACES, ids=lambda sp: f"{sp.label()} secret {sp.secret}")
+def test_windowed_tlbs_find_what_the_whole_tlbs_find(space, monkeypatch):
+    """Views whose TLBs show 4 KiB entries over the record's folio and the pages the allocator hands out next only
+    (:func:`~nbmodel.explore_state.windows_tlbs`) reach the same states by the same shortest paths as views
+    with every entry: the same counts, depth and counterexamples."""
+    assert es.windows_tlbs(space)
+    windowed = _depth_results(space)
+    monkeypatch.setattr(es, "windows_tlbs", lambda sp: False)
+    assert _depth_results(space) == windowed
+
+
+def _windowed_results_differ(space: Space, monkeypatch) -> bool:
+    planted = _depth_results(space)
+    monkeypatch.undo()
+    monkeypatch.setattr(es, "windows_tlbs", lambda sp: False)
+    return _depth_results(space) != planted
+
+
+def test_the_window_comparison_catches_a_step_that_drops_the_entries_outside_its_window(monkeypatch):
+    # Planted: G after a step on a windowed view keeps only the entries the view showed: the stale 4 KiB entries
+    # over a freed pageblock, outside the window, are lost.
+    monkeypatch.setattr(es, "_tlbs_after", lambda tlbs, got, window, flushed: got)
+    assert _windowed_results_differ(SWEEP_2M[0], monkeypatch)
+
+
+def test_the_window_comparison_catches_a_renamed_outcome_that_keeps_its_window(monkeypatch):
+    # Planted: an outcome moved to another 4 KiB page of its group (a race_add's folio in the 2M file) keeps the
+    # window of the page it ran on, so the merge drops G's entries over that page and keeps none over the new one.
+    real = explore_engine.Engine._moved
+    monkeypatch.setattr(explore_engine.Engine, "_moved", lambda self, rid2, delta, level, rename: (
+        lambda got: (got[0], got[1][:-1] + (delta[-1],)))(real(self, rid2, delta, level, rename)))
+    space = next(sp for sp in SWEEP_2M if sp.design == "filemap" and sp.mode == "bbml2")
+    assert _windowed_results_differ(space, monkeypatch)
+
+
+def test_a_windowed_step_stops_where_it_would_read_tlb_entries_outside_its_window():
+    """Every way a step reads or changes a TLB entry at a page raises NeedDeeper outside the window (a page of a
+    loaded per-CPU-list entry excepted), and so does a page left to a record or the list whose 4 KiB holders the
+    view did not show. None of the sweep's searches reaches one; this is what keeps them right if one does."""
+    u = es.Universe(SWEEP_2M[0])
+    u.decode(u.root[0], {})
+    block = u.window_of((), u.globals.value(u.root[0])[5])[0][0]
+    u.window, u.window_pages = ((block, block + 512),), frozenset({block + 1024})
+    k = u.k
+    assert k.kernel_access(block + 7, 0).value == "ok" and k.tlb_holders(block + 7) == [0]
+    k.kernel_access(block + 1024, 1)
+    for outside in (lambda: k.kernel_access(block + 512, 0), lambda: k.kernel_access_range(block + 500, 20, 0),
+                    lambda: k.tlb_holders(block + 511, 2), lambda: k.flush_pfn_range(block - 1, 2, "test")):
+        with pytest.raises(es.NeedDeeper):
+            outside()
+    u.alloc.pcp, u.alloc.low = [block + 600], 0
+    with pytest.raises(es.NeedDeeper):
+        u._masked_inside()
+    u.alloc.pcp = [block + 3]
+    u._masked_inside()
+
+
+def test_windowed_tlbs_merge_back_into_g():
+    """:func:`~nbmodel.explore_state.window_tlbs` cuts 4 KiB runs at the window's edges and keeps larger entries;
+    after a step ``G``'s entries outside the window come back, joined to the step's where they meet, unless it
+    flushed everything, and a larger entry the step filled replaces a 4 KiB one at its first page."""
+    g = (((0, 1, 10), (20, 512), (600, 1, 4)), ())
+    window = ((4, 8),)
+    assert es.window_tlbs(g, window) == (((20, 512), (4, 1, 4)), ())
+    got = (((4, 1, 4), (20, 512)), ())
+    assert es._tlbs_after(g, got, window, False) == (((0, 1, 10), (20, 512), (600, 1, 4)), ())
+    assert es._tlbs_after(g, got, window, True) == got
+    assert es._tlbs_after(g, (((5, 1, 1), (600, 512)), ()), window, False) == (
+        ((0, 1, 4), (5, 1, 1), (8, 1, 2), (600, 512), (601, 1, 3)), ())
+    assert es._tlbs_after(g, ((), ()), None, False) == ((), ())
 
 
 def _page_tables_differ(space: Space, depth: int, sample: int = 25) -> int:
@@ -250,7 +348,7 @@ def test_sizes_refuse_2m_folios_whose_views_the_records_do_not_hold():
 def test_conformance_check_catches_a_wrong_delta(monkeypatch):
     """Plant: a delta applied to the whole G forgets that the step took the top page of the per-CPU list."""
     def forgetful(g, delta):
-        popped, pushed, rest, flushed = delta
+        popped, pushed, rest, flushed, window = delta
         return rest[:3] + (g[3] + pushed,) + rest[3:]
 
     monkeypatch.setattr(explore_engine, "apply_delta", forgetful)
@@ -275,7 +373,7 @@ def test_conformance_check_catches_a_view_that_hides_what_a_step_reads(monkeypat
 def test_conformance_check_catches_a_view_without_the_list_that_drops_it(monkeypatch):
     """Plant: a step run on the view without the per-CPU list (most moves) loses the list below what it pushed."""
     def dropping(g, delta):
-        pushed, rest, flushed = delta
+        pushed, rest, flushed, window = delta
         return rest[:3] + (pushed, g[4], rest[3], rest[4])
 
     monkeypatch.setattr(explore_engine, "apply_delta0", dropping)
