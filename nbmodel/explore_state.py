@@ -162,6 +162,8 @@ class ExploreAllocator:
         self.carve = list(carve)  # next PFN first
         self.blocks = real.blocks.copy()   # order 9: the allocator's own pageblock order, loaded per draw
         self.pools = Interner()
+        self.taken: dict = {}   # pool id -> (pageblock drawn or None, pool id after)
+        self.given: dict = {}   # (pool id, pageblock given back) -> pool id after
         self.boot_pool = self.pools.id(self.blocks.ranks())
         self.pcp, self.carved, self.pool = [], 0, self.boot_pool
         self.hidden, self.low = False, 0
@@ -180,7 +182,7 @@ class ExploreAllocator:
             raise ModelInputError(f"the model allocates order 0 or 9 folios, not order {order}")
         pfn = self._alloc0() if order == 0 else self._alloc9()
         self.universe.touch(pfn, 1 << order)
-        self.universe.fresh.update(range(pfn, pfn + (1 << order)))
+        self.universe.fresh.append((pfn, pfn + (1 << order)))
         return pfn
 
     def _alloc0(self) -> int:
@@ -196,23 +198,30 @@ class ExploreAllocator:
         return self.carve[self.carved - 1]
 
     def _alloc9(self) -> int:
-        blocks = self.blocks
-        blocks.load(self.pools.value(self.pool))
-        block = blocks.take(allow_partial=False)
-        if block is None:
+        got = self.taken.get(self.pool)
+        if got is None:   # the PageblockOrder's draw from this pool, memoized: ranks() sorts every free block
+            blocks = self.blocks
+            blocks.load(self.pools.value(self.pool))
+            block = blocks.take(allow_partial=False)
+            got = self.taken[self.pool] = (block, None if block is None else self.pools.id(blocks.ranks()))
+        if got[0] is None:
             raise ExploreLimit("no whole free pageblock left for a 2M folio")
-        self.pool = self.pools.id(blocks.ranks())
-        return block << 9
+        self.pool = got[1]
+        return got[0] << 9
 
     def free(self, pfn: int, order: int) -> None:
-        self.universe.fresh.update(range(pfn, pfn + (1 << order)))
+        self.universe.fresh.append((pfn, pfn + (1 << order)))
         if order == 0:
             self.pcp.append(pfn)
             return
-        blocks = self.blocks
-        blocks.load(self.pools.value(self.pool))
-        blocks.give_back(pfn >> 9)
-        self.pool = self.pools.id(blocks.ranks())
+        key = (self.pool, pfn >> 9)
+        got = self.given.get(key)
+        if got is None:
+            blocks = self.blocks
+            blocks.load(self.pools.value(self.pool))
+            blocks.give_back(pfn >> 9)
+            got = self.given[key] = self.pools.id(blocks.ranks())
+        self.pool = got
 
     def snapshot(self) -> tuple:
         return self.state()
@@ -312,9 +321,9 @@ class Universe:
         self.boot = pt.copy_slots()
         for s, e in pt.copy_slots().items():
             pt.set_slot(s, e)
-        self.fresh: set = set()     # PFNs allocated or freed by the step being run
+        self.fresh: list = []       # (first, end) PFN ranges allocated or freed by the step being run
         self.stray = False          # did the step flush a range reaching pages neither loaded nor fresh?
-        self.loaded: set = set()    # PFNs of the records loaded for it
+        self.loaded: list = []      # (first, end) PFN ranges of the records loaded for it
         self.windowed = windows_tlbs(sp)
         self.window: tuple | None = None   # the window of the view being run on, or None: all the TLBs are there
         self.window_pages: frozenset = frozenset()  # pages of the per-CPU-list entries it loaded
@@ -354,8 +363,7 @@ class Universe:
             full = k.counters["tlb_full_flushes"]
             flush(pfn, npages, reason)
             if k.counters["tlb_full_flushes"] == full:
-                known = self.loaded | self.fresh
-                if not known.issuperset(range(pfn, pfn + npages)):
+                if not self._known(pfn, pfn + npages):
                     if self.alloc.hidden:
                         raise NeedDeeper("a range flush reaches pages the view does not show")
                     self.stray = True
@@ -390,6 +398,18 @@ class Universe:
         # and range flushes (guarded_flush); flush_tlb_all reaches every page alike
         k.kernel_access, k.kernel_access_range, k.folio_zero = windowed_access, windowed_range, windowed_zero
         k.tlb_holders = windowed_holders
+
+    def _known(self, lo: int, end: int) -> bool:
+        """Does every page of ``[lo, end)`` belong to a record loaded for the step or to what it allocated or
+        freed?"""
+        for a, b in sorted(self.loaded + self.fresh):
+            if a > lo:
+                break
+            if b > lo:
+                lo = b
+                if lo >= end:
+                    return True
+        return lo >= end
 
     def _outside(self, pfn: int, npages: int) -> None:
         """NeedDeeper unless ``[pfn, pfn + npages)`` lies in the window of the view being run on, or is one page of
@@ -577,7 +597,7 @@ class Universe:
         dict.update(counters, _ZERO_COUNTERS)
         counters["freed_unmapped"], counters["restore_splits"] = int(flags[0]), int(flags[1])
         k.pgtable_pfns, k.interrupt = [], None
-        self.fresh, self.loaded, self.stray = set(), set(), False
+        self.fresh, self.loaded, self.stray = [], [], False
         for pos, rid in recs.items():
             rec = self.records.value(rid)
             if rec is not None:
@@ -618,7 +638,7 @@ class Universe:
         folio.mapping, folio.index = f.mapping, pos[1]
         f.mapping.i_pages[pos[1]] = folio
         f.mapping.nrpages += folio.nr_pages
-        self.loaded.update(range(pfn, pfn + folio.nr_pages))
+        self.loaded.append((pfn, pfn + folio.nr_pages))
         if bits is not None:
             self._load_page(pfn, bits, tlb)
 

@@ -285,6 +285,31 @@ def test_a_windowed_step_stops_where_it_would_read_tlb_entries_outside_its_windo
     u._masked_inside()
 
 
+def test_the_explore_allocators_memoized_pageblock_draws_are_the_orders():
+    """The explore allocator memoizes what its PageblockOrder draws from a pool and what a freed pageblock makes of
+    it: drawn again from the same pool, the blocks are those the order itself hands out."""
+    u = es.Universe(SWEEP_2M[0])
+    a = u.alloc
+    start = a.pool
+    first = [a.alloc(9) for _ in range(3)]
+    a.free(first[1], 9)
+    again = a.alloc(9)
+    blocks = a.blocks.copy()
+    blocks.load(a.pools.value(start))
+    want = [blocks.take(False) << 9 for _ in range(3)]
+    blocks.give_back(first[1] >> 9)
+    assert first == want and again == blocks.take(False) << 9 == first[1]
+    a.pool = start
+    assert [a.alloc(9) for _ in range(3)] == want
+
+
+def test_a_flush_is_known_where_loaded_and_fresh_ranges_cover_it():
+    u = es.Universe(SWEEP_2M[0])
+    u.loaded, u.fresh = [(10, 20)], [(20, 25), (30, 31)]
+    assert u._known(12, 25) and u._known(30, 31) and u._known(10, 11)
+    assert not u._known(24, 27) and not u._known(5, 11) and not u._known(25, 30)
+
+
 def test_windowed_tlbs_merge_back_into_g():
     """:func:`~nbmodel.explore_state.window_tlbs` cuts 4 KiB runs at the window's edges and keeps larger entries;
     after a step ``G``'s entries outside the window come back, joined to the step's where they meet, unless it
