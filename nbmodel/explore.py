@@ -56,7 +56,8 @@ BUDGET = 400_000
 #: With 2M folios a state costs 0.06-0.8 ms of CPU time here against about 9 µs with 4K folios (the default
 #: sweep's complete searches, measured 2026-12-04 on the 2-core development machine, after the TLB windows of
 #: :func:`~nbmodel.explore_state.windows_tlbs`): a step still zeroes, zaps or restores 512 pages, and the
-#: smallest of these spaces have nearly as many views of ``G`` as states, so most moves run for each. This
+#: smallest of these spaces have a distinct (record, views of ``G``) pair for more than half their states
+#: (per-folio on arm64 bbml2: 463 for 742 states), and every move runs again for each. This
 #: budget bounds the wait. The spaces are finite (the allocator's next pageblock depends only on which are free,
 #: :class:`~nbmodel.physmem.PageblockOrder`). The default sweep's nine (restore_4k, one page) all complete within
 #: it: secretmem on x86 (786 states), arm64 bbml2 (1,210) and rodata-full (2,952), filemap on x86 (1,818), arm64

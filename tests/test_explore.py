@@ -207,6 +207,16 @@ def test_the_2m_conformance_catches_a_close_that_keeps_the_file(monkeypatch):
     assert any("'op': 'close'" in p for p in check_conformance(SWEEP_2M[0], depth=4, sample=6, seed=1))
 
 
+def test_the_2m_conformance_catches_a_create_on_its_page_that_leaves_the_file_closed(monkeypatch):
+    # Planted: the create of a one-page file, a move on its page since it changes G only, is applied to G without
+    # its one change: the file still does not exist, and the states a fresh System reaches after it are missing.
+    real = es.apply_delta0
+    monkeypatch.setattr(explore_engine, "apply_delta0", lambda g, delta: (lambda out: out if any(g[0]) else
+                                                                          (g[0],) + out[1:])(real(g, delta)))
+    space = next(sp for sp in SWEEP_2M if sp.design == "filemap" and sp.arch == "x86")
+    assert any("'op': 'close'" in p and "missing" in p for p in check_conformance(space, depth=5, sample=40, seed=1))
+
+
 def test_the_close_comparison_catches_a_close_that_keeps_the_file(monkeypatch):
     _plant_a_close_that_keeps_the_file(monkeypatch)
     space = CLOSE_SPACES[0]
