@@ -18,6 +18,7 @@ from .explore_state import (
     apply_delta,
     apply_delta0,
     pt_entry,
+    tlbs_after,
     view0_of,
     view_of,
     window_tlbs,
@@ -82,6 +83,8 @@ class Engine:
         self.inv_flags: dict = {}   # G's two counters -> global_breaks()
         self.inv_rec = [None] + [{} for _ in self.positions]   # per position: rid << 32 | gid -> keys
         self.inv_cover: dict = {}
+        self.windowed: dict = {}   # (G's TLBs, window) -> what a view shows of them (_window_tlbs)
+        self.after: dict = {}      # (G's TLBs, the view's after the step, window) -> G's TLBs after it (_tlbs_after)
         self.misses = self.view_misses = 0
         self.refused: dict = {}
         self.step_of: dict = {}   # move -> System.validate_step's tuple, or why the model refuses it
@@ -158,12 +161,29 @@ class Engine:
         v0, v1 = view0_of(g), view_of(g)
         if self.u.windowed:
             window = self.u.window_of((rid,), g[5])
-            v0 = v0[:2] + (window_tlbs(g[2], window),) + v0[3:]
+            v0 = v0[:2] + (self._window_tlbs(g[2], window),) + v0[3:]
             if not g[3]:  # the level-1 view shows the carve position: its window holds the page carved next
                 window = self.u.window_of((rid,), g[5], g[4])
-            v1 = v1[:2] + (window_tlbs(g[2], window),) + v1[3:]
+            v1 = v1[:2] + (self._window_tlbs(g[2], window),) + v1[3:]
         key, top = self.top_group(v1)
         return (v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top)
+
+    def _window_tlbs(self, tlbs: tuple, window: tuple) -> tuple:
+        """:func:`~nbmodel.explore_state.window_tlbs`, memoized per TLBs (a :class:`~nbmodel.explore_state.Part`)
+        and window; the answer is a Part too."""
+        key = (tlbs, window)
+        got = self.windowed.get(key)
+        if got is None:
+            got = self.windowed[key] = self.u.parts(window_tlbs(tlbs, window))
+        return got
+
+    def _tlbs_after(self, tlbs: tuple, got: tuple, window, flushed: bool) -> tuple:
+        """:func:`~nbmodel.explore_state.tlbs_after`, memoized the same way: ``G``'s TLBs after a step on a view."""
+        key = (tlbs, got, window, flushed)
+        out = self.after.get(key)
+        if out is None:
+            out = self.after[key] = self.u.parts(tlbs_after(tlbs, got, window, flushed))
+        return out
 
     @staticmethod
     def _whole_into(trans: list, props: dict, seen: set, outs: list, rid: int, gid: int) -> None:
@@ -280,7 +300,8 @@ class Engine:
         got = self.applied.get(key)
         if got is None:
             level, delta = self.deltas.value(did)
-            got = self.applied[key] = self.globals.id((apply_delta0 if level == 0 else apply_delta)(g, delta))
+            got = self.applied[key] = self.globals.id((apply_delta0 if level == 0 else apply_delta)(
+                g, delta, self._tlbs_after))
         return got
 
     @staticmethod

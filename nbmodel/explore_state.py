@@ -33,7 +33,7 @@ stale 4 KiB TLB entries over freed pageblocks. Where folios are 2M and each file
 pageblock the allocator hands out next, and the page it carves next when the view shows the carve position
 (:meth:`Universe.window_of`). A step that reads or changes an entry outside it raises NeedDeeper
 (:meth:`Universe._outside`), and its delta carries the window, so ``G``'s entries outside it come back after the
-step (:func:`_tlbs_after`).
+step (:func:`tlbs_after`).
 
 The allocator is replaced in the scratch System by :class:`ExploreAllocator`, which hands out the same PFNs
 as :class:`~nbmodel.physmem.PageAllocator` for order 0 (per-CPU list, then the pageblock being carved) and
@@ -269,6 +269,25 @@ class Interner:
         return len(self.values)
 
 
+class Parts:
+    """One object per value for the large parts of ``G`` (its page tables, its TLBs): calling it with an equal tuple
+    gives the first one back. States of different ``G`` share a few of each (filemap on arm64 bbml2 with 2M
+    folios: 7,755 ``G``, 16 page tables, 387 TLBs), so memos keyed by a part (:meth:`Engine._tlbs_after`) hit, and
+    comparing two equal ``G`` finds their parts identical without walking them."""
+
+    def __init__(self):
+        self.known: dict = {}
+
+    def __call__(self, value: tuple) -> tuple:
+        got = self.known.get(value)
+        if got is None:
+            got = self.known[value] = value
+        return got
+
+    def __len__(self) -> int:
+        return len(self.known)
+
+
 # -- the universe: scratch System + codec ----------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -333,6 +352,7 @@ class Universe:
         self._points: list = []
         self._racing: list = []
         self._tlb_decoded: dict = {}  # id(runs) -> (runs, entries): the runs live in interned G values
+        self.parts = Parts()          # G's page tables and TLBs, one object per value
         self._instrument()
         self.root = self.encode_full()
 
@@ -485,7 +505,8 @@ class Universe:
         masked.update(pcp)
         recs = {p: self._record(p, f) for p, f in folios.items()}
         free = tuple((p, self._bits(p), self._tlb(p)) for p in pcp)
-        g = (self._exists(), self._encode_pt(masked), self._encode_tlbs(masked), free, carved, pool,
+        parts = self.parts
+        g = (self._exists(), parts(self._encode_pt(masked)), parts(self._encode_tlbs(masked)), free, carved, pool,
              self._flags())
         return g, recs
 
@@ -794,23 +815,24 @@ def view0_of(g: tuple) -> tuple:
     return g[:3] + g[5:6]
 
 
-def apply_delta0(g: tuple, delta: tuple) -> tuple:
+def apply_delta0(g: tuple, delta: tuple, memo=None) -> tuple:
     """``G`` after a step whose outcome on ``view0_of(g)`` was ``delta``: the whole per-CPU list stays below what
     the step pushed (TLB bits cleared if it flushed everything), the carve position is unchanged, and the TLBs
-    are the view's as the step left them with, for a windowed view, ``G``'s entries outside it (:func:`_tlbs_after`)."""
+    are the view's as the step left them with, for a windowed view, ``G``'s entries outside it (:func:`tlbs_after`,
+    or ``memo``: the same, memoized)."""
     pushed, rest, flushed, window = delta
-    return rest[:2] + (_tlbs_after(g[2], rest[2], window, flushed), _kept(g[3], flushed) + pushed, g[4], rest[3],
-                       _or(g[6], rest[4]))
+    return rest[:2] + ((memo or tlbs_after)(g[2], rest[2], window, flushed), _kept(g[3], flushed) + pushed, g[4],
+                       rest[3], _or(g[6], rest[4]))
 
 
-def apply_delta(g: tuple, delta: tuple) -> tuple:
+def apply_delta(g: tuple, delta: tuple, memo=None) -> tuple:
     """``G`` after a step whose outcome on ``view_of(g)`` was ``delta``: the entries the view hid stay below
     what the step pushed (their TLB bits cleared if it flushed everything); a carve position of None is ``G``'s;
     the TLBs as :func:`apply_delta0` has them."""
     popped, pushed, rest, flushed, window = delta
     free = g[3]
     keep = free[:len(free) - popped] if popped else free
-    return rest[:2] + (_tlbs_after(g[2], rest[2], window, flushed), _kept(keep, flushed) + pushed,
+    return rest[:2] + ((memo or tlbs_after)(g[2], rest[2], window, flushed), _kept(keep, flushed) + pushed,
                        g[4] if rest[3] is None else rest[3], rest[4], _or(g[6], rest[5]))
 
 
@@ -820,7 +842,7 @@ def window_tlbs(tlbs: tuple, window: tuple) -> tuple:
     return tuple(tuple(e for e in runs if len(e) == 2) + _clip(runs, window, True) for runs in tlbs)
 
 
-def _tlbs_after(tlbs: tuple, got: tuple, window, flushed: bool) -> tuple:
+def tlbs_after(tlbs: tuple, got: tuple, window, flushed: bool) -> tuple:
     """``G``'s TLBs after a step run on a view: the view's TLBs as the step left them (``got``), with, when the
     view had a window, ``G``'s 4 KiB entries outside it, which the step could not reach (it raises NeedDeeper
     there), unless it flushed everything. A larger entry the step filled replaces a 4 KiB one at its first page,
@@ -978,6 +1000,6 @@ def _apply_items(table: list, items) -> None:
 
 __all__ = ["Space", "Universe", "ExploreAllocator", "ExploreLimit", "LocalityError", "NeedDeeper", "Interner",
            "Outcome", "observe", "observed", "view_of", "apply_delta", "view0_of", "apply_delta0", "window_tlbs",
-           "windows_tlbs",
+           "windows_tlbs", "tlbs_after", "Parts",
            "GUEST_DATA",
            "GMEM", "SECRET"]

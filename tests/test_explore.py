@@ -199,7 +199,8 @@ def _plant_a_close_that_keeps_the_file(monkeypatch) -> None:
     # Planted: a step run on the view without the per-CPU list leaves which files exist as they were in G
     # (only close, on a one-page file, changes them there): the closed file's record is gone but G still has it.
     real = es.apply_delta0
-    monkeypatch.setattr(explore_engine, "apply_delta0", lambda g, delta: (lambda out: g[:1] + out[1:])(real(g, delta)))
+    monkeypatch.setattr(explore_engine, "apply_delta0", lambda g, delta, memo=None: (lambda out: g[:1] + out[1:])(
+        real(g, delta, memo)))
 
 
 def test_the_2m_conformance_catches_a_close_that_keeps_the_file(monkeypatch):
@@ -211,8 +212,8 @@ def test_the_2m_conformance_catches_a_create_on_its_page_that_leaves_the_file_cl
     # Planted: the create of a one-page file, a move on its page since it changes G only, is applied to G without
     # its one change: the file still does not exist, and the states a fresh System reaches after it are missing.
     real = es.apply_delta0
-    monkeypatch.setattr(explore_engine, "apply_delta0", lambda g, delta: (lambda out: out if any(g[0]) else
-                                                                          (g[0],) + out[1:])(real(g, delta)))
+    monkeypatch.setattr(explore_engine, "apply_delta0", lambda g, delta, memo=None: (
+        lambda out: out if any(g[0]) else (g[0],) + out[1:])(real(g, delta, memo)))
     space = next(sp for sp in SWEEP_2M if sp.design == "filemap" and sp.arch == "x86")
     assert any("'op': 'close'" in p and "missing" in p for p in check_conformance(space, depth=5, sample=40, seed=1))
 
@@ -259,7 +260,7 @@ def _windowed_results_differ(space: Space, monkeypatch) -> bool:
 def test_the_window_comparison_catches_a_step_that_drops_the_entries_outside_its_window(monkeypatch):
     # Planted: G after a step on a windowed view keeps only the entries the view showed: the stale 4 KiB entries
     # over a freed pageblock, outside the window, are lost.
-    monkeypatch.setattr(es, "_tlbs_after", lambda tlbs, got, window, flushed: got)
+    monkeypatch.setattr(explore_engine, "tlbs_after", lambda tlbs, got, window, flushed: got)
     assert _windowed_results_differ(SWEEP_2M[0], monkeypatch)
 
 
@@ -328,11 +329,11 @@ def test_windowed_tlbs_merge_back_into_g():
     window = ((4, 8),)
     assert es.window_tlbs(g, window) == (((20, 512), (4, 1, 4)), ())
     got = (((4, 1, 4), (20, 512)), ())
-    assert es._tlbs_after(g, got, window, False) == (((0, 1, 10), (20, 512), (600, 1, 4)), ())
-    assert es._tlbs_after(g, got, window, True) == got
-    assert es._tlbs_after(g, (((5, 1, 1), (600, 512)), ()), window, False) == (
+    assert es.tlbs_after(g, got, window, False) == (((0, 1, 10), (20, 512), (600, 1, 4)), ())
+    assert es.tlbs_after(g, got, window, True) == got
+    assert es.tlbs_after(g, (((5, 1, 1), (600, 512)), ()), window, False) == (
         ((0, 1, 4), (5, 1, 1), (8, 1, 2), (600, 512), (601, 1, 3)), ())
-    assert es._tlbs_after(g, ((), ()), None, False) == ((), ())
+    assert es.tlbs_after(g, ((), ()), None, False) == ((), ())
 
 
 def _page_tables_differ(space: Space, depth: int, sample: int = 25) -> int:
@@ -382,7 +383,7 @@ def test_sizes_refuse_2m_folios_whose_views_the_records_do_not_hold():
 
 def test_conformance_check_catches_a_wrong_delta(monkeypatch):
     """Plant: a delta applied to the whole G forgets that the step took the top page of the per-CPU list."""
-    def forgetful(g, delta):
+    def forgetful(g, delta, memo=None):
         popped, pushed, rest, flushed, window = delta
         return rest[:3] + (g[3] + pushed,) + rest[3:]
 
@@ -407,7 +408,7 @@ def test_conformance_check_catches_a_view_that_hides_what_a_step_reads(monkeypat
 
 def test_conformance_check_catches_a_view_without_the_list_that_drops_it(monkeypatch):
     """Plant: a step run on the view without the per-CPU list (most moves) loses the list below what it pushed."""
-    def dropping(g, delta):
+    def dropping(g, delta, memo=None):
         pushed, rest, flushed, window = delta
         return rest[:3] + (pushed, g[4], rest[3], rest[4])
 
@@ -420,7 +421,7 @@ def test_conformance_check_catches_counters_that_are_not_carried(monkeypatch):
     (a freed-unmapped page seen earlier) makes (b) heal, which a fresh System does not."""
     real = es.apply_delta0
 
-    def forgetting(g, delta):
+    def forgetting(g, delta, memo=None):
         out = real(g, delta)
         return out[:6] + (delta[1][4],)
 
