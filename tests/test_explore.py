@@ -264,6 +264,38 @@ def test_the_window_comparison_catches_a_step_that_drops_the_entries_outside_its
     assert _windowed_results_differ(SWEEP_2M[0], monkeypatch)
 
 
+def _window_tlbs_by_tlbs(self, tlbs, window):
+    memo = self.__dict__.setdefault("planted", {})
+    if tlbs not in memo:
+        memo[tlbs] = self.u.parts(es.window_tlbs(tlbs, window))
+    return memo[tlbs]
+
+
+def _tlbs_after_by_tlbs(self, tlbs, got, window, flushed):
+    memo = self.__dict__.setdefault("planted", {})
+    if (tlbs, got, flushed) not in memo:
+        memo[tlbs, got, flushed] = self.u.parts(es.tlbs_after(tlbs, got, window, flushed))
+    return memo[tlbs, got, flushed]
+
+
+@pytest.mark.parametrize(("memo", "plant"), [("_window_tlbs", _window_tlbs_by_tlbs),
+                                             ("_tlbs_after", _tlbs_after_by_tlbs)])
+def test_the_window_comparison_catches_a_tlbs_memo_keyed_without_the_window(memo, plant, monkeypatch):
+    # Planted: what a view shows of G's TLBs (_window_tlbs), or G's TLBs after a step on a view (_tlbs_after), is
+    # looked up without the window, so a view of one window gets the entries of another.
+    monkeypatch.setattr(explore_engine.Engine, memo, plant)
+    space = next(sp for sp in SWEEP_2M if sp.design == "per-folio" and sp.mode == "rodata-full")
+    assert _windowed_results_differ(space, monkeypatch)
+
+
+def test_parts_give_one_object_per_value():
+    parts = es.Parts()
+    a = parts(((1, 512), (2, 1, 3)))
+    assert parts(((1, 512), (2, 1, 3))) is a and parts(a) is a
+    b = parts(((1, 512),))
+    assert b is not a and b == ((1, 512),) and len(parts) == 2
+
+
 def test_the_window_comparison_catches_a_renamed_outcome_that_keeps_its_window(monkeypatch):
     # Planted: an outcome moved to another 4 KiB page of its group (a race_add's folio in the 2M file) keeps the
     # window of the page it ran on, so the merge drops G's entries over that page and keeps none over the new one.
