@@ -61,6 +61,17 @@ class Counters(dict):
         return counters_delta(self, before)
 
 
+def values_delta(names: tuple, before: tuple, after: tuple) -> dict:
+    """The counters that differ between two snapshots of their values (``tuple(counters.values())``), as
+    ``name -> after - before``; ``names`` name ``after``'s values in order. ``before`` may be shorter: no name is
+    ever removed, so one added since comes last."""
+    out = {name: a - b for name, a, b in zip(names, after, before, strict=False) if a != b}
+    for name, a in zip(names[len(before):], after[len(before):], strict=True):
+        if a:
+            out[name] = a
+    return out
+
+
 def counters_delta(after: dict, before: dict) -> dict:
     """The counters that differ between two copies of a :class:`Counters`, as ``name -> after - before``."""
     if len(before) == len(after) and type(before) is dict:

@@ -106,6 +106,13 @@ def test_a_steps_counters_are_worked_out_when_read_and_equal_the_eager_delta():
     assert "counters={'DirectMap4k'" in repr(s.steps[1])
 
 
+def test_values_delta_pairs_names_with_values_and_counts_a_name_added_since_from_zero():
+    from nbmodel.counters import values_delta
+    assert values_delta(("a", "b", "c"), (1, 2, 3), (1, 5, 3)) == {"b": 3}
+    assert values_delta(("a", "b", "c"), (1, 2), (0, 2, 4)) == {"a": -1, "c": 4}
+    assert values_delta(("a", "b", "c"), (1, 2), (1, 2, 0)) == {}
+
+
 def _planted(monkeypatch, method: str, old: str, new: str) -> None:
     """Replace ``System.<method>`` by its own source with ``old`` changed to ``new`` (a planted bug)."""
     import inspect
@@ -122,7 +129,7 @@ def _planted(monkeypatch, method: str, old: str, new: str) -> None:
 def test_the_lazy_counters_check_catches_a_step_that_trusts_its_last_copy(monkeypatch):
     """Planted: System.step takes the copy the last step left as its "before" without comparing it with the
     counters now; a counter bumped by hand between steps then shows in the next step's delta."""
-    _planted(monkeypatch, "step", "self._counters_seen == counters", "True")
+    _planted(monkeypatch, "step", "self._counters_seen == values", "True")
     assert not _lazy_counters_agree(STEPS)
 
 
