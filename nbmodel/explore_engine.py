@@ -83,8 +83,9 @@ class Engine:
         self.inv_flags: dict = {}   # G's two counters -> global_breaks()
         self.inv_rec = [None] + [{} for _ in self.positions]   # per position: rid << 32 | gid -> keys
         self.inv_cover: dict = {}
-        self.windowed: dict = {}   # (G's TLBs, window) -> what a view shows of them (_window_tlbs)
-        self.after: dict = {}      # (G's TLBs, the view's after the step, window) -> G's TLBs after it (_tlbs_after)
+        self.window_views: dict = {}   # (G's TLBs, window) -> what a view shows of them (_window_tlbs)
+        # (G's TLBs, the view's after the step, window, flushed all) -> G's TLBs after it (_tlbs_after)
+        self.after: dict = {}
         self.misses = self.view_misses = 0
         self.refused: dict = {}
         self.step_of: dict = {}   # move -> System.validate_step's tuple, or why the model refuses it
@@ -169,12 +170,12 @@ class Engine:
         return (v0, self.view_ids[0].id(v0), None), (v1, self.view_ids[1].id(key), top)
 
     def _window_tlbs(self, tlbs: tuple, window: tuple) -> tuple:
-        """:func:`~nbmodel.explore_state.window_tlbs`, memoized per TLBs (a :class:`~nbmodel.explore_state.Part`)
-        and window; the answer is a Part too."""
+        """:func:`~nbmodel.explore_state.window_tlbs`, memoized per TLBs and window; the answer is kept one object
+        per value (:class:`~nbmodel.explore_state.Parts`), as ``G``'s TLBs are."""
         key = (tlbs, window)
-        got = self.windowed.get(key)
+        got = self.window_views.get(key)
         if got is None:
-            got = self.windowed[key] = self.u.parts(window_tlbs(tlbs, window))
+            got = self.window_views[key] = self.u.parts(window_tlbs(tlbs, window))
         return got
 
     def _tlbs_after(self, tlbs: tuple, got: tuple, window, flushed: bool) -> tuple:
