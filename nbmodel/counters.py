@@ -75,7 +75,8 @@ def values_delta(names: tuple, before: tuple, after: tuple) -> dict:
 def counters_delta(after: dict, before: dict) -> dict:
     """The counters that differ between two copies of a :class:`Counters`, as ``name -> after - before``."""
     if len(before) == len(after) and type(before) is dict:
-        # A copy of the counters taken earlier (System.step does): no name is ever removed, so the same names
-        # in the same order, and the values pair up without a lookup.
+        # A copy of the counters taken earlier (the explorer's conformance check and the page-table view take
+        # one): no name is ever removed, so the same names in the same order, and the values pair up without a
+        # lookup.
         return {k: v - w for (k, v), w in zip(after.items(), before.values(), strict=True) if v != w}
     return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}

@@ -847,9 +847,7 @@ def tlbs_after(tlbs: tuple, got: tuple, window, flushed: bool) -> tuple:
     view had a window, ``G``'s 4 KiB entries outside it, which the step could not reach (it raises NeedDeeper
     there), unless it flushed everything. A larger entry the step filled replaces a 4 KiB one at its first page,
     as :meth:`TLB.fill` does."""
-    if window is None:
-        return got
-    if flushed:
+    if window is None or flushed:
         return got
     out = []
     for runs, now in zip(tlbs, got, strict=True):
