@@ -133,27 +133,60 @@ class Engine:
         if views is None:
             views = self.views[vkey] = self._views(g, rid)
         pkey = self.plan_key(name, rid, views)
-        plan = self.plans.get(pkey)
-        if plan is None:
-            plan = self.plans[pkey] = self._plan(name, rid, views)
-        trans, props, seen = [], {}, set()
-        applied, base = self.applied, gid << 32
+        got = self.plans.get(pkey)
+        if got is None:
+            got = self.plans[pkey] = self.grouped(self._plan(name, rid, views))
+        plan, props_items = got
+        applied, base, outs = self.applied, gid << 32, []
+        if props_items is not None:  # no move needs the whole G: one pass over the plan's distinct outcomes
+            for t, rid2, did, flush_all in plan:
+                gid2 = applied.get(base | did)
+                outs.append((t, rid2, self._applied(gid, g, did) if gid2 is None else gid2, flush_all))
+            return self.distinct(outs, rid, gid), props_items
+        props = {}
         for t, rid2, did, flush_all, found in plan:
             if rid2 is None:  # needs the whole G: did is the move, flush_all its variants (None: it is one)
-                self._whole_into(trans, props, seen, self._on_whole(t, did, flush_all, rid, gid, g, views), rid, gid)
+                for out in self._on_whole(t, did, flush_all, rid, gid, g, views):
+                    outs.append(out[:4])
+                    for p in out[4]:
+                        props.setdefault(p, out[0])
                 continue
             gid2 = applied.get(base | did)
-            if gid2 is None:
-                gid2 = self._applied(gid, g, did)
+            outs.append((t, rid2, self._applied(gid, g, did) if gid2 is None else gid2, flush_all))
             for p in found:
                 props.setdefault(p, t)
+        return self.distinct(outs, rid, gid), tuple(props.items())
+
+    @staticmethod
+    def distinct(outs: list, rid: int, gid: int) -> tuple:
+        """The transitions among the outcomes ``(tid, rid2, gid2, flush_all)`` of a record's moves under ``G``:
+        each that changes something, once, named by the first move that gives it."""
+        trans, seen = [], set()
+        for out in outs:
+            t, rid2, gid2, flush_all = out
             if gid2 == gid and rid2 == rid and not flush_all:
                 continue
             key = (rid2, gid2, flush_all)
             if key not in seen:
                 seen.add(key)
-                trans.append((t, rid2, gid2, flush_all))
-        return tuple(trans), tuple(props.items())
+                trans.append(out)
+        return tuple(trans)
+
+    @staticmethod
+    def grouped(plan: tuple) -> tuple:
+        """A plan as :meth:`_local` applies it: ``(plan, None)`` when a move in it needs the whole ``G``; else
+        ``((tid, rid2, delta id, flush_all), ...)`` once per distinct outcome, each with the first move giving it,
+        and the properties as :meth:`_local` returns them, ``((key, tid), ...)`` in the order the moves show them.
+        Neither depends on ``G`` (a plan's moves ran on its views), so they are worked out once per plan. In four
+        of the default sweep's 4K spaces a plan has 13 to 18 moves on average, and 6 to 8 distinct outcomes."""
+        if any(rid2 is None for _, rid2, _, _, _ in plan):
+            return plan, None
+        outcomes, props = {}, {}
+        for t, rid2, did, flush_all, found in plan:
+            outcomes.setdefault((rid2, did, flush_all), t)
+            for p in found:
+                props.setdefault(p, t)
+        return tuple((t,) + key for key, t in outcomes.items()), tuple(props.items())
 
     def _views(self, g: tuple, rid: int) -> tuple:
         """``G``'s two views as :meth:`_plan` takes them: per level ``(view, its memo key's id, top page)``. With
@@ -185,17 +218,6 @@ class Engine:
         if out is None:
             out = self.after[key] = self.u.parts(tlbs_after(tlbs, got, window, flushed))
         return out
-
-    @staticmethod
-    def _whole_into(trans: list, props: dict, seen: set, outs: list, rid: int, gid: int) -> None:
-        """:meth:`_local`'s bookkeeping for the outcomes of a move run on the whole ``G``."""
-        for t, rid2, gid2, flush_all, found in outs:
-            for p in found:
-                props.setdefault(p, t)
-            key = (rid2, gid2, flush_all)
-            if (rid2 != rid or gid2 != gid or flush_all) and key not in seen:
-                seen.add(key)
-                trans.append((t, rid2, gid2, flush_all))
 
     @staticmethod
     def plan_key(name: str, rid: int, views: tuple) -> tuple:

@@ -248,17 +248,29 @@ class Watched(frozenset):
         return frozenset.__contains__(self, name)
 
 
-class Interner:
-    """Values <-> dense small integers, so states are tuples of ints that hash fast."""
+#: How many records, and how many ``G``, one search may name: their ids are the digits of a packed state
+#: (:data:`~nbmodel.explore_search.RADIX` is above this) and the halves of the memo keys ``rid << 32 | gid``. Far
+#: beyond what fits in memory: the default sweep's searches name at most 7,755 ``G`` and 349 records.
+ID_BOUND = 1 << 29
 
-    def __init__(self):
+
+class Interner:
+    """Values <-> dense small integers, so states are tuples of ints that hash fast. With a ``bound``, the value
+    that would take id ``bound`` raises ExploreLimit instead."""
+
+    def __init__(self, bound: int | None = None):
         self.ids: dict = {}
         self.values: list = []
+        self.bound = bound
 
     def id(self, value) -> int:
         got = self.ids.get(value)
         if got is None:
-            got = self.ids[value] = len(self.values)
+            got = len(self.values)
+            if got == self.bound:
+                raise ExploreLimit(f"more than {self.bound:,} distinct values of one part of the state: too large "
+                                   "to explore")
+            self.ids[value] = got
             self.values.append(value)
         return got
 
@@ -315,8 +327,8 @@ class Universe:
 
     space: Space
     sys: System = field(init=False)
-    records: Interner = field(default_factory=Interner, init=False)
-    globals: Interner = field(default_factory=Interner, init=False)
+    records: Interner = field(default_factory=lambda: Interner(ID_BOUND), init=False)
+    globals: Interner = field(default_factory=lambda: Interner(ID_BOUND), init=False)
 
     def __post_init__(self):
         sp = self.space
@@ -997,7 +1009,7 @@ def _apply_items(table: list, items) -> None:
 
 
 __all__ = ["Space", "Universe", "ExploreAllocator", "ExploreLimit", "LocalityError", "NeedDeeper", "Interner",
-           "Outcome", "observe", "observed", "view_of", "apply_delta", "view0_of", "apply_delta0", "window_tlbs",
-           "windows_tlbs", "tlbs_after", "Parts",
+           "ID_BOUND", "Outcome", "observe", "observed", "view_of", "apply_delta", "view0_of", "apply_delta0",
+           "window_tlbs", "windows_tlbs", "tlbs_after", "Parts",
            "GUEST_DATA",
            "GMEM", "SECRET"]

@@ -463,9 +463,10 @@ def test_conformance_check_catches_counters_that_are_not_carried(monkeypatch):
 
 def test_packed_states_add_one_difference_per_move():
     """A packed state is a number in base RADIX; changing one position's id is adding one difference, and
-    unpacking gives the tuple back, for ids up to 2**32 - 1."""
+    unpacking gives the tuple back, for ids up to the bound the interners keep them under."""
     search = explore_search.Search(Space(design="filemap", offsets=3))
-    top = (1 << 32) - 1
+    assert es.ID_BOUND < explore_search.RADIX < 1 << 30
+    top = es.ID_BOUND - 1
     for state in [(0, 0, 0, 0), (top, top, top, top), (5, 0, top, 7), (8253, 371, 0, 12)]:
         s = search.pack(state)
         assert search.unpack(s) == state
@@ -474,6 +475,18 @@ def test_packed_states_add_one_difference_per_move():
                 moved = state[:pos] + (new,) + state[pos + 1:]
                 assert search.pack(moved) == s + (new - state[pos]) * explore_search.RADIX ** pos
                 assert search.unpack(s + (new - state[pos]) * explore_search.RADIX ** pos) == moved
+
+
+def test_an_interner_refuses_ids_past_its_bound():
+    """A record or ``G`` id is a digit of a packed state: the interners stop at their bound with ExploreLimit
+    (which the command line reports) rather than hand out an id that would alias another state."""
+    names = es.Interner(3)
+    assert [names.id(v) for v in "abcab"] == [0, 1, 2, 0, 1]
+    with pytest.raises(es.ExploreLimit, match="more than 3 distinct"):
+        names.id("d")
+    assert len(names) == 3 and names.id("c") == 2
+    u = explore_engine.Engine(Space(design="filemap", offsets=1)).u
+    assert u.records.bound == u.globals.bound == es.ID_BOUND
 
 
 def test_default_sweep_sizes_follow_the_table():
@@ -788,6 +801,56 @@ def test_plans_change_no_search(space, budget, monkeypatch):
     with monkeypatch.context() as mp:
         _no_plans(mp)
         assert _search_signature(space, budget) == planned
+
+
+def _ungrouped(plan: tuple) -> tuple:
+    """:meth:`Engine.grouped` declining every plan: each move of a plan applied in turn, as for a plan with a
+    move that needs the whole ``G``."""
+    return plan, None
+
+
+def _last_move_per_outcome(plan: tuple) -> tuple:
+    """A planted :meth:`Engine.grouped` that names each outcome by the last move giving it, not the first."""
+    if any(e[1] is None for e in plan):
+        return plan, None
+    outcomes, props = {}, {}
+    for t, rid2, did, flush_all, found in plan:
+        outcomes[(rid2, did, flush_all)] = t
+        for p in found:
+            props.setdefault(p, t)
+    return tuple((t,) + key for key, t in outcomes.items()), tuple(props.items())
+
+
+def _props_of_first_moves(plan: tuple) -> tuple:
+    """A planted :meth:`Engine.grouped` that keeps the properties of the first move per outcome only."""
+    if any(e[1] is None for e in plan):
+        return plan, None
+    outcomes, props = {}, {}
+    for t, rid2, did, flush_all, found in plan:
+        if (rid2, did, flush_all) not in outcomes:
+            outcomes[(rid2, did, flush_all)] = t
+            for p in found:
+                props.setdefault(p, t)
+    return tuple((t,) + key for key, t in outcomes.items()), tuple(props.items())
+
+
+@pytest.mark.parametrize(("space", "budget"), PAGE_SPACES[:2], ids=[sp.label() for sp, _ in PAGE_SPACES[:2]])
+def test_grouped_plans_change_no_search(space, budget, monkeypatch):
+    """A plan applied once per distinct outcome (:meth:`Engine.grouped`) finds the same states, transitions and
+    counterexamples (each move and racing step named as before) as applying each of its moves in turn."""
+    grouped = _search_signature(space, budget)
+    monkeypatch.setattr(explore_engine.Engine, "grouped", staticmethod(_ungrouped))
+    assert _search_signature(space, budget) == grouped
+
+
+@pytest.mark.parametrize("plant", [_last_move_per_outcome, _props_of_first_moves])
+def test_the_grouped_comparison_catches_a_wrong_grouping(plant, monkeypatch):
+    space, budget = PAGE_SPACES[0]
+    with monkeypatch.context() as mp:
+        mp.setattr(explore_engine.Engine, "grouped", staticmethod(_ungrouped))
+        each = _search_signature(space, budget)
+    monkeypatch.setattr(explore_engine.Engine, "grouped", staticmethod(plant))
+    assert _search_signature(space, budget) != each
 
 
 @pytest.mark.parametrize("plant", PLAN_PLANTS)
