@@ -57,7 +57,7 @@ BUDGET = 400_000
 #: sweep's complete searches, measured 2026-12-04 on the 2-core development machine, after the TLB windows of
 #: :func:`~nbmodel.explore_state.windows_tlbs`): a step still zeroes, zaps or restores 512 pages, and the
 #: smallest of these spaces have a distinct (record, views of ``G``) pair for more than half their states
-#: (per-folio on arm64 bbml2: 463 for 742 states), and every move runs again for each. This
+#: (per-folio on arm64 bbml2: 520 for 742 states), and every move runs again for each. This
 #: budget bounds the wait. The spaces are finite (the allocator's next pageblock depends only on which are free,
 #: :class:`~nbmodel.physmem.PageblockOrder`). The default sweep's nine (restore_4k, one page) all complete within
 #: it: secretmem on x86 (786 states), arm64 bbml2 (1,210) and rodata-full (2,952), filemap on x86 (1,818), arm64

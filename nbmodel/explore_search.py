@@ -17,10 +17,10 @@ from .invariants import INVARIANTS
 
 #: The radix of a packed state: ``G``'s id is its lowest digit, then one digit per file index. Ids stay below
 #: :data:`~nbmodel.explore_state.ID_BOUND` < RADIX. Below 2**30, one digit of CPython's ints: the search divides
-#: by it twice per state and file index, and a one-digit divisor takes the short division (105 against 167 ns a
-#: divmod of a 4-index state here). Not a power of two: Python hashes an int by its value modulo 2**61 - 1, so
-#: 30-bit fields would alias (``2**61`` is 1 there) and crowd the dict's low hash bits; an odd radix with mixed
-#: bits (a prime) spreads them.
+#: by it up to twice per state and file index (expanding the state, and checking it while (a) or (d) is
+#: pending), and a one-digit divisor takes the short division (105 against 167 ns a divmod of a 4-index state
+#: here). Not a power of two: Python hashes an int by its value modulo 2**61 - 1, so 30-bit fields would alias
+#: (``2**61`` is 1 there) and crowd the dict's low hash bits; an odd radix with mixed bits (a prime) spreads them.
 RADIX = 0x3C6EF35F
 
 

@@ -461,6 +461,45 @@ def test_conformance_check_catches_counters_that_are_not_carried(monkeypatch):
     assert check_conformance(Space(design="per-folio", offsets=1), depth=6, sample=60, seed=3, first=60)
 
 
+def _frontiers(space: Space, depth: int, monkeypatch) -> list:
+    """The frontiers a search of ``space`` expands, level by level, to ``depth``."""
+    seen_levels = []
+    real = explore_search.Search._level
+
+    def level(self, frontier, *rest):
+        seen_levels.append(list(frontier))
+        return real(self, frontier, *rest)
+
+    monkeypatch.setattr(explore_search.Search, "_level", level)
+    explore_search.Search(space).run(max_depth=depth)
+    return seen_levels
+
+
+def test_each_state_is_expanded_once(monkeypatch):
+    """A state joins the frontier once, whether a plain move, a move ending in flush_tlb_all() or a whole-G move
+    reaches it first: the search's set of states seen is kept with ``parent``."""
+    space = Space(design="filemap", offsets=2)
+    levels = _frontiers(space, 5, monkeypatch)
+    states = [s for lv in levels for s in lv]
+    assert len(levels) == 5 and len(states) == len(set(states)) > 100
+
+
+def test_the_expanded_once_check_catches_a_state_not_marked_seen(monkeypatch):
+    """Planted: a state first reached by a flushing or whole-G move is not added to the set of states seen."""
+    def take(s, pos, states, props, parent, nxt, found, seen):
+        for ns in states:
+            if ns not in seen:
+                parent[ns] = s
+                nxt.append(ns)
+        for key, tid in props:
+            if key not in found:
+                found[key] = ("step", s, (pos, tid))
+
+    monkeypatch.setattr(explore_search.Search, "_take", staticmethod(take))
+    with pytest.raises(AssertionError):
+        test_each_state_is_expanded_once(monkeypatch)
+
+
 def test_packed_states_add_one_difference_per_move():
     """A packed state is a number in base RADIX; changing one position's id is adding one difference, and
     unpacking gives the tuple back, for ids up to the bound the interners keep them under."""
