@@ -15,11 +15,10 @@ effects learned by running the design code, :mod:`nbmodel.policy`; ``tests/test_
 small machines). Speed targets (the model's own speed) are checked here, never in unit tests: bulk >= 1M
 folio-ops/s with a 16 GiB populate + punch + close in <= 10 s; bulk on fragmenting work (a hole punched in every
 other page of a 1G guest, one op per page) >= 200k ops/s and linear in the guest size; the traced System
-stepped one op per page >= 50k steps/s, flat in the page-cache size (16k cached folios >= 0.8x the rate with
-16); the traced System in three big steps >= 100k folio-ops/s; the model >= 25x faster than this
-machine's memfd_secret populate; and ``nbmodel explore``'s default sweep complete in every configuration, within
-120 s wall, at >= 10^5 states per CPU-second of its exhaustive searches (:func:`explore_sweep`). ``--json`` adds a
-scaling table (:func:`scaling`).
+stepped one op per page, as a reader steps it, >= 50k steps/s, flat in the page-cache size (16k cached folios
+>= 0.8x the rate with 16); the model >= 25x faster than this machine's memfd_secret populate; and ``nbmodel
+explore``'s default sweep complete in every configuration, within 120 s wall, at >= 10^5 states per CPU-second of
+its exhaustive searches (:func:`explore_sweep`). ``--json`` adds a scaling table (:func:`scaling`).
 """
 
 from __future__ import annotations
@@ -53,10 +52,10 @@ SIZES, QUICK_SIZES = ("1G", "4G", "16G"), ("64M", "256M")
 #: The largest guest ``--sizes`` accepts: its machine (guest + 2G) stays under the model's memory limit, and a
 #: run of the whole matrix at this size takes minutes, not hours.
 MAX_BENCH_SIZE = 64 << 30
-TARGETS = {"bulk_folio_ops_per_s": 1e6, "bulk_16g_seconds": 10.0, "traced_folio_ops_per_s": 1e5,
-           "model_over_live_secretmem": 25.0, "traced_steps_per_s": 5e4, "traced_steps_flat": 0.8,
-           "bulk_fragment_ops_per_s": 2e5, "bulk_fragment_linear": 0.8, "explore_complete": 1.0,
-           "explore_sweep_seconds": 120.0, "explore_states_per_cpu_s": 1e5}
+TARGETS = {"bulk_folio_ops_per_s": 1e6, "bulk_16g_seconds": 10.0, "model_over_live_secretmem": 25.0,
+           "traced_steps_per_s": 5e4, "traced_steps_flat": 0.8, "bulk_fragment_ops_per_s": 2e5,
+           "bulk_fragment_linear": 0.8, "explore_complete": 1.0, "explore_sweep_seconds": 120.0,
+           "explore_states_per_cpu_s": 1e5}
 #: Page-cache sizes (cached 4K folios) the one-op-per-page traced figure is taken at: small, then large.
 STEP_CACHES = (16, 16384)
 #: Guest sizes of the fragmenting bulk figure (a hole punched in every other page, one op per page).
@@ -200,26 +199,6 @@ def _clock_quiet():
         yield
 
 
-def traced_rate(size="16M", repeats: int = 3) -> dict:
-    """The traced System (per folio, with the event trace): fallocate + punch + close, folio-ops per second.
-    Best of ``repeats`` fresh runs, as ``timeit`` reports: the least disturbed run is the model's own speed."""
-    from .system import System
-    seconds = []
-    for _ in range(repeats):
-        s = System(design="filemap", memory="1G", trace=True)
-        s.step("gmem_create", file="g", size=size)
-        with _clock_quiet():
-            t = time.perf_counter()
-            s.step("fallocate", file="g", len=size)
-            s.step("punch_hole", file="g", len=size)
-            s.step("close", file="g")
-            seconds.append(time.perf_counter() - t)
-    ops = 2 * (parse_size(size) // PAGE_SIZE)  # each folio added once and removed once
-    best = min(seconds)
-    return {"size": parse_size(size), "seconds": best, "runs": len(seconds), "folio_ops": ops,
-            "folio_ops_per_s": ops / best, "worst_folio_ops_per_s": ops / max(seconds)}
-
-
 def traced_steps(cached: int, steps: int = 20000, repeats: int = 3, design: str = "filemap", trace: bool = False,
                  arch: str = "x86") -> dict:
     """The traced System stepped one op per page, as a scenario, a widget or the explorer steps it: with
@@ -342,7 +321,6 @@ class Check:
 @dataclass
 class SpeedReport:
     bulk: dict
-    traced: dict
     live: list = field(default_factory=list)   # ProbeResult dicts
     zero_bytes_per_ns: float | None = None
     checks: list = field(default_factory=list)
@@ -384,7 +362,7 @@ def explore_checks(ex: dict) -> list:
 
 def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None, memory: bool = True,
           explore: bool = False) -> SpeedReport:
-    """Measure the three speed figures and check them against :data:`TARGETS`. ``probes``:
+    """Measure the model's speed figures and check them against :data:`TARGETS`. ``probes``:
     :class:`~nbmodel.realkernel.ProbeResult` objects already taken, or a :class:`~nbmodel.realkernel.ProbeRecord`
     (live or recorded: its zeroing bandwidth is used and the live check's note says where it was measured); else
     they are taken here if ``live``. ``memory``: also run the 16G target once more under tracemalloc for its
@@ -392,8 +370,7 @@ def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None,
     bulk = bulk_target("16G")
     if memory:
         bulk["tracemalloc_peak_bytes"] = bulk_target("16G", measure_memory=True)["tracemalloc_peak_bytes"]
-    traced = traced_rate("4M" if quick else "16M")
-    rep = SpeedReport(bulk, traced)
+    rep = SpeedReport(bulk)
     # Best of 3 in both modes: one run of the same 10,000 steps read 34-67k steps/s here, back to back.
     rep.steps = [traced_steps(n, steps=10000 if quick else 20000, repeats=3) for n in STEP_CACHES]
     rep.fragment = [bulk_fragment(size, repeats=3) for size in FRAGMENT_SIZES]   # best of 3: one run varies ±25% here
@@ -414,7 +391,6 @@ def speed(quick: bool = False, live: bool = True, probe_size="16M", probes=None,
         _check("bulk folio-ops/s (16G populate + punch + close)", bulk["folio_ops_per_s"],
                t["bulk_folio_ops_per_s"]),
         _check("bulk 16G populate + punch + close, seconds", bulk["seconds"], t["bulk_16g_seconds"], below=True),
-        _check("traced System folio-ops/s", traced["folio_ops_per_s"], t["traced_folio_ops_per_s"]),
         _check(f"traced System steps/s, one op per page, {rep.steps[-1]['cached_folios']:,} cached folios",
                rep.steps[-1]["steps_per_s"], t["traced_steps_per_s"], note="trace off, invariants after each step"),
         _check(f"traced steps/s flat: {rep.steps[-1]['cached_folios']:,} cached folios / "
@@ -551,10 +527,7 @@ def format_speed(rep: SpeedReport) -> str:
              f"  bulk: 16G populate + punch + close in {rep.bulk['seconds']:.3f} s, "
              f"{rep.bulk['folio_ops_per_s']:,.0f} folio-ops/s" + (
                  f", peak Python memory {rep.bulk['tracemalloc_peak_bytes'] / 2**20:.1f} MiB (tracemalloc, "
-                 "separate run, building the machine included)" if "tracemalloc_peak_bytes" in rep.bulk else ""),
-             f"  traced System: {rep.traced['folio_ops_per_s']:,.0f} folio-ops/s "
-             f"({human(rep.traced['size'])} fallocate + punch + close, best of {rep.traced['runs']} runs; "
-             f"slowest {rep.traced['worst_folio_ops_per_s']:,.0f})"]
+                 "separate run, building the machine included)" if "tracemalloc_peak_bytes" in rep.bulk else "")]
     for st in rep.steps:
         lines.append(f"  traced System, one op per page: {st['steps_per_s']:,.0f} steps/s with "
                      f"{st['cached_folios']:,} cached folios ({st['steps']:,} steps of fallocate/punch one page, "

@@ -147,7 +147,6 @@ def test_speed_takes_the_recorded_probes(no_kernel, monkeypatch):
     """``bench.speed(probes=recorded)``: the recorded probes and zeroing bandwidth are used, none measured, and
     the live check says where they were recorded. (The model's own speed runs are not what is tested here.)"""
     monkeypatch.setattr(bench, "bulk_target", lambda *a, **k: {"folio_ops_per_s": 4e6, "seconds": 1.0})
-    monkeypatch.setattr(bench, "traced_rate", lambda *a, **k: {"folio_ops_per_s": 1e5})
     monkeypatch.setattr(costmodel, "measure_zero_bandwidth", lambda *a, **k: pytest.fail("measured, not recorded"))
     probes = realkernel.probes_for_book()
     rep = bench.speed(quick=True, probes=probes, memory=False)
