@@ -76,7 +76,6 @@ def counters_delta(after: dict, before: dict) -> dict:
     """The counters that differ between two copies of a :class:`Counters`, as ``name -> after - before``."""
     if len(before) == len(after) and type(before) is dict:
         # A copy of the counters taken earlier (the explorer's conformance check and the page-table view take
-        # one): no name is ever removed, so the same names in the same order, and the values pair up without a
-        # lookup.
-        return {k: v - w for (k, v), w in zip(after.items(), before.values(), strict=True) if v != w}
+        # one): the same names in the same order, paired up as values_delta pairs them.
+        return values_delta(tuple(after), tuple(before.values()), tuple(after.values()))
     return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
